@@ -1,0 +1,296 @@
+"""Configuration: one TOML file, validated whole at start.
+
+Every section is a pydantic model with `extra="forbid"`, so a misspelt key is an
+error rather than a silently ignored setting; `ConfigError` carries the dotted
+key path so the operator sees exactly which line to fix. Canonical key names are
+DESIGN's; new keys are added beside them, none renamed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+DEFAULT_CONFIG_FILE = Path("ses-relay.toml")
+DEFAULT_DATA_DIR = Path("ses-relay-data")
+DEFAULT_LISTEN = "127.0.0.1:2525"
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; `key` is the dotted path of the offending setting."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Accept "90s", "15m", "24h", "7d", "2w", a bare number of seconds, or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '15m', '24h' or '7d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration; use e.g. '30s', '15m', '24h' or '7d'")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """Split "HOST:PORT" or "[v6]:PORT"; the port must be 0..65535."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassConfig(_Section):
+    configuration_set: str | None = Field(
+        default=None, description="SES configuration set for this class; none sends without one"
+    )
+
+
+class SesConfig(_Section):
+    region: str = "us-east-1"
+    endpoint_url: str = ""  # AWS_ENDPOINT_URL is honoured when this is empty
+    api: Literal["v1", "v2"] = "v1"
+    max_send_rate: float | Literal["auto"] = "auto"  # recipients/s across all workers
+    concurrency: int = Field(default=8, ge=1, le=256)
+    retry_max_age: Duration = timedelta(hours=24)  # then the recipients are `failed`
+    source_arn: str = ""
+    from_arn: str = ""
+    return_path_arn: str = ""
+
+    @field_validator("max_send_rate")
+    @classmethod
+    def _positive_rate(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and value <= 0:
+            raise ValueError("must be a positive number of messages per second, or 'auto'")
+        return value
+
+    @property
+    def max_message_size(self) -> int:
+        """SendRawEmail takes 10 MB; SESv2 SendEmail with Raw content takes 40 MB."""
+        return 40 * 1024 * 1024 if self.api == "v2" else 10 * 1024 * 1024
+
+
+class DkimDomainConfig(_Section):
+    selector: str
+    key_file: Path
+
+
+class ListenerConfig(_Section):
+    listen: str = DEFAULT_LISTEN
+    tls: Literal["none", "starttls", "implicit"] = "none"
+    require_auth: bool = False
+    allow_networks: tuple[str, ...] = LOOPBACK_NETWORKS
+    default_class: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        parse_hostport(value)
+        return value
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a network in CIDR form ({exc})") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return parse_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_hostport(self.listen)[1]
+
+
+class LimitsConfig(_Section):
+    message_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # bytes; advertised with SIZE
+    recipients: int = Field(default=500, ge=1, le=10_000)  # per message
+
+
+class TlsConfig(_Section):
+    cert_file: str = ""
+    key_file: str = ""
+
+
+class AuthConfig(_Section):
+    users_file: str = ""
+
+
+class FeedbackConfig(_Section):
+    queue_urls: tuple[str, ...] = ()
+    sns_topic_arns: tuple[str, ...] = ()
+    sns_cert_dir: str = ""
+
+
+class MetricsConfig(_Section):
+    listen: str = ""
+
+
+class PolicyConfig(_Section):
+    """The numbers of DESIGN's suppression policy table."""
+
+    permanent_general_expiry: Duration = timedelta(days=30)  # Permanent/General ("recoverable")
+    soft_bounce_expiry: Duration = timedelta(hours=1)  # Transient/General, /MailboxFull
+    escalate_after: int = Field(default=5, ge=1)  # transient bounces within the window...
+    escalate_window: Duration = timedelta(hours=24)
+    escalate_expiry: Duration = timedelta(days=7)  # ...make a hard suppression this long
+
+
+class NoticesConfig(_Section):
+    sender: str = ""  # default MAILER-DAEMON@<hostname>
+    on_suppressed_at_data: bool = True
+
+
+class Config(_Section):
+    default_class: str = "transactional"
+    classes: dict[str, ClassConfig] = Field(
+        default_factory=lambda: {
+            "transactional": ClassConfig(configuration_set="tx"),
+            "list": ClassConfig(configuration_set="list"),
+            "bulk": ClassConfig(configuration_set="bulk"),
+        }
+    )
+    ses: SesConfig = SesConfig()
+    dkim: dict[str, DkimDomainConfig] = Field(default_factory=dict)
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    limits: LimitsConfig = LimitsConfig()
+    tls: TlsConfig = TlsConfig()
+    auth: AuthConfig = AuthConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    policy: PolicyConfig = PolicyConfig()
+    notices: NoticesConfig = NoticesConfig()
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, value: dict[str, ClassConfig]) -> dict[str, ClassConfig]:
+        if not value:
+            raise ValueError("at least one class must be configured")
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
+                raise ValueError(f"class name {name!r} must be lower-case letters, digits, '-' or '_'")
+        return value
+
+    def class_for_configuration_set(self, name: str) -> str | None:
+        for klass, conf in self.classes.items():
+            if conf.configuration_set == name:
+                return klass
+        return None
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _cross_check(config: Config) -> Config:
+    """Checks that span sections, each naming the key an operator must change."""
+    names = ", ".join(sorted(config.classes))
+    if config.default_class not in config.classes:
+        raise ConfigError("default_class", f"{config.default_class!r} is not a configured class ({names})")
+    for i, listener in enumerate(config.listeners):
+        if listener.default_class is not None and listener.default_class not in config.classes:
+            raise ConfigError(
+                f"listeners[{i}].default_class",
+                f"{listener.default_class!r} is not a configured class ({names})",
+            )
+    if config.limits.message_size > config.ses.max_message_size:
+        raise ConfigError(
+            "limits.message_size",
+            f"{config.limits.message_size} exceeds what SES api {config.ses.api!r} accepts "
+            f"({config.ses.max_message_size})",
+        )
+    return config
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document; raise ConfigError naming the first bad key."""
+    try:
+        return _cross_check(Config.model_validate(data))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
+        key = _key_path(loc)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        extra = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        raise ConfigError(key or "(top level)", message + extra) from None
+
+
+def load(path: Path | None) -> Config:
+    """Load and validate `path`; None gives the defaults."""
+    if path is None:
+        return Config()
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("", f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
+    return from_dict(data)
+
+
+def locate(explicit: str | None) -> Path | None:
+    """--config, else $SES_RELAY_CONFIG, else ./ses-relay.toml when it exists."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("SES_RELAY_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
