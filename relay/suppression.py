@@ -102,9 +102,7 @@ def blocking(entries: list[Suppression], klass: str | None, now: datetime) -> Su
     When several block, the strongest (then longest-lasting) is reported.
     """
     candidates = [
-        e
-        for e in entries
-        if e.active(now) and (e.klass == ALL if klass is None else e.applies_to(klass))
+        e for e in entries if e.active(now) and (e.klass == ALL if klass is None else e.applies_to(klass))
     ]
     if not candidates:
         return None

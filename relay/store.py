@@ -1,0 +1,614 @@
+"""The store: every line of SQL in ses-relay lives in this module.
+
+SQLite through aiosqlite, in WAL mode with `synchronous=FULL`, so that a commit
+has reached the disk before the SMTP intake answers 250. Callers see a narrow
+async interface of domain operations (accept a submission, claim spooled mail,
+record a send, merge a suppression...), never SQL, so a PostgreSQL backend can be
+added for multi-host deployments without touching them.
+
+Two connections: writes go through one connection guarded by an asyncio lock (a
+transaction must not interleave with another coroutine's statements); reads that
+sit on hot paths (RCPT-time suppression checks) use a second connection, which in
+WAL mode sees the last committed state without waiting for writers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import aiosqlite
+
+from relay.suppression import ALL, Cause, Level, Suppression, merge
+from relay.timeutil import from_text, maybe_text, maybe_time, to_text
+
+BUSY_TIMEOUT_MS = 5000
+
+# Numbered migrations: each runs once, in order, inside one transaction with the
+# version bump. Never edit a released migration; add the next number.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the relay core
+    """
+    CREATE TABLE submissions (
+        id                TEXT PRIMARY KEY,
+        mail_from         TEXT NOT NULL,
+        class             TEXT NOT NULL,
+        class_source      TEXT NOT NULL,
+        configuration_set TEXT,
+        tags              TEXT NOT NULL DEFAULT '[]',
+        header_from       TEXT,
+        subject           TEXT,
+        message_id        TEXT,
+        headers           TEXT NOT NULL DEFAULT '',
+        size              INTEGER NOT NULL,
+        client_ip         TEXT,
+        auth_user         TEXT,
+        created_at        TEXT NOT NULL
+    );
+    CREATE TABLE recipients (
+        submission_id  TEXT NOT NULL REFERENCES submissions(id),
+        address        TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        detail         TEXT,
+        ses_message_id TEXT,
+        updated_at     TEXT NOT NULL,
+        PRIMARY KEY (submission_id, address)
+    );
+    CREATE INDEX recipients_by_ses_id ON recipients(ses_message_id);
+    CREATE INDEX recipients_by_address ON recipients(address);
+    CREATE TABLE spool (
+        submission_id   TEXT PRIMARY KEY REFERENCES submissions(id),
+        data            BLOB NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until     REAL,
+        last_error      TEXT,
+        created_at      REAL NOT NULL
+    );
+    CREATE INDEX spool_due ON spool(next_attempt_at);
+    CREATE TABLE suppressions (
+        address         TEXT NOT NULL,
+        class           TEXT NOT NULL,
+        level           INTEGER NOT NULL,
+        cause           TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        feedback_id     TEXT,
+        ses_message_id  TEXT,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        expires_at      TEXT,
+        refused_count   INTEGER NOT NULL DEFAULT 0,
+        last_refused_at TEXT,
+        PRIMARY KEY (address, class)
+    );
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        at      TEXT NOT NULL,
+        actor   TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        address TEXT,
+        class   TEXT,
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    """,
+)
+
+
+class StoreError(RuntimeError):
+    """The store could not do what was asked (disk full, read-only, locked too long).
+
+    The SMTP intake turns it into `451 4.3.0`; nothing was written.
+    """
+
+
+@dataclass(frozen=True)
+class NewRecipient:
+    address: str
+    status: str  # "queued" or "suppressed"
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class NewSubmission:
+    id: str
+    mail_from: str
+    klass: str
+    class_source: str
+    configuration_set: str | None
+    tags: tuple[tuple[str, str], ...]
+    header_from: str | None
+    subject: str | None
+    message_id: str | None
+    headers: str
+    size: int
+    client_ip: str | None
+    auth_user: str | None
+    created_at: datetime
+    recipients: tuple[NewRecipient, ...]
+    refused: tuple[tuple[str, str], ...] = ()  # (address, class) of suppressions that refused one
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    address: str
+    status: str
+    detail: str | None
+    ses_message_id: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SubmissionRow:
+    id: str
+    mail_from: str
+    klass: str
+    class_source: str
+    configuration_set: str | None
+    tags: tuple[tuple[str, str], ...]
+    header_from: str | None
+    subject: str | None
+    message_id: str | None
+    headers: str
+    size: int
+    created_at: datetime
+    recipients: tuple[RecipientRow, ...]
+
+
+@dataclass(frozen=True)
+class SpoolItem:
+    """A spooled message the sender has leased; `pending` are recipients still queued."""
+
+    submission: SubmissionRow
+    data: bytes
+    attempts: int
+    spooled_at: float
+    pending: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    at: datetime
+    actor: str
+    action: str
+    address: str | None
+    klass: str | None
+    detail: str
+
+
+def _suppression(row: sqlite3.Row) -> Suppression:
+    return Suppression(
+        address=row["address"],
+        klass=row["class"],
+        level=Level(row["level"]),
+        cause=Cause(row["cause"]),
+        reason=row["reason"],
+        created_at=from_text(row["created_at"]),
+        updated_at=from_text(row["updated_at"]),
+        expires_at=maybe_time(row["expires_at"]),
+        feedback_id=row["feedback_id"],
+        ses_message_id=row["ses_message_id"],
+        refused_count=row["refused_count"],
+        last_refused_at=maybe_time(row["last_refused_at"]),
+    )
+
+
+class Store:
+    """Async access to one SQLite database file. Use `await Store.open(path)`."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            writer = await cls._connect(path)
+            await cls._migrate(writer)
+            reader = await cls._connect(path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        return cls(path, writer, reader)
+
+    @staticmethod
+    async def _connect(path: Path) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    @staticmethod
+    async def _migrate(db: aiosqlite.Connection) -> None:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            async with db.execute("SELECT max(version) FROM schema_version") as cur:
+                row = await cur.fetchone()
+            current = (row[0] if row else None) or 0
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"store schema version {current} is newer than this ses-relay ({len(MIGRATIONS)}); "
+                    "upgrade ses-relay"
+                )
+            for number in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in _statements(MIGRATIONS[number - 1]):
+                    await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+    async def schema_version(self) -> int:
+        async with self._reader.execute("SELECT max(version) FROM schema_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; any failure rolls it back whole and surfaces as StoreError."""
+        async with self._lock:
+            db = self._writer
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store unavailable: {exc}") from exc
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    await db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the failed COMMIT may already have rolled back
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"store write failed: {exc}") from exc
+                raise
+
+    async def _read(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        try:
+            async with self._reader.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+
+    # -- suppressions ------------------------------------------------------
+
+    async def suppressions_for(self, addresses: Iterable[str], now: datetime) -> dict[str, list[Suppression]]:
+        """Unexpired suppressions of each address, in every class."""
+        wanted = list(dict.fromkeys(addresses))
+        out: dict[str, list[Suppression]] = {a: [] for a in wanted}
+        if not wanted:
+            return out
+        marks = ",".join("?" * len(wanted))
+        rows = await self._read(
+            f"SELECT * FROM suppressions WHERE address IN ({marks}) "  # noqa: S608 - placeholders only
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            [*wanted, to_text(now)],
+        )
+        for row in rows:
+            out[row["address"]].append(_suppression(row))
+        return out
+
+    async def suppressions_of(self, address: str, *, include_expired: bool = True) -> list[Suppression]:
+        sql = "SELECT * FROM suppressions WHERE address = ?"
+        rows = await self._read(sql + " ORDER BY class", [address])
+        entries = [_suppression(r) for r in rows]
+        return entries if include_expired else [e for e in entries if e.expires_at is None]
+
+    async def list_suppressions(
+        self, *, now: datetime, klass: str | None = None, level: Level | None = None, include_expired=False
+    ) -> list[Suppression]:
+        clauses, params = [], []
+        if not include_expired:
+            clauses.append("(expires_at IS NULL OR expires_at > ?)")
+            params.append(to_text(now))
+        if klass is not None:
+            clauses.append("class = ?")
+            params.append(klass)
+        if level is not None:
+            clauses.append("level = ?")
+            params.append(int(level))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._read(f"SELECT * FROM suppressions {where} ORDER BY address, class", params)  # noqa: S608
+        return [_suppression(r) for r in rows]
+
+    async def note_refused(self, refused: Iterable[tuple[str, str]], now: datetime) -> None:
+        """Count refusals against the suppressions that caused them ("is it still saving us?")."""
+        pairs = list(refused)
+        if not pairs:
+            return
+        async with self._transaction() as db:
+            await _count_refusals(db, pairs, now)
+
+    async def merge_suppression(
+        self, new: Suppression, *, actor: str | None = None, action: str = "add", detail: str = ""
+    ) -> Suppression:
+        """Merge `new` into the entry on file (relay.suppression.merge); with an actor, audit it."""
+        async with self._transaction() as db:
+            merged = await _merge_suppression(db, new)
+            if actor is not None:
+                await _audit(db, new.updated_at, actor, action, new.address, new.klass, detail or new.reason)
+        return merged
+
+    async def clear_suppressions(
+        self, address: str, klass: str | None, *, actor: str, reason: str, now: datetime
+    ) -> list[Suppression]:
+        """Remove the entries (one class, or all when klass is None); audited; returns what was removed."""
+        async with self._transaction() as db:
+            sql, params = "SELECT * FROM suppressions WHERE address = ?", [address]
+            if klass is not None:
+                sql += " AND class = ?"
+                params.append(klass)
+            async with db.execute(sql, params) as cur:
+                removed = [_suppression(r) for r in await cur.fetchall()]
+            for entry in removed:
+                await db.execute(
+                    "DELETE FROM suppressions WHERE address = ? AND class = ?", (address, entry.klass)
+                )
+                await _audit(
+                    db,
+                    now,
+                    actor,
+                    "clear",
+                    address,
+                    entry.klass,
+                    f"{reason} (was {entry.level} {entry.cause}: {entry.reason})",
+                )
+        return removed
+
+    async def audit_log(self, address: str | None = None) -> list[AuditRow]:
+        sql, params = "SELECT * FROM audit", []
+        if address is not None:
+            sql += " WHERE address = ?"
+            params.append(address)
+        rows = await self._read(sql + " ORDER BY id", params)
+        return [
+            AuditRow(from_text(r["at"]), r["actor"], r["action"], r["address"], r["class"], r["detail"])
+            for r in rows
+        ]
+
+    # -- intake ------------------------------------------------------------
+
+    async def accept(self, sub: NewSubmission, data: bytes, now_epoch: float) -> None:
+        """Record a submission, its recipients and the message bytes in one durable commit.
+
+        When this returns, the message survives a crash; when it raises, nothing of it
+        was written.
+        """
+        created = to_text(sub.created_at)
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO submissions (id, mail_from, class, class_source, configuration_set, tags, "
+                "header_from, subject, message_id, headers, size, client_ip, auth_user, created_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    sub.id,
+                    sub.mail_from,
+                    sub.klass,
+                    sub.class_source,
+                    sub.configuration_set,
+                    json.dumps([list(t) for t in sub.tags]),
+                    sub.header_from,
+                    sub.subject,
+                    sub.message_id,
+                    sub.headers,
+                    sub.size,
+                    sub.client_ip,
+                    sub.auth_user,
+                    created,
+                ),
+            )
+            await db.executemany(
+                "INSERT INTO recipients (submission_id, address, status, detail, updated_at) "
+                "VALUES (?,?,?,?,?)",
+                [(sub.id, r.address, r.status, r.detail, created) for r in sub.recipients],
+            )
+            if any(r.status == "queued" for r in sub.recipients):
+                await db.execute(
+                    "INSERT INTO spool (submission_id, data, next_attempt_at, created_at) VALUES (?,?,?,?)",
+                    (sub.id, data, now_epoch, now_epoch),
+                )
+            await _count_refusals(db, sub.refused, sub.created_at)
+
+    async def submission(self, submission_id: str) -> SubmissionRow | None:
+        rows = await self._read("SELECT * FROM submissions WHERE id = ?", [submission_id])
+        if not rows:
+            return None
+        recips = await self._read(
+            "SELECT * FROM recipients WHERE submission_id = ? ORDER BY rowid", [submission_id]
+        )
+        return _submission(rows[0], recips)
+
+    # -- sending -----------------------------------------------------------
+
+    async def release_leases(self) -> int:
+        """At sender start: whatever a previous process had in flight is due again now."""
+        async with self._transaction() as db:
+            cur = await db.execute("UPDATE spool SET lease_until = NULL, next_attempt_at = 0")
+            return cur.rowcount
+
+    async def claim_due(self, now_epoch: float, limit: int, lease_seconds: float) -> list[SpoolItem]:
+        """Lease up to `limit` due messages, oldest first, so no other worker takes them."""
+        async with self._transaction() as db:
+            async with db.execute(
+                "SELECT submission_id, data, attempts, created_at FROM spool "
+                "WHERE next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                "ORDER BY next_attempt_at LIMIT ?",
+                (now_epoch, now_epoch, limit),
+            ) as cur:
+                spooled = list(await cur.fetchall())
+            items = []
+            for row in spooled:
+                sid = row["submission_id"]
+                await db.execute(
+                    "UPDATE spool SET lease_until = ? WHERE submission_id = ?",
+                    (now_epoch + lease_seconds, sid),
+                )
+                async with db.execute("SELECT * FROM submissions WHERE id = ?", (sid,)) as cur:
+                    sub_row = await cur.fetchone()
+                async with db.execute(
+                    "SELECT * FROM recipients WHERE submission_id = ? ORDER BY rowid", (sid,)
+                ) as cur:
+                    recips = list(await cur.fetchall())
+                submission = _submission(sub_row, recips)
+                pending = tuple(r.address for r in submission.recipients if r.status == "queued")
+                items.append(
+                    SpoolItem(submission, bytes(row["data"]), row["attempts"], row["created_at"], pending)
+                )
+        return items
+
+    async def next_due(self) -> float | None:
+        rows = await self._read("SELECT min(next_attempt_at) FROM spool WHERE lease_until IS NULL")
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    async def record_outcome(
+        self,
+        submission_id: str,
+        addresses: Sequence[str],
+        status: str,
+        *,
+        now: datetime,
+        ses_message_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Set the status of some recipients after an SES call (sent with its message id, or failed)."""
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE recipients SET status = ?, ses_message_id = coalesce(?, ses_message_id), "
+                "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ?",
+                [(status, ses_message_id, detail, to_text(now), submission_id, a) for a in addresses],
+            )
+
+    async def defer(self, submission_id: str, *, next_attempt_at: float, error: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL, "
+                "last_error = ? WHERE submission_id = ?",
+                (next_attempt_at, error, submission_id),
+            )
+
+    async def finish(self, submission_id: str) -> None:
+        """Drop the message bytes once no recipient is left queued."""
+        async with self._transaction() as db:
+            await db.execute(
+                "DELETE FROM spool WHERE submission_id = ? AND NOT EXISTS ("
+                "SELECT 1 FROM recipients WHERE submission_id = ? AND status = 'queued')",
+                (submission_id, submission_id),
+            )
+
+    async def spool_stats(self) -> tuple[int, float | None]:
+        """(messages spooled, epoch time of the oldest)."""
+        rows = await self._read("SELECT count(*), min(created_at) FROM spool")
+        return int(rows[0][0]), rows[0][1]
+
+
+def _submission(row: sqlite3.Row, recips: Iterable[sqlite3.Row]) -> SubmissionRow:
+    return SubmissionRow(
+        id=row["id"],
+        mail_from=row["mail_from"],
+        klass=row["class"],
+        class_source=row["class_source"],
+        configuration_set=row["configuration_set"],
+        tags=tuple((str(n), str(v)) for n, v in json.loads(row["tags"])),
+        header_from=row["header_from"],
+        subject=row["subject"],
+        message_id=row["message_id"],
+        headers=row["headers"],
+        size=row["size"],
+        created_at=from_text(row["created_at"]),
+        recipients=tuple(
+            RecipientRow(
+                r["address"], r["status"], r["detail"], r["ses_message_id"], from_text(r["updated_at"])
+            )
+            for r in recips
+        ),
+    )
+
+
+async def _merge_suppression(db: aiosqlite.Connection, new: Suppression) -> Suppression:
+    async with db.execute(
+        "SELECT * FROM suppressions WHERE address = ? AND class = ?", (new.address, new.klass)
+    ) as cur:
+        row = await cur.fetchone()
+    existing = _suppression(row) if row else None
+    if existing is not None and not existing.active(new.updated_at):
+        existing = None  # an expired entry is history, not a floor for the new one
+    merged = merge(existing, new)
+    await db.execute(
+        "INSERT OR REPLACE INTO suppressions (address, class, level, cause, reason, feedback_id, "
+        "ses_message_id, created_at, updated_at, expires_at, refused_count, last_refused_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            merged.address,
+            merged.klass,
+            int(merged.level),
+            str(merged.cause),
+            merged.reason,
+            merged.feedback_id,
+            merged.ses_message_id,
+            to_text(merged.created_at),
+            to_text(merged.updated_at),
+            maybe_text(merged.expires_at),
+            merged.refused_count,
+            maybe_text(merged.last_refused_at),
+        ),
+    )
+    return merged
+
+
+async def _count_refusals(db: aiosqlite.Connection, pairs: Iterable[tuple[str, str]], now: datetime) -> None:
+    await db.executemany(
+        "UPDATE suppressions SET refused_count = refused_count + 1, last_refused_at = ? "
+        "WHERE address = ? AND class = ?",
+        [(to_text(now), address, klass) for address, klass in pairs],
+    )
+
+
+async def _audit(
+    db: aiosqlite.Connection,
+    at: datetime,
+    actor: str,
+    action: str,
+    address: str | None,
+    klass: str | None,
+    detail: str,
+) -> None:
+    await db.execute(
+        "INSERT INTO audit (at, actor, action, address, class, detail) VALUES (?,?,?,?,?,?)",
+        (to_text(at), actor, action, address, klass, detail),
+    )
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+__all__ = [
+    "ALL",
+    "AuditRow",
+    "NewRecipient",
+    "NewSubmission",
+    "RecipientRow",
+    "SpoolItem",
+    "Store",
+    "StoreError",
+    "SubmissionRow",
+]

@@ -1,0 +1,41 @@
+"""Time as the store and the reports see it: aware UTC datetimes, ISO-8601 text.
+
+All stored timestamps use one fixed-width format so that text comparison in SQL
+orders them correctly (expiry checks, "since" filters).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_text(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: every time in ses-relay is UTC-aware")
+    return value.astimezone(UTC).strftime(_FORMAT)
+
+
+def from_text(value: str) -> datetime:
+    return datetime.strptime(value, _FORMAT).replace(tzinfo=UTC)
+
+
+def maybe_text(value: datetime | None) -> str | None:
+    return None if value is None else to_text(value)
+
+
+def maybe_time(value: str | None) -> datetime | None:
+    return None if value is None else from_text(value)
+
+
+def new_id(now: datetime | None = None) -> str:
+    """A submission id: sortable by time (12 hex digits of milliseconds) and unique
+    (8 random hex digits), short enough to quote in a `250 ... queued as` reply."""
+    ms = int((now or utcnow()).timestamp() * 1000)
+    return f"{ms:012x}{secrets.token_hex(4)}"
