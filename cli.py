@@ -1,2 +1,518 @@
+"""ses-relay's command line: the one place that wires the parts together.
+
+Verbs are nouns then verbs (`ses-relay suppression list`). Every command takes
+--config and --data-dir (also from SES_RELAY_CONFIG / SES_RELAY_DATA_DIR); a bad
+configuration exits with status 2 and names the key; every listing has --json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from relay import config as configuration
+from relay.addresses import AddressError, normalise
+from relay.config import Config, ConfigError
+from relay.store import Store, StoreError
+from relay.suppression import ALL, Cause, Level, Suppression
+from relay.timeutil import maybe_text, to_text, utcnow
+
+log = logging.getLogger("ses_relay")
+T = TypeVar("T")
+STORE_FILE = "relay.db"
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    data_dir: Path
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / STORE_FILE
+
+
+def fail(message: str, status: int = 1) -> None:
+    click.echo(f"ses-relay: {message}", err=True)
+    sys.exit(status)
+
+
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--config/--data-dir/--log-level on every command, resolved into a Context."""
+
+    @click.option(
+        "--config",
+        "config_path",
+        envvar="SES_RELAY_CONFIG",
+        type=click.Path(dir_okay=False),
+        help="TOML configuration file [env SES_RELAY_CONFIG; default ./ses-relay.toml when present].",
+    )
+    @click.option(
+        "--data-dir",
+        envvar="SES_RELAY_DATA_DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=configuration.DEFAULT_DATA_DIR,
+        show_default=True,
+        help="Holds the store, DKIM keys, sandbox and mailboxes [env SES_RELAY_DATA_DIR].",
+    )
+    @click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        default="info",
+        show_default=True,
+        help="How much to log (to standard error).",
+    )
+    @functools.wraps(func)
+    def wrapper(config_path: str | None, data_dir: Path, log_level: str, **kwargs: Any) -> Any:
+        logging.basicConfig(
+            level=log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        try:
+            config = configuration.load(configuration.locate(config_path))
+        except ConfigError as exc:
+            fail(f"configuration error: {exc}", 2)
+        return func(Context(config, data_dir), **kwargs)
+
+    return wrapper
+
+
+def run(coro_fn: Callable[[Context], Awaitable[T]]) -> Callable[[Context], T]:
+    return lambda ctx: asyncio.run(coro_fn(ctx))
+
+
+async def open_store(ctx: Context) -> Store:
+    try:
+        return await Store.open(ctx.store_path)
+    except StoreError as exc:
+        fail(str(exc))
+        raise  # unreachable; fail() exits
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ses-relay")
 def main() -> None:
-    pass
+    """ses-relay: an SMTP relay in front of Amazon SES.
+
+    Applications send by SMTP; ses-relay refuses suppressed recipients, sends
+    the rest through SES with the configuration set of the message's class, and
+    keeps every accepted message until it is sent or its sender is told why not.
+    """
+
+
+# -- serve -------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Listen on this address only, replacing [[listeners]] (default 127.0.0.1:2525).",
+)
+@click.option(
+    "--sandbox",
+    is_flag=True,
+    help="Replace SES with a local stand-in (SES mailbox simulator rules); nothing leaves the machine.",
+)
+@common_options
+def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
+    """Run the SMTP intake and the sender worker until interrupted (SIGINT/SIGTERM)."""
+    config = ctx.config
+    if listen:
+        try:
+            listener = config.listeners[0].model_copy(update={"listen": listen})
+            configuration.parse_hostport(listen)
+        except ValueError as exc:
+            fail(f"--listen: {exc}", 2)
+        config = config.model_copy(update={"listeners": (listener,)})
+    try:
+        asyncio.run(_serve(Context(config, ctx.data_dir), sandbox))
+    except StoreError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot listen: {exc}")
+
+
+async def _serve(ctx: Context, sandbox: bool) -> None:
+    from relay.backoff import RateLimiter
+    from relay.dkim import DkimKeys
+    from relay.sender import Sender
+    from relay.server import IntakeHandler, start_listener
+    from relay.ses_api import SesApi
+
+    config = ctx.config
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await open_store(ctx)
+    ses: SesApi
+    if sandbox:
+        from relay.feed import Feed
+        from relay.sandbox import SandboxSes
+
+        ses = SandboxSes(ctx.data_dir / "sandbox", Feed(ctx.data_dir / "sandbox" / "feed"))
+    else:
+        from relay.ses import BotoSes
+
+        ses = BotoSes(
+            region=config.ses.region,
+            endpoint_url=config.ses.endpoint_url or None,
+            api=config.ses.api,
+            concurrency=config.ses.concurrency,
+        )
+    from relay.dkim import DkimError
+
+    try:
+        dkim = DkimKeys({d: (c.selector, c.key_file) for d, c in config.dkim.items()}, ctx.data_dir)
+    except DkimError as exc:
+        fail(f"configuration error: {exc}", 2)
+    sender = Sender(store, ses, config, dkim=dkim, limiter=RateLimiter(0))
+    await sender.configure_rate()
+
+    servers = []
+    for listener in config.listeners:
+        handler = IntakeHandler(store, config, listener, on_accepted=sender.wake)
+        servers.append(await start_listener(handler))
+        click.echo(f"ses-relay listening on {listener.listen} (data dir: {ctx.data_dir.resolve()})")
+    if sandbox:
+        click.echo(
+            f"SANDBOX: nothing leaves this machine; delivered copies in {ctx.data_dir.resolve() / 'sandbox'}"
+        )
+    sys.stdout.flush()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sender_task = asyncio.create_task(sender.run(stop))
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
+        stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sender_task, timeout=30)
+        await store.close()
+
+
+# -- suppression ---------------------------------------------------------------
+
+
+@main.group()
+def suppression() -> None:
+    """List, inspect, add and clear suppressed addresses."""
+
+
+def _address(value: str) -> str:
+    try:
+        return normalise(value)
+    except AddressError as exc:
+        fail(str(exc), 2)
+        raise
+
+
+def _class_option(ctx: Context, value: str | None) -> str | None:
+    if value is None or value == ALL or value in ctx.config.classes:
+        return value
+    fail(f"--class: unknown class {value!r}; configured: {', '.join(sorted(ctx.config.classes))} or '*'", 2)
+    return None
+
+
+def suppression_json(entry: Suppression) -> dict[str, Any]:
+    return {
+        "address": entry.address,
+        "class": entry.klass,
+        "level": str(entry.level),
+        "cause": str(entry.cause),
+        "reason": entry.reason,
+        "expires_at": maybe_text(entry.expires_at),
+        "created_at": to_text(entry.created_at),
+        "updated_at": to_text(entry.updated_at),
+        "feedback_id": entry.feedback_id,
+        "ses_message_id": entry.ses_message_id,
+        "refused_count": entry.refused_count,
+        "last_refused_at": maybe_text(entry.last_refused_at),
+    }
+
+
+@suppression.command("add")
+@click.argument("address")
+@click.option("--class", "klass", default=ALL, show_default=True, help="Class to suppress in ('*' = all).")
+@click.option("--reason", default="added by admin", show_default=True, help="Why; shown in RCPT replies.")
+@click.option("--until", "until", help="Expire at this ISO date/time (UTC unless an offset is given).")
+@click.option("--days", type=click.IntRange(min=1), help="Expire after this many days.")
+@click.option(
+    "--level",
+    type=click.Choice([str(lvl) for lvl in Level]),
+    default="hard",
+    show_default=True,
+    help="Suppression level; an existing stronger level is kept.",
+)
+@common_options
+def suppression_add(
+    ctx: Context, address: str, klass: str, reason: str, until: str | None, days: int | None, level: str
+) -> None:
+    """Suppress ADDRESS (in all classes unless --class); indefinite unless --until/--days."""
+    addr = _address(address)
+    _class_option(ctx, klass)
+    if until and days:
+        fail("give --until or --days, not both", 2)
+    now = utcnow()
+    expires: datetime | None = None
+    if until:
+        try:
+            expires = datetime.fromisoformat(until)
+        except ValueError:
+            fail(f"--until: {until!r} is not an ISO date or date-time", 2)
+        expires = expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires.astimezone(UTC)
+        if expires <= now:
+            fail(f"--until: {until} is in the past", 2)
+    elif days:
+        expires = now + timedelta(days=days)
+    entry = Suppression(
+        address=addr,
+        klass=klass,
+        level=Level.parse(level),
+        cause=Cause.MANUAL,
+        reason=reason,
+        created_at=now,
+        updated_at=now,
+        expires_at=expires,
+    )
+
+    async def go(ctx: Context) -> Suppression:
+        store = await open_store(ctx)
+        try:
+            return await store.merge_suppression(entry, actor=_actor(), action="add")
+        finally:
+            await store.close()
+
+    merged = run(go)(ctx)
+    until_text = "indefinitely" if merged.expires_at is None else f"until {to_text(merged.expires_at)}"
+    click.echo(f"suppressed {merged.address} in class {merged.klass} ({merged.level}) {until_text}")
+
+
+@suppression.command("list")
+@click.option("--class", "klass", help="Only this class ('*' for the all-classes entries).")
+@click.option("--level", type=click.Choice([str(lvl) for lvl in Level]), help="Only this level.")
+@click.option("--all", "include_expired", is_flag=True, help="Include expired entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def suppression_list(
+    ctx: Context, klass: str | None, level: str | None, include_expired: bool, as_json: bool
+) -> None:
+    """List active suppressions."""
+    _class_option(ctx, klass)
+
+    async def go(ctx: Context) -> list[Suppression]:
+        store = await open_store(ctx)
+        try:
+            return await store.list_suppressions(
+                now=utcnow(),
+                klass=klass,
+                level=Level.parse(level) if level else None,
+                include_expired=include_expired,
+            )
+        finally:
+            await store.close()
+
+    entries = run(go)(ctx)
+    if as_json:
+        emit_json(
+            [
+                {k: v for k, v in suppression_json(e).items() if k not in ("updated_at",)}
+                for e in entries
+            ]
+        )
+        return
+    if not entries:
+        click.echo("no suppressions")
+        return
+    for e in entries:
+        expires = "never" if e.expires_at is None else to_text(e.expires_at)
+        click.echo(f"{e.address}\t{e.klass}\t{e.level}\t{expires}\t{e.cause}: {e.reason}")
+
+
+@suppression.command("show")
+@click.argument("address")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def suppression_show(ctx: Context, address: str, as_json: bool) -> None:
+    """Why ADDRESS is suppressed, since when, until when, and how many sends it has refused."""
+    addr = _address(address)
+
+    async def go(ctx: Context) -> list[Suppression]:
+        store = await open_store(ctx)
+        try:
+            return await store.suppressions_of(addr)
+        finally:
+            await store.close()
+
+    entries = run(go)(ctx)
+    now = utcnow()
+    if as_json:
+        emit_json(
+            {
+                "address": addr,
+                "suppressions": [
+                    {**suppression_json(e), "active": e.active(now)}
+                    for e in entries
+                ],
+            }
+        )
+        return
+    if not entries:
+        click.echo(f"{addr} is not suppressed")
+        return
+    for e in entries:
+        state = "active" if e.active(now) else "expired"
+        expires = "never (until cleared)" if e.expires_at is None else to_text(e.expires_at)
+        scope = "all classes" if e.klass == ALL else f"class {e.klass}"
+        click.echo(f"{addr}: {scope}, {e.level}, {state}")
+        click.echo(f"  cause:    {e.cause}: {e.reason}")
+        if e.feedback_id or e.ses_message_id:
+            click.echo(f"  from SES: feedback {e.feedback_id or '-'}, message {e.ses_message_id or '-'}")
+        click.echo(f"  since:    {to_text(e.created_at)} (last raised {to_text(e.updated_at)})")
+        click.echo(f"  expires:  {expires}")
+        last = f", last at {to_text(e.last_refused_at)}" if e.last_refused_at else ""
+        click.echo(f"  refused:  {e.refused_count} send(s){last}")
+
+
+@suppression.command("clear")
+@click.argument("address")
+@click.option("--class", "klass", help="Clear only this class ('*' = the all-classes entry); default all.")
+@click.option("--reason", default="cleared by admin", show_default=True, help="Recorded in the audit log.")
+@common_options
+def suppression_clear(ctx: Context, address: str, klass: str | None, reason: str) -> None:
+    """Remove ADDRESS's suppressions (audited)."""
+    addr = _address(address)
+    _class_option(ctx, klass)
+
+    async def go(ctx: Context) -> list[Suppression]:
+        store = await open_store(ctx)
+        try:
+            return await store.clear_suppressions(addr, klass, actor=_actor(), reason=reason, now=utcnow())
+        finally:
+            await store.close()
+
+    removed = run(go)(ctx)
+    if not removed:
+        fail(f"{addr} has no suppression{'' if klass is None else f' in class {klass}'}")
+    for e in removed:
+        click.echo(f"cleared {addr} in class {e.klass} (was {e.level}: {e.reason})")
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+# -- submission ----------------------------------------------------------------
+
+
+@main.group()
+def submission() -> None:
+    """Inspect accepted messages."""
+
+
+@submission.command("show")
+@click.argument("submission_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def submission_show(ctx: Context, submission_id: str, as_json: bool) -> None:
+    """Show a submission and the status of each recipient."""
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await store.submission(submission_id)
+        finally:
+            await store.close()
+
+    sub = run(go)(ctx)
+    if sub is None:
+        fail(f"no submission {submission_id!r}")
+    data = {
+        "id": sub.id,
+        "mail_from": sub.mail_from,
+        "class": sub.klass,
+        "class_source": sub.class_source,
+        "configuration_set": sub.configuration_set,
+        "subject": sub.subject,
+        "message_id": sub.message_id,
+        "size": sub.size,
+        "created_at": to_text(sub.created_at),
+        "recipients": [
+            {
+                "address": r.address,
+                "status": r.status,
+                "detail": r.detail,
+                "ses_message_id": r.ses_message_id,
+                "updated_at": to_text(r.updated_at),
+            }
+            for r in sub.recipients
+        ],
+    }
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"submission {sub.id}  from <{sub.mail_from}>  class {sub.klass} ({sub.class_source})")
+    click.echo(f"  created {data['created_at']}, {sub.size} bytes, subject: {sub.subject or '-'}")
+    for r in sub.recipients:
+        extra = f"  {r.ses_message_id}" if r.ses_message_id else ""
+        detail = f"  ({r.detail})" if r.detail else ""
+        click.echo(f"  {r.address}: {r.status}{extra}{detail}")
+
+
+# -- dkim ------------------------------------------------------------------------
+
+
+@main.group()
+def dkim() -> None:
+    """DKIM keys for signing before SES."""
+
+
+@dkim.command("keygen")
+@click.argument("domain")
+@click.option("--selector", required=True, help="DKIM selector (the DNS name's first label).")
+@click.option("--bits", type=click.IntRange(1024, 4096), default=2048, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing key for this domain and selector.")
+@common_options
+def dkim_keygen(ctx: Context, domain: str, selector: str, bits: int, force: bool) -> None:
+    """Make a key for DOMAIN under the data dir and print the DNS TXT record to publish."""
+    from relay import dkim as dkim_mod
+
+    try:
+        info = dkim_mod.keygen(ctx.data_dir, domain, selector, bits=bits, force=force)
+    except (FileExistsError, ValueError, dkim_mod.DkimError) as exc:
+        fail(str(exc))
+    click.echo(f"private key: {info.path}")
+    click.echo("publish this DNS TXT record:")
+    click.echo(info.zone_line())
+
+
+if __name__ == "__main__":
+    main()

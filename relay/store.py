@@ -489,11 +489,14 @@ class Store:
         ses_message_id: str | None = None,
         detail: str | None = None,
     ) -> None:
-        """Set the status of some recipients after an SES call (sent with its message id, or failed)."""
+        """Settle queued recipients after an SES call: sent (with SES's message id) or failed.
+
+        Only `queued` rows change, so a retry path can never overwrite an earlier outcome.
+        """
         async with self._transaction() as db:
             await db.executemany(
                 "UPDATE recipients SET status = ?, ses_message_id = coalesce(?, ses_message_id), "
-                "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ?",
+                "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ? AND status = 'queued'",
                 [(status, ses_message_id, detail, to_text(now), submission_id, a) for a in addresses],
             )
 

@@ -1,0 +1,229 @@
+"""The sender worker: spooled messages out to SES, every outcome written back.
+
+Per message: strip internal headers, DKIM-sign when a key exists for the From
+domain, then one SES call per chunk of at most 50 pending recipients. Each chunk's
+result is committed before the next call, so a crash re-sends at most the chunk in
+flight. Retryable errors put the whole message back with exponential backoff until
+`ses.retry_max_age`; permanent errors fail the chunk's recipients at once with SES's
+text. The spool row goes only when no recipient is left queued.
+
+The SES call itself is synchronous (boto3) and runs in a thread, so the SMTP
+intake sharing this event loop is never blocked by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from relay import headers as hdr
+from relay.addresses import AddressError, domain_of, normalise
+from relay.backoff import RateLimiter, backoff_delay
+from relay.config import Config
+from relay.dkim import DkimKeys, sign
+from relay.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesApi, SesError
+from relay.store import SpoolItem, Store, StoreError
+from relay.timeutil import utcnow
+
+log = logging.getLogger("ses_relay.sender")
+
+LEASE_SECONDS = 600.0
+IDLE_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the worker sends for one message, computed once for all its chunks."""
+
+    raw: bytes
+    source: str
+    configuration_set: str | None
+    tags: tuple[tuple[str, str], ...]
+
+
+def chunks(addresses: tuple[str, ...], size: int = MAX_DESTINATIONS) -> list[tuple[str, ...]]:
+    return [addresses[i : i + size] for i in range(0, len(addresses), size)]
+
+
+def source_address(item: SpoolItem) -> str:
+    """SES refuses a null reverse-path; a null-sender message goes out as its From address."""
+    if item.submission.mail_from:
+        return item.submission.mail_from
+    msg_from = item.submission.header_from or ""
+    parsed = hdr.parse(f"From: {msg_from}\r\n\r\n".encode())
+    try:
+        addresses = parsed["From"].addresses  # type: ignore[union-attr]
+        return normalise(addresses[0].addr_spec)
+    except (AttributeError, IndexError, TypeError, AddressError) as exc:
+        raise SesError(
+            "NoSource", "null envelope sender and no usable From header", Disposition.PERMANENT
+        ) from exc
+
+
+class Sender:
+    """Drains the spool into SES with at most `ses.concurrency` calls in flight."""
+
+    def __init__(
+        self,
+        store: Store,
+        ses: SesApi,
+        config: Config,
+        *,
+        dkim: DkimKeys | None = None,
+        limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.ses = ses
+        self.config = config
+        self.dkim = dkim
+        self.limiter = limiter or RateLimiter(0)
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.ses.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self, _submission_id: str | None = None) -> None:
+        """Called by the intake after a commit so new mail goes out without polling delay."""
+        self._wake.set()
+
+    async def configure_rate(self) -> None:
+        """Apply `ses.max_send_rate`; "auto" asks SES (GetSendQuota) once at start."""
+        rate = self.config.ses.max_send_rate
+        if rate == "auto":
+            try:
+                rate = await asyncio.to_thread(self.ses.max_send_rate)
+            except SesError as exc:
+                rate = 1.0
+                log.warning("could not read the SES send quota (%s); sending at %.0f/s", exc, rate)
+        self.limiter.set_rate(float(rate))
+        log.info("SES send rate ceiling: %s recipients/s", rate)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        released = await self.store.release_leases()
+        if released:
+            log.info("%d spooled message(s) from before the restart are due now", released)
+        while not stop.is_set():
+            try:
+                claimed = await self._claim()
+            except StoreError as exc:
+                log.error("cannot read the spool: %s", exc)
+                claimed = 0
+            if claimed == 0:
+                await self._idle(stop)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _claim(self) -> int:
+        free = self.config.ses.concurrency - len(self._tasks)
+        if free <= 0:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        items = await self.store.claim_due(self.clock(), free, LEASE_SECONDS)
+        for item in items:
+            task = asyncio.create_task(self._process(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(items)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        delay = IDLE_POLL_SECONDS
+        try:
+            due = await self.store.next_due()
+        except StoreError:
+            due = None
+        if due is not None:
+            delay = min(delay, max(0.0, due - self.clock()))
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        if self._tasks:
+            waiters.append(asyncio.ensure_future(asyncio.wait(set(self._tasks))))
+        _done, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        for fut in pending:
+            fut.cancel()
+
+    async def _process(self, item: SpoolItem) -> None:
+        sid = item.submission.id
+        try:
+            await self._send_all(item)
+        except StoreError as exc:
+            # The lease expires and the message is claimed again: at most one chunk resent.
+            log.error("%s: store trouble while sending, will retry: %s", sid, exc)
+        except Exception:
+            log.exception("%s: unexpected error while sending; retrying later", sid)
+            await self._retry_or_fail(item, item.pending, "internal error (see the relay's log)")
+
+    async def _send_all(self, item: SpoolItem) -> None:
+        sid = item.submission.id
+        try:
+            prepared = self.prepare(item)
+        except SesError as exc:
+            await self.store.record_outcome(sid, item.pending, "failed", now=utcnow(), detail=str(exc))
+            await self.store.finish(sid)
+            return
+        for chunk in chunks(item.pending):
+            await self.limiter.acquire(len(chunk))
+            request = SendRequest(
+                raw=prepared.raw,
+                source=prepared.source,
+                destinations=chunk,
+                configuration_set=prepared.configuration_set,
+                tags=prepared.tags,
+                source_arn=self.config.ses.source_arn or None,
+                from_arn=self.config.ses.from_arn or None,
+                return_path_arn=self.config.ses.return_path_arn or None,
+            )
+            try:
+                message_id = await asyncio.to_thread(self.ses.send_raw, request)
+            except SesError as exc:
+                if exc.disposition is Disposition.PERMANENT:
+                    log.warning("%s: SES refused %d recipient(s): %s", sid, len(chunk), exc)
+                    await self.store.record_outcome(sid, chunk, "failed", now=utcnow(), detail=str(exc))
+                    continue
+                log.info("%s: SES call failed, will retry: %s", sid, exc)
+                remaining = item.pending[item.pending.index(chunk[0]) :]
+                await self._retry_or_fail(item, remaining, str(exc))
+                return
+            await self.store.record_outcome(sid, chunk, "sent", now=utcnow(), ses_message_id=message_id)
+            log.info("%s: sent to %d recipient(s) as %s", sid, len(chunk), message_id)
+        await self.store.finish(sid)
+
+    async def _retry_or_fail(self, item: SpoolItem, remaining: tuple[str, ...], error: str) -> None:
+        sid = item.submission.id
+        now = self.clock()
+        age = now - item.spooled_at
+        if age >= self.config.ses.retry_max_age.total_seconds():
+            detail = f"gave up after {age / 3600:.1f} h of retries; last error: {error}"
+            await self.store.record_outcome(sid, remaining, "failed", now=utcnow(), detail=detail)
+            await self.store.finish(sid)
+            log.warning("%s: %s", sid, detail)
+            return
+        delay = backoff_delay(item.attempts)
+        await self.store.defer(sid, next_attempt_at=now + delay, error=error)
+
+    def prepare(self, item: SpoolItem) -> Prepared:
+        """Strip what must not leave, sign what should; pure apart from reading DKIM keys."""
+        sub = item.submission
+        raw = hdr.remove(item.data)
+        source = source_address(item)
+        if self.dkim is not None:
+            domain = _from_domain(sub.header_from) or domain_of(source)
+            key = self.dkim.for_domain(domain)
+            if key is not None:
+                selector, pem = key
+                raw = sign(raw, domain, selector, pem)
+        tags = (("message-class", sub.klass), ("submission-id", sub.id), *sub.tags)
+        return Prepared(raw=raw, source=source, configuration_set=sub.configuration_set, tags=tags)
+
+
+def _from_domain(header_from: str | None) -> str | None:
+    if not header_from:
+        return None
+    parsed = hdr.parse(f"From: {header_from}\r\n\r\n".encode())
+    try:
+        return normalise(parsed["From"].addresses[0].addr_spec).rpartition("@")[2]  # type: ignore[union-attr]
+    except (AttributeError, IndexError, TypeError, AddressError):
+        return None
