@@ -1,0 +1,574 @@
+"""SES feedback parsing (pure): SQS/SNS bodies in, one normalised event per recipient out.
+
+SES speaks two dialects (identity notifications keyed by `notificationType`, event
+publishing keyed by `eventType`) and the body may arrive wrapped in an SNS envelope,
+raw (SNS raw message delivery), or inside an SQS record saved for replay. Everything
+downstream (policy, store, reports) sees only `FeedbackEvent`, so the dialects, the
+wrapping and SES's habit of adding fields stop here.
+
+Three rules shape this module:
+
+* Anything that cannot be understood is a `ParseError` whose message says what was
+  wrong, so the consumer can park the body in the dead-letter table and an operator
+  can read why. An SES event *type* we do not know is not an error: it becomes one
+  `EventKind.UNKNOWN` event carrying the raw payload, so new SES features are logged
+  rather than dead-lettered.
+* Bounce type and subtype, diagnostic code and status stay as typed fields; the
+  suppression policy depends on all of them.
+* `dedupe_key` is derived from SES's own content, never from SNS/SQS ids, so the same
+  SES event redelivered by SQS, re-published by SNS, or received through both an
+  identity notification and a configuration-set destination maps to the same key.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from typing import Any
+
+from relay.addresses import AddressError, normalise
+
+__all__ = [
+    "SES_SETUP_MESSAGE",
+    "BodyKind",
+    "EventKind",
+    "FeedbackEvent",
+    "ParseError",
+    "ParsedBody",
+    "parse_body",
+    "parse_document",
+    "parse_ses",
+]
+
+# SES publishes this plain-text (not JSON) notification once, when an SNS topic is
+# attached to a configuration set as an event destination.
+SES_SETUP_MESSAGE = "Successfully validated SNS topic for Amazon SES event publishing."
+
+# Tags our sender attaches to every SendRawEmail call (DESIGN: "Tags: message-class,
+# submission-id"); SES echoes them in mail.tags of event-publishing records.
+TAG_MESSAGE_CLASS = "message-class"
+TAG_SUBMISSION_ID = "submission-id"
+
+
+class ParseError(ValueError):
+    """A feedback body that cannot be understood; the message says what was wrong."""
+
+
+class EventKind(enum.StrEnum):
+    SEND = "send"
+    DELIVERY = "delivery"
+    BOUNCE = "bounce"
+    COMPLAINT = "complaint"
+    REJECT = "reject"
+    DELIVERY_DELAY = "delivery_delay"
+    OPEN = "open"
+    CLICK = "click"
+    RENDERING_FAILURE = "rendering_failure"
+    SUBSCRIPTION = "subscription"
+    UNKNOWN = "unknown"
+
+
+class BodyKind(enum.StrEnum):
+    """What an SQS/SNS body turned out to be; only EVENTS carries feedback."""
+
+    EVENTS = "events"
+    SUBSCRIPTION_CONFIRMATION = "subscription_confirmation"
+    UNSUBSCRIBE_CONFIRMATION = "unsubscribe_confirmation"
+
+
+# SES type name -> (kind, name of the object holding its details).
+_TYPES: dict[str, tuple[EventKind, str]] = {
+    "Send": (EventKind.SEND, "send"),
+    "Delivery": (EventKind.DELIVERY, "delivery"),
+    "Bounce": (EventKind.BOUNCE, "bounce"),
+    "Complaint": (EventKind.COMPLAINT, "complaint"),
+    "Reject": (EventKind.REJECT, "reject"),
+    "DeliveryDelay": (EventKind.DELIVERY_DELAY, "deliveryDelay"),
+    "Open": (EventKind.OPEN, "open"),
+    "Click": (EventKind.CLICK, "click"),
+    "Rendering Failure": (EventKind.RENDERING_FAILURE, "failure"),
+    "RenderingFailure": (EventKind.RENDERING_FAILURE, "failure"),  # as some SDK enums spell it
+    "Subscription": (EventKind.SUBSCRIPTION, "subscription"),
+}
+
+# Identity-notification setup message: confirms the topic works, carries no feedback.
+_SUBSCRIPTION_SUCCEEDED = "AmazonSnsSubscriptionSucceeded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedbackEvent:
+    """One SES event for one recipient (or, for UNKNOWN, for the whole message)."""
+
+    kind: EventKind
+    recipient: str | None  # normalised; lower-cased raw text when it does not normalise
+    ses_message_id: str
+    timestamp: datetime  # aware UTC: the event's own time, else mail.timestamp
+    dedupe_key: str
+    ses_type: str  # eventType / notificationType exactly as SES sent it
+    feedback_id: str | None = None
+    # bounce / delay details (per recipient)
+    bounce_type: str | None = None  # Permanent | Transient | Undetermined
+    bounce_subtype: str | None = None  # General, NoEmail, MailboxFull, ...
+    diagnostic_code: str | None = None
+    status: str | None = None  # enhanced status code, e.g. "5.1.1"
+    action: str | None = None  # DSN action, e.g. "failed"
+    reporting_mta: str | None = None
+    remote_mta_ip: str | None = None
+    smtp_response: str | None = None  # Delivery
+    delay_type: str | None = None  # DeliveryDelay
+    expiration_time: datetime | None = None  # DeliveryDelay: when SES stops retrying
+    # complaint
+    complaint_feedback_type: str | None = None  # abuse, fraud, not-spam, ...
+    complaint_subtype: str | None = None  # e.g. OnAccountSuppressionList
+    # reject / rendering failure
+    reject_reason: str | None = None
+    rendering_error: str | None = None
+    template_name: str | None = None
+    # open / click
+    click_link: str | None = None
+    user_agent: str | None = None
+    ip_address: str | None = None  # of the opener/clicker, not of the sender
+    # subscription (SES list management)
+    contact_list: str | None = None
+    unsubscribe_all: bool = False  # newTopicPreferences.unsubscribeAll
+    unsubscribed_topics: tuple[str, ...] = ()  # topics newly set to OptOut
+    subscription_source: str | None = None  # e.g. UnsubscribeHeader
+    # the message
+    source_ip: str | None = None  # where the submission came from (mail.sourceIp / ses:source-ip)
+    from_address: str | None = None  # bare address of commonHeaders.from[0], else mail.source
+    subject: str | None = None
+    configuration_set: str | None = None
+    tags: dict[str, list[str]] = field(default_factory=dict, hash=False)
+    message_class: str | None = None  # tag message-class
+    submission_id: str | None = None  # tag submission-id
+    raw: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False)
+
+    @property
+    def unsubscribed(self) -> bool:
+        """A Subscription event that takes the recipient off something."""
+        return self.unsubscribe_all or bool(self.unsubscribed_topics)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedBody:
+    kind: BodyKind
+    events: list[FeedbackEvent] = field(default_factory=list)
+    sns_message_id: str | None = None
+    topic_arn: str | None = None
+    subscribe_url: str | None = None  # confirmations: where to confirm (the caller only logs it)
+    note: str | None = None  # text of a setup/confirmation message, for the log
+    envelope: Mapping[str, Any] | None = field(default=None, repr=False)  # SNS envelope, for signatures
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_body(body: str | bytes) -> ParsedBody:
+    """Parse an SQS message body (SNS envelope, raw SES JSON, or a saved SQS record)."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ParseError(f"body is not UTF-8 ({exc})") from None
+    if not isinstance(body, str):
+        raise ParseError(f"body must be str or bytes, not {type(body).__name__}")
+    return parse_document(_load_json(body, "body"))
+
+
+def parse_document(doc: Any, *, _depth: int = 0) -> ParsedBody:
+    """Like parse_body, for a body already decoded from JSON (replay files, tests)."""
+    if not isinstance(doc, dict):
+        raise ParseError(f"body is a JSON {_json_type(doc)}, expected an object")
+    if "Type" in doc and ("Message" in doc or "TopicArn" in doc or "MessageId" in doc):
+        return _parse_sns(doc)
+    if "eventType" in doc or "notificationType" in doc:
+        return _parse_ses_document(doc)
+    inner = doc.get("Body", doc.get("body"))
+    if inner is not None and _depth == 0:
+        if not isinstance(inner, str):
+            raise ParseError(f"SQS record Body is a JSON {_json_type(inner)}, expected a string")
+        return parse_document(_load_json(inner, "SQS record Body"), _depth=1)
+    keys = ", ".join(sorted(map(str, doc))[:12]) or "none"
+    raise ParseError(
+        "JSON object is neither an SNS envelope (Type/Message), an SES event "
+        f"(eventType/notificationType) nor an SQS record (Body); its keys: {keys}"
+    )
+
+
+def parse_ses(payload: Mapping[str, Any]) -> list[FeedbackEvent]:
+    """Turn one SES payload (either dialect) into one event per recipient."""
+    type_name = payload.get("eventType", payload.get("notificationType"))
+    if not isinstance(type_name, str) or not type_name.strip():
+        raise ParseError("SES payload has no eventType or notificationType string")
+    if type_name == _SUBSCRIPTION_SUCCEEDED:
+        return []
+    mail = payload.get("mail")
+    if not isinstance(mail, dict):
+        raise ParseError(f"SES {type_name} event has no mail object")
+    message_id = mail.get("messageId")
+    if not isinstance(message_id, str) or not message_id.strip():
+        raise ParseError(f"SES {type_name} event has no mail.messageId")
+
+    kind, detail_key = _TYPES.get(type_name, (EventKind.UNKNOWN, _guess_detail_key(type_name)))
+    detail = payload.get(detail_key)
+    if detail is None:
+        detail = {}
+    if not isinstance(detail, dict):
+        raise ParseError(f"SES {type_name} event: {detail_key} is a JSON {_json_type(detail)}, not an object")
+
+    timestamp = _time(detail.get("timestamp")) or _time(mail.get("timestamp"))
+    if timestamp is None:
+        raise ParseError(f"SES {type_name} event {message_id} has no usable timestamp")
+
+    common = _common(payload, mail, message_id.strip(), type_name, timestamp)
+    if kind is EventKind.UNKNOWN:
+        return [_event(kind, None, common, {}, discriminator=type_name)]
+    events = _BUILDERS[kind](kind, type_name, detail, mail, common)
+    # An address listed twice (in destination, or bounced twice in one report) is one event.
+    unique = {e.dedupe_key: e for e in reversed(events)}
+    return [e for e in events if unique[e.dedupe_key] is e]
+
+
+# --------------------------------------------------------------------------- SNS / SES documents
+
+
+def _parse_sns(doc: dict[str, Any]) -> ParsedBody:
+    sns_type = doc.get("Type")
+    ids = {"sns_message_id": _opt_str(doc.get("MessageId")), "topic_arn": _opt_str(doc.get("TopicArn"))}
+    if sns_type == "Notification":
+        message = doc.get("Message")
+        if not isinstance(message, str):
+            raise ParseError("SNS Notification has no Message string")
+        text = message.strip()
+        if text == SES_SETUP_MESSAGE:
+            return ParsedBody(kind=BodyKind.EVENTS, note=text, envelope=doc, **ids)
+        if not text.startswith("{"):
+            raise ParseError(f"SNS Message is not JSON: {_clip(text)!r}")
+        inner = _load_json(text, "SNS Message")
+        if not isinstance(inner, dict):
+            raise ParseError(f"SNS Message is a JSON {_json_type(inner)}, expected an SES event object")
+        if "eventType" not in inner and "notificationType" not in inner:
+            raise ParseError("SNS Message is JSON but not an SES event (no eventType/notificationType)")
+        parsed = _parse_ses_document(inner)
+        return ParsedBody(kind=parsed.kind, events=parsed.events, note=parsed.note, envelope=doc, **ids)
+    if sns_type in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):
+        kind = (
+            BodyKind.SUBSCRIPTION_CONFIRMATION
+            if sns_type == "SubscriptionConfirmation"
+            else BodyKind.UNSUBSCRIBE_CONFIRMATION
+        )
+        return ParsedBody(
+            kind=kind,
+            subscribe_url=_opt_str(doc.get("SubscribeURL")),
+            note=_opt_str(doc.get("Message")),
+            envelope=doc,
+            **ids,
+        )
+    raise ParseError(f"unknown SNS message Type {sns_type!r}")
+
+
+def _parse_ses_document(doc: dict[str, Any]) -> ParsedBody:
+    if doc.get("notificationType") == _SUBSCRIPTION_SUCCEEDED:
+        return ParsedBody(kind=BodyKind.EVENTS, note=_opt_str(doc.get("message")) or _SUBSCRIPTION_SUCCEEDED)
+    return ParsedBody(kind=BodyKind.EVENTS, events=parse_ses(doc))
+
+
+# --------------------------------------------------------------------------- per-kind builders
+
+_Builder = Callable[[EventKind, str, dict[str, Any], dict[str, Any], dict[str, Any]], list[FeedbackEvent]]
+
+
+def _build_bounce(
+    kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
+) -> list[FeedbackEvent]:
+    bounce_type = detail.get("bounceType")
+    if not isinstance(bounce_type, str) or not bounce_type.strip():
+        raise ParseError(f"SES {type_name} event {common['ses_message_id']} has no bounce.bounceType")
+    shared = {
+        "feedback_id": _opt_str(detail.get("feedbackId")),
+        "bounce_type": bounce_type.strip(),
+        "bounce_subtype": _opt_str(detail.get("bounceSubType")),
+        "reporting_mta": _opt_str(detail.get("reportingMTA")),
+        "remote_mta_ip": _opt_str(detail.get("remoteMtaIp")),
+    }
+    events = []
+    for item in _recipient_objects(detail, "bouncedRecipients", type_name, common):
+        per = {
+            **shared,
+            "diagnostic_code": _opt_str(item.get("diagnosticCode")),
+            "status": _opt_str(item.get("status")),
+            "action": _opt_str(item.get("action")),
+        }
+        events.append(_event(kind, item["emailAddress"], common, per))
+    return events
+
+
+def _build_complaint(
+    kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
+) -> list[FeedbackEvent]:
+    shared = {
+        "feedback_id": _opt_str(detail.get("feedbackId")),
+        "complaint_feedback_type": _opt_str(detail.get("complaintFeedbackType")),
+        "complaint_subtype": _opt_str(detail.get("complaintSubType")),
+        "user_agent": _opt_str(detail.get("userAgent")),
+    }
+    return [
+        _event(kind, item["emailAddress"], common, shared)
+        for item in _recipient_objects(detail, "complainedRecipients", type_name, common)
+    ]
+
+
+def _build_delivery(
+    kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
+) -> list[FeedbackEvent]:
+    shared = {
+        "smtp_response": _opt_str(detail.get("smtpResponse")),
+        "reporting_mta": _opt_str(detail.get("reportingMTA")),
+        "remote_mta_ip": _opt_str(detail.get("remoteMtaIp")),
+    }
+    recipients = _address_list(detail.get("recipients"), f"SES {type_name} delivery.recipients", common)
+    return [_event(kind, r, common, shared) for r in recipients]
+
+
+def _build_delay(
+    kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
+) -> list[FeedbackEvent]:
+    shared = {
+        "delay_type": _opt_str(detail.get("delayType")),
+        "expiration_time": _time(detail.get("expirationTime")),
+        "reporting_mta": _opt_str(detail.get("reportingMTA")),
+    }
+    events = []
+    for item in _recipient_objects(detail, "delayedRecipients", type_name, common):
+        per = {
+            **shared,
+            "diagnostic_code": _opt_str(item.get("diagnosticCode")),
+            "status": _opt_str(item.get("status")),
+        }
+        events.append(_event(kind, item["emailAddress"], common, per))
+    return events
+
+
+def _build_per_message(
+    kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
+) -> list[FeedbackEvent]:
+    """Send, Reject, Rendering Failure, Open, Click, Subscription: SES reports these per
+    message (opens and clicks are not attributed to a recipient), so fan out over
+    mail.destination."""
+    extra: dict[str, Any] = {}
+    discriminator = ""
+    if kind is EventKind.REJECT:
+        extra["reject_reason"] = _opt_str(detail.get("reason"))
+    elif kind is EventKind.RENDERING_FAILURE:
+        extra["rendering_error"] = _opt_str(detail.get("errorMessage"))
+        extra["template_name"] = _opt_str(detail.get("templateName"))
+    elif kind in (EventKind.OPEN, EventKind.CLICK):
+        extra["user_agent"] = _opt_str(detail.get("userAgent"))
+        extra["ip_address"] = _opt_str(detail.get("ipAddress"))
+        if kind is EventKind.CLICK:
+            extra["click_link"] = _opt_str(detail.get("link"))
+            discriminator = extra["click_link"] or ""
+    elif kind is EventKind.SUBSCRIPTION:
+        extra.update(_subscription_fields(detail))
+    recipients = _address_list(mail.get("destination"), f"SES {type_name} mail.destination", common)
+    return [_event(kind, r, common, extra, discriminator=discriminator) for r in recipients]
+
+
+def _subscription_fields(detail: dict[str, Any]) -> dict[str, Any]:
+    new = detail.get("newTopicPreferences")
+    old = detail.get("oldTopicPreferences")
+    new = new if isinstance(new, dict) else {}
+    old = old if isinstance(old, dict) else {}
+    newly_out = _opted_out(new) - _opted_out(old)
+    return {
+        "contact_list": _opt_str(detail.get("contactList")),
+        "subscription_source": _opt_str(detail.get("source")),
+        "unsubscribe_all": new.get("unsubscribeAll") is True,
+        "unsubscribed_topics": tuple(sorted(newly_out)),
+    }
+
+
+def _opted_out(prefs: dict[str, Any]) -> set[str]:
+    statuses = prefs.get("topicSubscriptionStatus")
+    if not isinstance(statuses, list):
+        return set()
+    return {
+        s["topicName"]
+        for s in statuses
+        if isinstance(s, dict)
+        and isinstance(s.get("topicName"), str)
+        and str(s.get("subscriptionStatus", "")).replace("_", "").lower() == "optout"
+    }
+
+
+_BUILDERS: dict[EventKind, _Builder] = {
+    EventKind.BOUNCE: _build_bounce,
+    EventKind.COMPLAINT: _build_complaint,
+    EventKind.DELIVERY: _build_delivery,
+    EventKind.DELIVERY_DELAY: _build_delay,
+    EventKind.SEND: _build_per_message,
+    EventKind.REJECT: _build_per_message,
+    EventKind.RENDERING_FAILURE: _build_per_message,
+    EventKind.OPEN: _build_per_message,
+    EventKind.CLICK: _build_per_message,
+    EventKind.SUBSCRIPTION: _build_per_message,
+}
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def _common(
+    payload: Mapping[str, Any], mail: dict[str, Any], message_id: str, type_name: str, timestamp: datetime
+) -> dict[str, Any]:
+    tags = _tags(mail.get("tags"))
+    headers = mail.get("commonHeaders")
+    headers = headers if isinstance(headers, dict) else {}
+    from_list = headers.get("from")
+    from_raw = _opt_str(from_list[0]) if isinstance(from_list, list) and from_list else None
+    from_raw = from_raw or _opt_str(mail.get("source"))
+    return {
+        "ses_message_id": message_id,
+        "ses_type": type_name,
+        "timestamp": timestamp,
+        "source_ip": _opt_str(mail.get("sourceIp")) or _first(tags, "ses:source-ip"),
+        "from_address": _address(from_raw) if from_raw else None,
+        "subject": _opt_str(headers.get("subject")),
+        "configuration_set": _first(tags, "ses:configuration-set"),
+        "tags": tags,
+        "message_class": _first(tags, TAG_MESSAGE_CLASS),
+        "submission_id": _first(tags, TAG_SUBMISSION_ID),
+        "raw": payload,
+    }
+
+
+def _event(
+    kind: EventKind,
+    raw_recipient: str | None,
+    common: dict[str, Any],
+    fields: dict[str, Any],
+    *,
+    discriminator: str = "",
+) -> FeedbackEvent:
+    recipient = _address(raw_recipient) if raw_recipient is not None else None
+    anchor = fields.get("feedback_id") or common["timestamp"].isoformat()
+    parts = [kind.value, common["ses_message_id"], anchor, recipient or "", discriminator]
+    dedupe_key = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return FeedbackEvent(kind=kind, recipient=recipient, dedupe_key=dedupe_key, **common, **fields)
+
+
+def _recipient_objects(
+    detail: dict[str, Any], key: str, type_name: str, common: dict[str, Any]
+) -> list[dict[str, Any]]:
+    where = f"SES {type_name} event {common['ses_message_id']}"
+    items = detail.get(key)
+    if not isinstance(items, list) or not items:
+        raise ParseError(f"{where} has no {key}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ParseError(f"{where}: {key}[{i}] is a JSON {_json_type(item)}, not an object")
+        address = item.get("emailAddress")
+        if not isinstance(address, str) or not address.strip():
+            raise ParseError(f"{where}: {key}[{i}] has no emailAddress")
+    return items
+
+
+def _address_list(value: Any, what: str, common: dict[str, Any]) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ParseError(f"{what} is missing or empty (message {common['ses_message_id']})")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise ParseError(f"{what}[{i}] is not an address (message {common['ses_message_id']})")
+    return value
+
+
+def _address(raw: str) -> str:
+    """Normalise as everywhere else; a display-name form ("Name <a@b>") is reduced to
+    the address first. What does not normalise is kept, lower-cased, so the event is
+    still recorded and visible rather than dropped."""
+    text = raw.strip()
+    try:
+        return normalise(text)
+    except AddressError:
+        pass
+    if "<" in text:
+        _, bare = parseaddr(text)
+        if bare:
+            try:
+                return normalise(bare)
+            except AddressError:
+                return bare.strip().lower()
+    return text.lower()
+
+
+def _tags(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, list[str]] = {}
+    for key, vals in value.items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(vals, str):
+            vals = [vals]
+        if isinstance(vals, list):
+            out[key] = [v for v in vals if isinstance(v, str)]
+    return out
+
+
+def _first(tags: dict[str, list[str]], key: str) -> str | None:
+    values = tags.get(key)
+    if not values:
+        return None
+    return values[0].strip() or None
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _opt_str(value: Any) -> str | None:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None
+
+
+def _guess_detail_key(type_name: str) -> str:
+    """SES names each detail object after its type in camelCase ("DeliveryDelay" ->
+    "deliveryDelay"); use that for types we do not know, to find a timestamp."""
+    compact = "".join(type_name.split())
+    return compact[:1].lower() + compact[1:]
+
+
+def _load_json(text: str, what: str) -> Any:
+    if not text.strip():
+        raise ParseError(f"{what} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"{what} is not valid JSON ({exc.msg} at char {exc.pos}): {_clip(text)!r}") from None
+    except RecursionError:
+        raise ParseError(f"{what} is JSON nested too deeply") from None
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
