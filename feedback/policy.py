@@ -1,0 +1,298 @@
+"""The suppression policy (pure): one function from an event and what we know of the
+recipient to the actions the consumer must take, in one transaction.
+
+Every row of DESIGN's "Suppression policy" table is a branch of `decide`; the numbers
+come from `PolicyConfig`. The function never reads the store or the clock: the caller
+passes the recipient's transient-bounce history and `now`, so the same event always
+yields the same decision, replays are reproducible, and each row is a table test.
+
+What `decide` returns is a proposal. A suppression must be combined with the entry on
+file through `relay.suppression.merge`, which is where "levels never downgrade, expiries
+only extend" is enforced; a status goes through `advance_status`, so it never moves
+backwards (a Delivery arriving after a Bounce leaves the recipient bounced).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import MappingProxyType
+
+from feedback.diagnostics import sender_fault
+from feedback.events import EventKind, FeedbackEvent
+from relay.config import PolicyConfig
+from relay.suppression import ALL, Cause, Level, Suppression
+
+__all__ = [
+    "STATUS_ORDER",
+    "STATUS_RANK",
+    "Decision",
+    "Notice",
+    "RecipientHistory",
+    "advance_status",
+    "decide",
+]
+
+# Weakest first. A later event may only move a recipient to the right: what the
+# sender most needs to know (a complaint, a bounce) must not be hidden by a late
+# Delivery or a redelivered Send.
+STATUS_ORDER: tuple[str, ...] = (
+    "queued",
+    "sent",
+    "delayed",
+    "delivered",
+    "failed",
+    "rejected",
+    "bounced",
+    "complained",
+)
+STATUS_RANK: Mapping[str, int] = MappingProxyType({s: i for i, s in enumerate(STATUS_ORDER)})
+
+# Suppression reasons end up in SMTP replies and CLI listings: one line, bounded.
+REASON_LIMIT = 300
+
+
+class Notice(enum.StrEnum):
+    """Why the original sender gets a notice; the notice composer keys its text on this."""
+
+    PERMANENT_BOUNCE = "permanent_bounce"
+    SOFT_BOUNCE_ESCALATED = "soft_bounce_escalated"
+    SENDER_AT_FAULT = "sender_at_fault"  # manual intervention: fix DMARC/SPF/DKIM, content, IP
+    MESSAGE_TOO_LARGE = "message_too_large"  # manual intervention: the message, not the mailbox
+    MESSAGE_REJECTED_CONTENT = "message_rejected_content"  # ditto (content / attachment)
+    REJECT = "reject"
+    RENDERING_FAILURE = "rendering_failure"
+
+
+@dataclass(frozen=True)
+class RecipientHistory:
+    """What the caller knows about the recipient before this event.
+
+    `transient_bounces` are the times (the events' own `timestamp`s) of the recipient's
+    earlier transient and undetermined bounces, only those after the last manual clear,
+    and not including the event being decided. `status` is the recipient's current
+    delivery status for this message, if any.
+    """
+
+    transient_bounces: tuple[datetime, ...] = ()
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str | None = None  # status the recipient has after this event (already advanced)
+    suppression: Suppression | None = None  # to merge with the entry on file (relay.suppression.merge)
+    review: str | None = None  # reason to put in the review queue
+    notice: str | None = None  # a Notice for the original sender, or None
+    counts_transient: bool = False  # record this event's timestamp in the transient history
+    engagement: bool = False  # open / click
+    reputation_hit: str | None = None  # class whose sending reputation this counts against
+
+
+def advance_status(current: str | None, new: str) -> str:
+    """The stronger of two statuses (see STATUS_ORDER); ValueError for unknown names."""
+    if new not in STATUS_RANK:
+        raise ValueError(f"unknown recipient status {new!r}; expected one of {', '.join(STATUS_ORDER)}")
+    if current is None:
+        return new
+    if current not in STATUS_RANK:
+        raise ValueError(f"unknown recipient status {current!r}; expected one of {', '.join(STATUS_ORDER)}")
+    return new if STATUS_RANK[new] > STATUS_RANK[current] else current
+
+
+_HARD_FOREVER = frozenset({"noemail", "suppressed", "onaccountsuppressionlist"})
+_MESSAGE_AT_FAULT = {
+    "messagetoolarge": Notice.MESSAGE_TOO_LARGE,
+    "contentrejected": Notice.MESSAGE_REJECTED_CONTENT,
+    "attachmentrejected": Notice.MESSAGE_REJECTED_CONTENT,
+}
+_SIMPLE_STATUS = {
+    EventKind.SEND: "sent",
+    EventKind.DELIVERY: "delivered",
+    EventKind.DELIVERY_DELAY: "delayed",
+}
+
+
+def decide(
+    event: FeedbackEvent,
+    *,
+    message_class: str | None,
+    history: RecipientHistory,
+    now: datetime,
+    config: PolicyConfig,
+) -> Decision:
+    """Apply DESIGN's policy table to one event.
+
+    `message_class` is the class of the submission the event belongs to (the caller
+    resolves it from the submission, else the event's message-class tag); None means
+    unknown, and then the event's own tag is tried before falling back to all classes.
+    """
+    klass = message_class or event.message_class
+    kind = event.kind
+
+    if kind in _SIMPLE_STATUS:
+        return Decision(status=advance_status(history.status, _SIMPLE_STATUS[kind]))
+    if kind is EventKind.REJECT:
+        return Decision(status=advance_status(history.status, "rejected"), notice=Notice.REJECT)
+    if kind is EventKind.RENDERING_FAILURE:
+        return Decision(status=advance_status(history.status, "failed"), notice=Notice.RENDERING_FAILURE)
+    if kind in (EventKind.OPEN, EventKind.CLICK):
+        return Decision(engagement=True)
+    if event.recipient is None:
+        return Decision()  # UNKNOWN, or nobody to act on
+    if kind is EventKind.BOUNCE:
+        return _bounce(event, klass, history, now, config)
+    if kind is EventKind.COMPLAINT:
+        return Decision(
+            status=advance_status(history.status, "complained"),
+            suppression=_suppression(
+                event, klass or ALL, Level.PERMANENT, Cause.COMPLAINT, _complaint_reason(event), None, now
+            ),
+        )
+    if kind is EventKind.SUBSCRIPTION:
+        if not event.unsubscribed:
+            return Decision()  # an opt-in or a no-op preference change
+        return Decision(
+            suppression=_suppression(
+                event, klass or ALL, Level.PERMANENT, Cause.UNSUBSCRIBE, _unsubscribe_reason(event), None, now
+            )
+        )
+    return Decision()
+
+
+def _bounce(
+    event: FeedbackEvent, klass: str | None, history: RecipientHistory, now: datetime, config: PolicyConfig
+) -> Decision:
+    status = advance_status(history.status, "bounced")
+    bounce_type = (event.bounce_type or "").strip().lower()
+    subtype = (event.bounce_subtype or "").strip().lower()
+    reason = _bounce_reason(event)
+
+    if bounce_type == "permanent":
+        fault = sender_fault(event.diagnostic_code, event.status)
+        if fault is not None:
+            # The mailbox is fine; suppressing it would hide a problem only the sender can fix.
+            return Decision(
+                status=status,
+                review=_clip(f"sender at fault ({fault}) in class {klass or ALL}: {reason}"),
+                notice=Notice.SENDER_AT_FAULT,
+                reputation_hit=klass or ALL,
+            )
+        forever = subtype in _HARD_FOREVER
+        return Decision(
+            status=status,
+            suppression=_suppression(
+                event,
+                ALL,
+                Level.HARD,
+                Cause.BOUNCE,
+                reason,
+                None if forever else config.permanent_general_expiry,
+                now,
+            ),
+            notice=Notice.PERMANENT_BOUNCE,
+        )
+
+    if bounce_type == "transient" and subtype in _MESSAGE_AT_FAULT:
+        # The message is at fault, not the mailbox: nothing to suppress or count.
+        return Decision(status=status, notice=_MESSAGE_AT_FAULT[subtype])
+
+    # Transient/General, /MailboxFull (and transient subtypes SES may add), and
+    # Undetermined (or a bounce type we do not know), which counts as transient.
+    count = _transient_count(event, history, config)
+    undetermined = bounce_type != "transient"
+    review = _clip(f"undetermined bounce: {reason}") if undetermined else None
+    if count >= config.escalate_after:
+        window = _duration(config.escalate_window)
+        escalated = _clip(f"{count} transient bounces within {window}; last {reason}")
+        return Decision(
+            status=status,
+            suppression=_suppression(
+                event, ALL, Level.HARD, Cause.BOUNCE, escalated, config.escalate_expiry, now
+            ),
+            review=review,
+            notice=Notice.SOFT_BOUNCE_ESCALATED,
+            counts_transient=True,
+        )
+    if undetermined:
+        return Decision(status=status, review=review, counts_transient=True)
+    return Decision(
+        status=status,
+        suppression=_suppression(
+            event, ALL, Level.SOFT, Cause.BOUNCE, reason, config.soft_bounce_expiry, now
+        ),
+        counts_transient=True,
+    )
+
+
+def _transient_count(event: FeedbackEvent, history: RecipientHistory, config: PolicyConfig) -> int:
+    """Transient bounces within the window ending at this event, counting this one.
+
+    The window is anchored on the events' own times, not on `now`, so a backlog
+    processed late (or a replay) escalates exactly as it would have live.
+    """
+    end = event.timestamp
+    start = end - config.escalate_window
+    return 1 + sum(1 for t in history.transient_bounces if start < t <= end)
+
+
+def _suppression(
+    event: FeedbackEvent,
+    klass: str,
+    level: Level,
+    cause: Cause,
+    reason: str,
+    lasts: timedelta | None,
+    now: datetime,
+) -> Suppression:
+    assert event.recipient is not None  # decide() checks before any suppressing branch
+    return Suppression(
+        address=event.recipient,
+        klass=klass,
+        level=level,
+        cause=cause,
+        reason=_clip(reason),
+        created_at=now,
+        updated_at=now,
+        expires_at=None if lasts is None else now + lasts,
+        feedback_id=event.feedback_id,
+        ses_message_id=event.ses_message_id,
+    )
+
+
+def _bounce_reason(event: FeedbackEvent) -> str:
+    label = event.bounce_type or "Bounce"
+    if event.bounce_subtype:
+        label = f"{label}/{event.bounce_subtype}"
+    return f"{label}: {event.diagnostic_code}" if event.diagnostic_code else label
+
+
+def _complaint_reason(event: FeedbackEvent) -> str:
+    details = [d for d in (event.complaint_feedback_type, event.complaint_subtype) if d]
+    return f"complaint: {', '.join(details)}" if details else "complaint"
+
+
+def _unsubscribe_reason(event: FeedbackEvent) -> str:
+    topics = event.unsubscribed_topics
+    plural = "s" if len(topics) > 1 else ""
+    what = "all topics" if event.unsubscribe_all else f"topic{plural} {', '.join(topics)}"
+    where = f" of contact list {event.contact_list}" if event.contact_list else ""
+    how = f" via {event.subscription_source}" if event.subscription_source else ""
+    return f"unsubscribed from {what}{where}{how}"
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _clip(text: str) -> str:
+    """One printable line of bounded length: remote diagnostics are multi-line and
+    untrusted, and reasons are echoed in SMTP replies."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return line if len(line) <= REASON_LIMIT else line[: REASON_LIMIT - 3] + "..."
