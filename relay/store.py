@@ -97,6 +97,79 @@ MIGRATIONS: tuple[str, ...] = (
         detail  TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 2: the feedback consumer: event log, transient-bounce history, dead letters,
+    # review queue and the notices to send.
+    """
+    CREATE TABLE events (
+        id                INTEGER PRIMARY KEY,
+        dedupe_key        TEXT NOT NULL UNIQUE,
+        kind              TEXT NOT NULL,
+        ses_type          TEXT NOT NULL,
+        recipient         TEXT,
+        ses_message_id    TEXT NOT NULL,
+        submission_id     TEXT,
+        class             TEXT,
+        occurred_at       TEXT NOT NULL,
+        received_at       TEXT NOT NULL,
+        bounce_type       TEXT,
+        bounce_subtype    TEXT,
+        diagnostic        TEXT,
+        status            TEXT,
+        complaint_type    TEXT,
+        feedback_id       TEXT,
+        source_ip         TEXT,
+        from_address      TEXT,
+        subject           TEXT,
+        configuration_set TEXT,
+        raw               TEXT NOT NULL
+    );
+    CREATE INDEX events_by_recipient ON events(recipient, occurred_at);
+    CREATE INDEX events_by_time ON events(occurred_at);
+    CREATE INDEX events_by_ses_id ON events(ses_message_id);
+    CREATE TABLE transient_bounces (
+        address TEXT NOT NULL,
+        at      TEXT NOT NULL
+    );
+    CREATE INDEX transient_by_address ON transient_bounces(address, at);
+    CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY,
+        received_at TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        error       TEXT NOT NULL
+    );
+    CREATE TABLE review (
+        id             INTEGER PRIMARY KEY,
+        created_at     TEXT NOT NULL,
+        recipient      TEXT,
+        class          TEXT,
+        reason         TEXT NOT NULL,
+        ses_message_id TEXT,
+        event_id       INTEGER REFERENCES events(id)
+    );
+    CREATE TABLE notices (
+        id              INTEGER PRIMARY KEY,
+        dedupe_key      TEXT NOT NULL UNIQUE,
+        created_at      TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        recipient       TEXT NOT NULL,
+        sender          TEXT NOT NULL,
+        submission_id   TEXT,
+        ses_message_id  TEXT,
+        class           TEXT,
+        status          TEXT,
+        diagnostic      TEXT,
+        bounce_type     TEXT,
+        bounce_subtype  TEXT,
+        extra           TEXT,
+        state           TEXT NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error      TEXT,
+        delivered_at    TEXT
+    );
+    CREATE INDEX notices_pending ON notices(state, next_attempt_at);
+    """,
 )
 
 
@@ -179,6 +252,197 @@ class AuditRow:
     address: str | None
     klass: str | None
     detail: str
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One feedback event as the log keeps it (one per recipient)."""
+
+    dedupe_key: str
+    kind: str
+    ses_type: str
+    recipient: str | None
+    ses_message_id: str
+    occurred_at: datetime
+    raw: str
+    submission_id: str | None = None
+    klass: str | None = None
+    bounce_type: str | None = None
+    bounce_subtype: str | None = None
+    diagnostic: str | None = None
+    status: str | None = None
+    complaint_type: str | None = None
+    feedback_id: str | None = None
+    source_ip: str | None = None
+    from_address: str | None = None
+    subject: str | None = None
+    configuration_set: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    id: int
+    received_at: datetime
+    record: EventRecord
+
+
+@dataclass(frozen=True)
+class RecipientContext:
+    """What the feedback path needs to know of the submission an event is about."""
+
+    submission_id: str
+    klass: str
+    status: str
+    mail_from: str
+    subject: str | None
+    message_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NoticeRecord:
+    """A notice owed to a sender; at most one per dedupe_key (submission, recipient, reason)."""
+
+    dedupe_key: str
+    reason: str
+    recipient: str
+    sender: str
+    submission_id: str | None = None
+    ses_message_id: str | None = None
+    klass: str | None = None
+    status: str | None = None
+    diagnostic: str | None = None
+    bounce_type: str | None = None
+    bounce_subtype: str | None = None
+    extra: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    received_at: datetime
+    source: str
+    body: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    id: int
+    created_at: datetime
+    recipient: str | None
+    klass: str | None
+    reason: str
+    ses_message_id: str | None
+
+
+class FeedbackTx:
+    """The unit of work of one feedback batch: every effect commits together or not at all.
+
+    Obtained from `Store.feedback()`; the orchestration (what to do with an event)
+    lives in feedback/apply.py, the SQL here.
+    """
+
+    def __init__(self, db: aiosqlite.Connection, now: datetime) -> None:
+        self._db = db
+        self.now = now
+
+    async def record_event(self, rec: EventRecord) -> int | None:
+        """Log the event; None when its dedupe key is already logged (a redelivery)."""
+        cur = await self._db.execute(
+            "INSERT OR IGNORE INTO events (dedupe_key, kind, ses_type, recipient, ses_message_id, "
+            "submission_id, class, occurred_at, received_at, bounce_type, bounce_subtype, diagnostic, "
+            "status, complaint_type, feedback_id, source_ip, from_address, subject, configuration_set, raw) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                rec.dedupe_key, rec.kind, rec.ses_type, rec.recipient, rec.ses_message_id,
+                rec.submission_id, rec.klass, to_text(rec.occurred_at), to_text(self.now),
+                rec.bounce_type, rec.bounce_subtype, rec.diagnostic, rec.status, rec.complaint_type,
+                rec.feedback_id, rec.source_ip, rec.from_address, rec.subject, rec.configuration_set,
+                rec.raw,
+            ),
+        )  # fmt: skip
+        return cur.lastrowid if cur.rowcount else None
+
+    async def recipient(self, ses_message_id: str, address: str | None) -> RecipientContext | None:
+        """The submission this relay sent `ses_message_id` for (to `address` when given)."""
+        sql = (
+            "SELECT r.status, s.id, s.class, s.mail_from, s.subject, s.message_id, s.created_at "
+            "FROM recipients r JOIN submissions s ON s.id = r.submission_id WHERE r.ses_message_id = ?"
+        )
+        params: list[object] = [ses_message_id]
+        if address is not None:
+            sql += " AND r.address = ?"
+            params.append(address)
+        async with self._db.execute(sql + " LIMIT 1", params) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return RecipientContext(
+            submission_id=row["id"],
+            klass=row["class"],
+            status=row["status"],
+            mail_from=row["mail_from"],
+            subject=row["subject"],
+            message_id=row["message_id"],
+            created_at=from_text(row["created_at"]),
+        )
+
+    async def transient_history(self, address: str, since: datetime) -> tuple[datetime, ...]:
+        async with self._db.execute(
+            "SELECT at FROM transient_bounces WHERE address = ? AND at >= ? ORDER BY at",
+            (address, to_text(since)),
+        ) as cur:
+            return tuple(from_text(r["at"]) for r in await cur.fetchall())
+
+    async def add_transient(self, address: str, at: datetime) -> None:
+        await self._db.execute(
+            "INSERT INTO transient_bounces (address, at) VALUES (?, ?)", (address, to_text(at))
+        )
+
+    async def set_status(self, submission_id: str, address: str, status: str, detail: str | None) -> None:
+        await self._db.execute(
+            "UPDATE recipients SET status = ?, detail = coalesce(?, detail), updated_at = ? "
+            "WHERE submission_id = ? AND address = ?",
+            (status, detail, to_text(self.now), submission_id, address),
+        )
+
+    async def merge_suppression(self, new: Suppression) -> Suppression:
+        return await _merge_suppression(self._db, new)
+
+    async def add_review(
+        self, reason: str, *, recipient: str | None, klass: str | None, ses_message_id: str | None,
+        event_id: int | None,
+    ) -> None:  # fmt: skip
+        await self._db.execute(
+            "INSERT INTO review (created_at, recipient, class, reason, ses_message_id, event_id) "
+            "VALUES (?,?,?,?,?,?)",
+            (to_text(self.now), recipient, klass, reason, ses_message_id, event_id),
+        )
+
+    async def add_notice(self, rec: NoticeRecord) -> bool:
+        """Queue a notice; False when one with the same dedupe key exists already."""
+        return await _add_notice(self._db, rec, self.now)
+
+    async def dead_letter(self, source: str, body: str, error: str) -> None:
+        await self._db.execute(
+            "INSERT INTO dead_letters (received_at, source, body, error) VALUES (?,?,?,?)",
+            (to_text(self.now), source, body, error),
+        )
+
+
+async def _add_notice(db: aiosqlite.Connection, rec: NoticeRecord, now: datetime) -> bool:
+    cur = await db.execute(
+        "INSERT OR IGNORE INTO notices (dedupe_key, created_at, reason, recipient, sender, submission_id, "
+        "ses_message_id, class, status, diagnostic, bounce_type, bounce_subtype, extra, next_attempt_at) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            rec.dedupe_key, to_text(now), rec.reason, rec.recipient, rec.sender, rec.submission_id,
+            rec.ses_message_id, rec.klass, rec.status, rec.diagnostic, rec.bounce_type,
+            rec.bounce_subtype, rec.extra, to_text(now),
+        ),
+    )  # fmt: skip
+    return bool(cur.rowcount)
 
 
 def _suppression(row: sqlite3.Row) -> Suppression:
@@ -359,6 +623,9 @@ class Store:
                 params.append(klass)
             async with db.execute(sql, params) as cur:
                 removed = [_suppression(r) for r in await cur.fetchall()]
+            # A manual clear also forgets the transient bounces before it, so the
+            # next soft bounce does not escalate on history the admin just forgave.
+            await db.execute("DELETE FROM transient_bounces WHERE address = ?", (address,))
             for entry in removed:
                 await db.execute(
                     "DELETE FROM suppressions WHERE address = ? AND class = ?", (address, entry.klass)
@@ -373,6 +640,49 @@ class Store:
                     f"{reason} (was {entry.level} {entry.cause}: {entry.reason})",
                 )
         return removed
+
+    @asynccontextmanager
+    async def feedback(self, now: datetime) -> AsyncIterator[FeedbackTx]:
+        """One transaction for a whole feedback batch (see FeedbackTx)."""
+        async with self._transaction() as db:
+            yield FeedbackTx(db, now)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        rows = await self._read("SELECT * FROM dead_letters ORDER BY id")
+        return [
+            DeadLetter(r["id"], from_text(r["received_at"]), r["source"], r["body"], r["error"]) for r in rows
+        ]
+
+    async def review_items(self) -> list[ReviewItem]:
+        rows = await self._read("SELECT * FROM review ORDER BY id")
+        return [
+            ReviewItem(
+                id=r["id"],
+                created_at=from_text(r["created_at"]),
+                recipient=r["recipient"],
+                klass=r["class"],
+                reason=r["reason"],
+                ses_message_id=r["ses_message_id"],
+            )
+            for r in rows
+        ]
+
+    async def events(
+        self, *, address: str | None = None, since: datetime | None = None, limit: int = 10_000
+    ) -> list[LoggedEvent]:
+        clauses, params = [], []
+        if address is not None:
+            clauses.append("recipient = ?")
+            params.append(address)
+        if since is not None:
+            clauses.append("occurred_at >= ?")
+            params.append(to_text(since))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._read(
+            f"SELECT * FROM events {where} ORDER BY occurred_at, id LIMIT ?",  # noqa: S608
+            [*params, limit],
+        )
+        return [_logged_event(r) for r in rows]
 
     async def audit_log(self, address: str | None = None) -> list[AuditRow]:
         sql, params = "SELECT * FROM audit", []
@@ -521,6 +831,31 @@ class Store:
         """(messages spooled, epoch time of the oldest)."""
         rows = await self._read("SELECT count(*), min(created_at) FROM spool")
         return int(rows[0][0]), rows[0][1]
+
+
+def _logged_event(r: sqlite3.Row) -> LoggedEvent:
+    record = EventRecord(
+        dedupe_key=r["dedupe_key"],
+        kind=r["kind"],
+        ses_type=r["ses_type"],
+        recipient=r["recipient"],
+        ses_message_id=r["ses_message_id"],
+        occurred_at=from_text(r["occurred_at"]),
+        raw=r["raw"],
+        submission_id=r["submission_id"],
+        klass=r["class"],
+        bounce_type=r["bounce_type"],
+        bounce_subtype=r["bounce_subtype"],
+        diagnostic=r["diagnostic"],
+        status=r["status"],
+        complaint_type=r["complaint_type"],
+        feedback_id=r["feedback_id"],
+        source_ip=r["source_ip"],
+        from_address=r["from_address"],
+        subject=r["subject"],
+        configuration_set=r["configuration_set"],
+    )
+    return LoggedEvent(r["id"], from_text(r["received_at"]), record)
 
 
 def _submission(row: sqlite3.Row, recips: Iterable[sqlite3.Row]) -> SubmissionRow:
