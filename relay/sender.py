@@ -23,7 +23,7 @@ from relay import headers as hdr
 from relay.addresses import AddressError, domain_of, normalise
 from relay.backoff import RateLimiter, backoff_delay
 from relay.config import Config
-from relay.dkim import DkimKeys, sign
+from relay.dkim import DkimError, DkimKeys, sign
 from relay.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesApi, SesError
 from relay.store import SpoolItem, Store, StoreError
 from relay.timeutil import utcnow
@@ -161,6 +161,10 @@ class Sender:
         try:
             prepared = self.prepare(item)
         except SesError as exc:
+            if exc.retryable:
+                log.error("%s: cannot prepare the message, will retry: %s", sid, exc)
+                await self._retry_or_fail(item, item.pending, str(exc))
+                return
             await self.store.record_outcome(sid, item.pending, "failed", now=utcnow(), detail=str(exc))
             await self.store.finish(sid)
             return
@@ -214,7 +218,12 @@ class Sender:
             key = self.dkim.for_domain(domain)
             if key is not None:
                 selector, pem = key
-                raw = sign(raw, domain, selector, pem)
+                try:
+                    raw = sign(raw, domain, selector, pem)
+                except DkimError as exc:
+                    # A configured key that cannot sign is the operator's to fix: keep the
+                    # message and retry rather than send it unsigned or fail it.
+                    raise SesError("DkimError", str(exc), Disposition.RETRY) from exc
         tags = (("message-class", sub.klass), ("submission-id", sub.id), *sub.tags)
         return Prepared(raw=raw, source=source, configuration_set=sub.configuration_set, tags=tags)
 
