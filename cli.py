@@ -161,11 +161,15 @@ async def _serve(ctx: Context, sandbox: bool) -> None:
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     store = await open_store(ctx)
     ses: SesApi
+    feedback_sources: list[Any] = []
     if sandbox:
+        from feedback.consumer import FeedSource
         from relay.feed import Feed
         from relay.sandbox import SandboxSes
 
-        ses = SandboxSes(ctx.data_dir / "sandbox", Feed(ctx.data_dir / "sandbox" / "feed"))
+        feed = Feed(ctx.data_dir / "sandbox" / "feed")
+        ses = SandboxSes(ctx.data_dir / "sandbox", feed)
+        feedback_sources.append(FeedSource(feed))
     else:
         from relay.ses import BotoSes
 
@@ -199,7 +203,13 @@ async def _serve(ctx: Context, sandbox: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    sender_task = asyncio.create_task(sender.run(stop))
+    from feedback.consumer import consume
+
+    tasks = [asyncio.create_task(sender.run(stop))]
+    for source in feedback_sources:
+        idle = 0.2 if sandbox else 0.0
+        tasks.append(asyncio.create_task(consume(store, source, config, stop=stop, idle_seconds=idle)))
+        log.info("feedback consumer reading %s", source.name)
     try:
         await stop.wait()
     finally:
@@ -210,15 +220,15 @@ async def _serve(ctx: Context, sandbox: bool) -> None:
             await server.wait_closed()
         stop.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sender_task, timeout=30)
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
         await store.close()
 
 
 # -- suppression ---------------------------------------------------------------
 
 
-@main.group()
-def suppression() -> None:
+@main.group("suppression")
+def suppression_group() -> None:
     """List, inspect, add and clear suppressed addresses."""
 
 
@@ -254,7 +264,7 @@ def suppression_json(entry: Suppression) -> dict[str, Any]:
     }
 
 
-@suppression.command("add")
+@suppression_group.command("add")
 @click.argument("address")
 @click.option("--class", "klass", default=ALL, show_default=True, help="Class to suppress in ('*' = all).")
 @click.option("--reason", default="added by admin", show_default=True, help="Why; shown in RCPT replies.")
@@ -311,7 +321,7 @@ def suppression_add(
     click.echo(f"suppressed {merged.address} in class {merged.klass} ({merged.level}) {until_text}")
 
 
-@suppression.command("list")
+@suppression_group.command("list")
 @click.option("--class", "klass", help="Only this class ('*' for the all-classes entries).")
 @click.option("--level", type=click.Choice([str(lvl) for lvl in Level]), help="Only this level.")
 @click.option("--all", "include_expired", is_flag=True, help="Include expired entries.")
@@ -352,7 +362,7 @@ def suppression_list(
         click.echo(f"{e.address}\t{e.klass}\t{e.level}\t{expires}\t{e.cause}: {e.reason}")
 
 
-@suppression.command("show")
+@suppression_group.command("show")
 @click.argument("address")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
@@ -397,7 +407,7 @@ def suppression_show(ctx: Context, address: str, as_json: bool) -> None:
         click.echo(f"  refused:  {e.refused_count} send(s){last}")
 
 
-@suppression.command("clear")
+@suppression_group.command("clear")
 @click.argument("address")
 @click.option("--class", "klass", help="Clear only this class ('*' = the all-classes entry); default all.")
 @click.option("--reason", default="cleared by admin", show_default=True, help="Recorded in the audit log.")
@@ -433,12 +443,12 @@ def _actor() -> str:
 # -- submission ----------------------------------------------------------------
 
 
-@main.group()
-def submission() -> None:
+@main.group("submission")
+def submission_group() -> None:
     """Inspect accepted messages."""
 
 
-@submission.command("show")
+@submission_group.command("show")
 @click.argument("submission_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
@@ -490,12 +500,12 @@ def submission_show(ctx: Context, submission_id: str, as_json: bool) -> None:
 # -- dkim ------------------------------------------------------------------------
 
 
-@main.group()
-def dkim() -> None:
+@main.group("dkim")
+def dkim_group() -> None:
     """DKIM keys for signing before SES."""
 
 
-@dkim.command("keygen")
+@dkim_group.command("keygen")
 @click.argument("domain")
 @click.option("--selector", required=True, help="DKIM selector (the DNS name's first label).")
 @click.option("--bits", type=click.IntRange(1024, 4096), default=2048, show_default=True)
@@ -516,3 +526,212 @@ def dkim_keygen(ctx: Context, domain: str, selector: str, bits: int, force: bool
 
 if __name__ == "__main__":
     main()
+
+
+# -- feedback --------------------------------------------------------------------
+
+
+@main.group("feedback")
+def feedback_group() -> None:
+    """Consume SES events (SNS -> SQS), replay saved ones, inspect what could not be applied."""
+
+
+def _sqs_sources(ctx: Context, queue_urls: tuple[str, ...]) -> list[Any]:
+    from feedback.consumer import SqsSource
+
+    endpoint = ctx.config.ses.endpoint_url or None
+    return [SqsSource(url, region=ctx.config.ses.region, endpoint_url=endpoint) for url in queue_urls]
+
+
+def _print_result(result: Any) -> None:
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.kinds.items())) or "none"
+    click.echo(
+        f"applied {result.events} event(s) ({kinds}); {result.duplicates} duplicate(s), "
+        f"{result.dead_letters} dead letter(s), {result.suppressions} suppression change(s), "
+        f"{result.notices} notice(s) queued"
+    )
+
+
+@feedback_group.command("consume")
+@click.option(
+    "--queue-url",
+    "queue_urls",
+    multiple=True,
+    help="SQS queue to read (repeatable); default [feedback] queue_urls.",
+)
+@click.option("--once", is_flag=True, help="Drain the queues and exit instead of long-polling forever.")
+@common_options
+def feedback_consume(ctx: Context, queue_urls: tuple[str, ...], once: bool) -> None:
+    """Apply SES events from SQS: statuses, the events log, suppressions, notices."""
+    from feedback.apply import BatchResult
+    from feedback.consumer import consume
+
+    urls = queue_urls or ctx.config.feedback.queue_urls
+    if not urls:
+        fail("no queue: give --queue-url or set [feedback] queue_urls", 2)
+
+    async def go(ctx: Context) -> BatchResult:
+        store = await open_store(ctx)
+        stop = asyncio.Event()
+        if not once:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        try:
+            results = await asyncio.gather(
+                *(consume(store, src, ctx.config, stop=stop, drain=once) for src in _sqs_sources(ctx, urls))
+            )
+        finally:
+            await store.close()
+        total = BatchResult()
+        for r in results:
+            total.add(r)
+        return total
+
+    try:
+        _print_result(run(go)(ctx))
+    except StoreError as exc:
+        fail(str(exc))
+
+
+@feedback_group.command("replay")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@common_options
+def feedback_replay(ctx: Context, files: tuple[Path, ...]) -> None:
+    """Apply saved events from FILES (JSON or JSON Lines: SES events, SNS envelopes or SQS records)."""
+    from feedback.replay import replay
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await replay(store, list(files), ctx.config)
+        finally:
+            await store.close()
+
+    try:
+        _print_result(run(go)(ctx))
+    except StoreError as exc:
+        fail(str(exc))
+
+
+@feedback_group.command("dead-letters")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def feedback_dead_letters(ctx: Context, as_json: bool) -> None:
+    """Queue messages that could not be parsed, with the error."""
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await store.dead_letters()
+        finally:
+            await store.close()
+
+    items = run(go)(ctx)
+    if as_json:
+        emit_json(
+            [
+                {"id": d.id, "received_at": to_text(d.received_at), "source": d.source, "error": d.error,
+                 "body": d.body}
+                for d in items
+            ]
+        )  # fmt: skip
+        return
+    if not items:
+        click.echo("no dead letters")
+    for d in items:
+        click.echo(f"#{d.id} {to_text(d.received_at)} {d.source}: {d.error}")
+
+
+@feedback_group.command("review")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def feedback_review(ctx: Context, as_json: bool) -> None:
+    """Events that need a person: undetermined bounces, sender-at-fault rejections."""
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await store.review_items()
+        finally:
+            await store.close()
+
+    items = run(go)(ctx)
+    if as_json:
+        emit_json(
+            [
+                {"id": r.id, "created_at": to_text(r.created_at), "recipient": r.recipient, "class": r.klass,
+                 "reason": r.reason, "ses_message_id": r.ses_message_id}
+                for r in items
+            ]
+        )  # fmt: skip
+        return
+    if not items:
+        click.echo("nothing to review")
+    for r in items:
+        click.echo(f"#{r.id} {to_text(r.created_at)} {r.recipient or '-'} [{r.klass or '*'}]: {r.reason}")
+
+
+# -- events ------------------------------------------------------------------------
+
+
+@main.group("events")
+def events_group() -> None:
+    """The feedback log: every SES event received, per recipient."""
+
+
+@events_group.command("list")
+@click.option("--address", help="Only events for this recipient.")
+@click.option("--since", default="24h", show_default=True, help="How far back: e.g. 30m, 24h, 7d.")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def events_list(ctx: Context, address: str | None, since: str, limit: int, as_json: bool) -> None:
+    """List logged SES events, oldest first."""
+    try:
+        window = configuration.parse_duration(since)
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+    addr = _address(address) if address else None
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await store.events(address=addr, since=utcnow() - window, limit=limit)
+        finally:
+            await store.close()
+
+    rows = run(go)(ctx)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": e.id,
+                    "time": to_text(e.record.occurred_at),
+                    "received_at": to_text(e.received_at),
+                    "kind": e.record.kind,
+                    "recipient": e.record.recipient,
+                    "ses_message_id": e.record.ses_message_id,
+                    "submission_id": e.record.submission_id,
+                    "class": e.record.klass,
+                    "bounce_type": e.record.bounce_type,
+                    "bounce_subtype": e.record.bounce_subtype,
+                    "diagnostic": e.record.diagnostic,
+                    "status": e.record.status,
+                    "complaint_type": e.record.complaint_type,
+                    "source_ip": e.record.source_ip,
+                    "from_address": e.record.from_address,
+                    "subject": e.record.subject,
+                }
+                for e in rows
+            ]
+        )
+        return
+    if not rows:
+        click.echo("no events")
+    for e in rows:
+        r = e.record
+        what = "/".join(p for p in (r.bounce_type, r.bounce_subtype) if p) or r.complaint_type or ""
+        click.echo(f"{to_text(r.occurred_at)} {r.kind:<17} {r.recipient or '-'} {what} {r.diagnostic or ''}")

@@ -1,0 +1,194 @@
+"""Applying a batch of queue messages: parse, decide, and commit every effect together.
+
+Record first, decide second: each event is logged under its dedupe key before the
+policy acts on it, in the same transaction, so a redelivered message finds its
+events already logged and changes nothing. A body that cannot be parsed is kept in
+`dead_letters` with the error (and so may be deleted from the queue); a store
+failure raises StoreError and the caller leaves the batch in the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
+from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide
+from relay.config import Config
+from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store
+
+log = logging.getLogger("ses_relay.feedback")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One queue message: its body and where it came from (for dead letters and logs)."""
+
+    body: str
+    source: str
+
+
+@dataclass
+class BatchResult:
+    events: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    confirmations: int = 0
+    suppressions: int = 0
+    notices: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: BatchResult) -> None:
+        for name in ("events", "duplicates", "dead_letters", "confirmations", "suppressions", "notices"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for kind, n in other.kinds.items():
+            self.kinds[kind] = self.kinds.get(kind, 0) + n
+
+
+def parse_all(batch: Sequence[Incoming]) -> list[tuple[Incoming, ParsedBody | ParseError]]:
+    out: list[tuple[Incoming, ParsedBody | ParseError]] = []
+    for item in batch:
+        try:
+            out.append((item, parse_body(item.body)))
+        except ParseError as exc:
+            out.append((item, exc))
+    return out
+
+
+async def apply_batch(store: Store, batch: Sequence[Incoming], config: Config, now: datetime) -> BatchResult:
+    """Apply every message of `batch` in one transaction; raise StoreError to leave it queued."""
+    result = BatchResult()
+    parsed = parse_all(batch)
+    async with store.feedback(now) as tx:
+        for item, outcome in parsed:
+            if isinstance(outcome, ParseError):
+                await tx.dead_letter(item.source, item.body, str(outcome))
+                result.dead_letters += 1
+                log.warning("dead letter from %s: %s", item.source, outcome)
+                continue
+            if outcome.kind is not BodyKind.EVENTS:
+                result.confirmations += 1
+                log.warning(
+                    "SNS %s for topic %s in %s; confirm it at %s (ses-relay setup-aws does this for you)",
+                    outcome.kind, outcome.topic_arn, item.source, outcome.subscribe_url,
+                )  # fmt: skip
+                continue
+            if outcome.note:
+                log.info("SES says: %s", outcome.note)
+            for event in outcome.events:
+                await apply_event(tx, event, config, result)
+    return result
+
+
+def _known_class(name: str | None, config: Config) -> str | None:
+    return name if name is not None and name in config.classes else None
+
+
+def _record(event: FeedbackEvent, ctx: RecipientContext | None, klass: str | None) -> EventRecord:
+    return EventRecord(
+        dedupe_key=event.dedupe_key,
+        kind=str(event.kind),
+        ses_type=event.ses_type,
+        recipient=event.recipient,
+        ses_message_id=event.ses_message_id,
+        occurred_at=event.timestamp,
+        raw=json.dumps(event.raw, separators=(",", ":"), default=str),
+        submission_id=ctx.submission_id if ctx else event.submission_id,
+        klass=klass,
+        bounce_type=event.bounce_type,
+        bounce_subtype=event.bounce_subtype,
+        diagnostic=event.diagnostic_code or event.reject_reason or event.rendering_error,
+        status=event.status,
+        complaint_type=event.complaint_feedback_type,
+        feedback_id=event.feedback_id,
+        source_ip=event.source_ip,
+        from_address=event.from_address,
+        subject=event.subject,
+        configuration_set=event.configuration_set,
+    )
+
+
+def _detail(event: FeedbackEvent) -> str | None:
+    if event.kind is EventKind.BOUNCE:
+        kind = "/".join(p for p in (event.bounce_type, event.bounce_subtype) if p)
+        return f"{kind}: {event.diagnostic_code}" if event.diagnostic_code else kind
+    if event.kind is EventKind.COMPLAINT:
+        return f"complaint: {event.complaint_feedback_type or 'unspecified'}"
+    if event.kind is EventKind.REJECT:
+        return f"rejected by SES: {event.reject_reason or 'no reason given'}"
+    if event.kind is EventKind.RENDERING_FAILURE:
+        return f"rendering failed: {event.rendering_error or 'no detail'}"
+    if event.kind is EventKind.DELIVERY:
+        return event.smtp_response
+    if event.kind is EventKind.DELIVERY_DELAY:
+        return f"delayed: {event.delay_type or 'unspecified'}"
+    return None
+
+
+async def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: BatchResult) -> None:
+    ctx = await tx.recipient(event.ses_message_id, event.recipient) if event.recipient else None
+    klass = ctx.klass if ctx else _known_class(event.message_class, config)
+    event_id = await tx.record_event(_record(event, ctx, klass))
+    if event_id is None:
+        result.duplicates += 1
+        return
+    result.events += 1
+    result.kinds[str(event.kind)] = result.kinds.get(str(event.kind), 0) + 1
+    if event.recipient is None:
+        if event.kind is EventKind.UNKNOWN:
+            log.info("logged SES event of unknown type %r (%s)", event.ses_type, event.ses_message_id)
+        return
+
+    address = event.recipient
+    status = ctx.status if ctx and ctx.status in STATUS_RANK else None
+    since = event.timestamp - config.policy.escalate_window
+    history = RecipientHistory(transient_bounces=await tx.transient_history(address, since), status=status)
+    decision = decide(event, message_class=klass, history=history, now=tx.now, config=config.policy)
+    await _carry_out(tx, event, ctx, klass, decision, event_id, result)
+
+
+async def _carry_out(
+    tx: FeedbackTx,
+    event: FeedbackEvent,
+    ctx: RecipientContext | None,
+    klass: str | None,
+    decision: Decision,
+    event_id: int,
+    result: BatchResult,
+) -> None:
+    address = event.recipient
+    assert address is not None
+    if decision.counts_transient:
+        await tx.add_transient(address, event.timestamp)
+    if ctx is not None and decision.status is not None and decision.status != ctx.status:
+        await tx.set_status(ctx.submission_id, address, decision.status, _detail(event))
+    if decision.suppression is not None:
+        merged = await tx.merge_suppression(decision.suppression)
+        result.suppressions += 1
+        log.info("suppressed %s in class %s (%s, %s)", address, merged.klass, merged.level, merged.reason)
+    if decision.review is not None:
+        await tx.add_review(
+            decision.review, recipient=address, klass=klass, ses_message_id=event.ses_message_id,
+            event_id=event_id,
+        )  # fmt: skip
+    if decision.notice is not None and ctx is not None and ctx.mail_from:
+        added = await tx.add_notice(
+            NoticeRecord(
+                dedupe_key=f"{ctx.submission_id}:{address}:{decision.notice}",
+                reason=str(decision.notice),
+                recipient=address,
+                sender=ctx.mail_from,
+                submission_id=ctx.submission_id,
+                ses_message_id=event.ses_message_id,
+                klass=klass,
+                status=event.status,
+                diagnostic=event.diagnostic_code or event.reject_reason or event.rendering_error,
+                bounce_type=event.bounce_type,
+                bounce_subtype=event.bounce_subtype,
+                extra=decision.suppression.reason if decision.suppression else None,
+            )
+        )
+        result.notices += int(added)

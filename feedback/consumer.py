@@ -1,0 +1,162 @@
+"""The feedback consumer: queue messages in, effects committed, then deleted.
+
+A source is anything with `receive()` and `delete()` in SQS's at-least-once style:
+real SQS queues (long-polled, 20 s, batches of 10) or the sandbox's local feed.
+Each received batch is applied in one transaction (feedback.apply); only after the
+commit are its messages deleted. A store failure leaves them in the queue for SQS
+to redeliver (and its redrive policy to catch), while unparseable bodies are kept
+as dead letters and deleted so that they cannot block the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from feedback.apply import BatchResult, Incoming, apply_batch
+from relay.config import Config
+from relay.feed import Feed, FeedItem
+from relay.store import Store, StoreError
+from relay.timeutil import utcnow
+
+log = logging.getLogger("ses_relay.feedback")
+
+SQS_WAIT_SECONDS = 20
+SQS_BATCH = 10
+RETRY_PAUSE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Received:
+    body: str
+    handle: Any  # what `delete` needs: an SQS receipt handle or a FeedItem
+
+
+class Source(Protocol):
+    name: str
+
+    def receive(self, wait_seconds: int) -> list[Received]: ...
+
+    def delete(self, messages: Sequence[Received]) -> None: ...
+
+
+class SqsSource:
+    """One SQS queue; boto3 calls are blocking, so the consumer runs them in threads."""
+
+    def __init__(self, queue_url: str, *, region: str, endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        self.queue_url = queue_url
+        self.name = f"sqs:{queue_url}"
+        self._client = boto3.session.Session().client(
+            "sqs",
+            region_name=_region_of(queue_url) or region,
+            endpoint_url=endpoint_url or None,
+            config=BotoConfig(read_timeout=SQS_WAIT_SECONDS + 10, retries={"mode": "standard"}),
+        )
+
+    def receive(self, wait_seconds: int) -> list[Received]:
+        reply = self._client.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=SQS_BATCH, WaitTimeSeconds=wait_seconds
+        )
+        return [Received(m["Body"], m["ReceiptHandle"]) for m in reply.get("Messages", [])]
+
+    def delete(self, messages: Sequence[Received]) -> None:
+        if not messages:
+            return
+        entries = [{"Id": str(i), "ReceiptHandle": m.handle} for i, m in enumerate(messages)]
+        reply = self._client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        for failed in reply.get("Failed", []):
+            # The effects are committed; a redelivery will be recognised as a duplicate.
+            log.warning("could not delete message from %s: %s", self.queue_url, failed.get("Message"))
+
+
+class FeedSource:
+    """The sandbox's durable local feed (relay.feed)."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self.name = f"feed:{feed.path}"
+
+    def receive(self, wait_seconds: int) -> list[Received]:
+        return [Received(item.body, item) for item in self.feed.receive(SQS_BATCH)]
+
+    def delete(self, messages: Sequence[Received]) -> None:
+        for message in messages:
+            item: FeedItem = message.handle
+            self.feed.delete(item)
+
+
+def _region_of(queue_url: str) -> str | None:
+    # https://sqs.<region>.amazonaws.com/<account>/<name>
+    host = queue_url.split("://", 1)[-1].split("/", 1)[0]
+    parts = host.split(".")
+    if len(parts) >= 4 and parts[0] == "sqs" and parts[-2] == "amazonaws":
+        return parts[1]
+    return None
+
+
+async def consume_once(
+    store: Store, source: Source, config: Config, *, wait_seconds: int
+) -> BatchResult | None:
+    """Receive one batch and apply it; None when the source had nothing."""
+    messages = await asyncio.to_thread(source.receive, wait_seconds)
+    if not messages:
+        return None
+    batch = [Incoming(m.body, source.name) for m in messages]
+    result = await apply_batch(store, batch, config, utcnow())
+    await asyncio.to_thread(source.delete, messages)
+    return result
+
+
+async def consume(
+    store: Store,
+    source: Source,
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    drain: bool = False,
+    wait_seconds: int = SQS_WAIT_SECONDS,
+    idle_seconds: float = 0.0,
+) -> BatchResult:
+    """Consume `source` until `stop` is set (or, with drain, until it is empty)."""
+    total = BatchResult()
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        try:
+            result = await consume_once(store, source, config, wait_seconds=0 if drain else wait_seconds)
+        except StoreError as exc:
+            log.error("%s: store unavailable, leaving the batch queued: %s", source.name, exc)
+            if drain:
+                raise
+            await _pause(stop, RETRY_PAUSE_SECONDS)
+            continue
+        except Exception as exc:  # boto/network trouble: log, back off, go on
+            log.error("%s: %s", source.name, exc)
+            if drain:
+                raise
+            await _pause(stop, RETRY_PAUSE_SECONDS)
+            continue
+        if result is None:
+            if drain:
+                break
+            if idle_seconds:
+                await _pause(stop, idle_seconds)
+            continue
+        total.add(result)
+        log.info(
+            "%s: applied %d event(s), %d duplicate(s), %d dead letter(s)",
+            source.name, result.events, result.duplicates, result.dead_letters,
+        )  # fmt: skip
+    return total
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
