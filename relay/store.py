@@ -445,6 +445,61 @@ async def _add_notice(db: aiosqlite.Connection, rec: NoticeRecord, now: datetime
     return bool(cur.rowcount)
 
 
+@dataclass(frozen=True)
+class NoticeRow:
+    """A notice owed to a sender, with what the composer needs of the original message."""
+
+    id: int
+    record: NoticeRecord
+    state: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None
+    delivered_at: datetime | None
+    original_headers: str
+    original_message_id: str | None
+    original_subject: str | None
+    arrival_date: datetime | None
+
+
+def _notice_row(r: sqlite3.Row) -> NoticeRow:
+    record = NoticeRecord(
+        dedupe_key=r["dedupe_key"],
+        reason=r["reason"],
+        recipient=r["recipient"],
+        sender=r["sender"],
+        submission_id=r["submission_id"],
+        ses_message_id=r["ses_message_id"],
+        klass=r["class"],
+        status=r["status"],
+        diagnostic=r["diagnostic"],
+        bounce_type=r["bounce_type"],
+        bounce_subtype=r["bounce_subtype"],
+        extra=r["extra"],
+    )
+    return NoticeRow(
+        id=r["id"],
+        record=record,
+        state=r["state"],
+        attempts=r["attempts"],
+        created_at=from_text(r["created_at"]),
+        next_attempt_at=from_text(r["next_attempt_at"]),
+        last_error=r["last_error"],
+        delivered_at=maybe_time(r["delivered_at"]),
+        original_headers=r["headers"] or "",
+        original_message_id=r["message_id"],
+        original_subject=r["subject"],
+        arrival_date=maybe_time(r["sub_created_at"]),
+    )
+
+
+_NOTICE_SELECT = (
+    "SELECT n.*, s.headers, s.message_id, s.subject, s.created_at AS sub_created_at "
+    "FROM notices n LEFT JOIN submissions s ON s.id = n.submission_id"
+)
+
+
 def _suppression(row: sqlite3.Row) -> Suppression:
     return Suppression(
         address=row["address"],
@@ -684,6 +739,49 @@ class Store:
         )
         return [_logged_event(r) for r in rows]
 
+    # -- notices -----------------------------------------------------------
+
+    async def add_notices(self, records: Sequence[NoticeRecord], now: datetime) -> int:
+        """Queue notices outside a feedback batch (the sender's permanent failures)."""
+        added = 0
+        async with self._transaction() as db:
+            for rec in records:
+                added += await _add_notice(db, rec, now)
+        return added
+
+    async def due_notices(self, now: datetime, limit: int = 50) -> list[NoticeRow]:
+        rows = await self._read(
+            f"{_NOTICE_SELECT} WHERE n.state = 'pending' AND n.next_attempt_at <= ? "
+            "ORDER BY n.next_attempt_at, n.id LIMIT ?",
+            [to_text(now), limit],
+        )
+        return [_notice_row(r) for r in rows]
+
+    async def notices(self, *, pending_only: bool = False, limit: int = 10_000) -> list[NoticeRow]:
+        where = "WHERE n.state = 'pending' " if pending_only else ""
+        rows = await self._read(f"{_NOTICE_SELECT} {where}ORDER BY n.id LIMIT ?", [limit])
+        return [_notice_row(r) for r in rows]
+
+    async def settle_notice(
+        self, notice_id: int, state: str, *, now: datetime, error: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:  # fmt: skip
+        """Mark a notice delivered ('sent'), given up on ('skipped'), or due again later ('pending')."""
+        async with self._transaction() as db:
+            if state == "pending":
+                assert next_attempt_at is not None
+                await db.execute(
+                    "UPDATE notices SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
+                    "WHERE id = ?",
+                    (to_text(next_attempt_at), error, notice_id),
+                )
+            else:
+                await db.execute(
+                    "UPDATE notices SET state = ?, attempts = attempts + 1, last_error = ?, "
+                    "delivered_at = ? WHERE id = ?",
+                    (state, error, to_text(now), notice_id),
+                )
+
     async def audit_log(self, address: str | None = None) -> list[AuditRow]:
         sql, params = "SELECT * FROM audit", []
         if address is not None:
@@ -697,7 +795,9 @@ class Store:
 
     # -- intake ------------------------------------------------------------
 
-    async def accept(self, sub: NewSubmission, data: bytes, now_epoch: float) -> None:
+    async def accept(
+        self, sub: NewSubmission, data: bytes, now_epoch: float, notices: Sequence[NoticeRecord] = ()
+    ) -> None:
         """Record a submission, its recipients and the message bytes in one durable commit.
 
         When this returns, the message survives a crash; when it raises, nothing of it
@@ -737,6 +837,8 @@ class Store:
                     (sub.id, data, now_epoch, now_epoch),
                 )
             await _count_refusals(db, sub.refused, sub.created_at)
+            for notice in notices:
+                await _add_notice(db, notice, sub.created_at)
 
     async def submission(self, submission_id: str) -> SubmissionRow | None:
         rows = await self._read("SELECT * FROM submissions WHERE id = ?", [submission_id])
