@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
@@ -146,6 +146,10 @@ async def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, resu
     status = ctx.status if ctx and ctx.status in STATUS_RANK else None
     since = event.timestamp - config.policy.escalate_window
     history = RecipientHistory(transient_bounces=await tx.transient_history(address, since), status=status)
+    if klass is None and event.message_class is not None:
+        # decide() falls back on the event's tag; here the tag names no configured class,
+        # and a suppression in a class that does not exist would block nothing: unknown, `*`.
+        event = replace(event, message_class=None)
     decision = decide(event, message_class=klass, history=history, now=tx.now, config=config.policy)
     await _carry_out(tx, event, ctx, klass, decision, event_id, result)
 
