@@ -25,7 +25,7 @@ from relay.backoff import RateLimiter, backoff_delay
 from relay.config import Config
 from relay.dkim import DkimError, DkimKeys, sign
 from relay.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesApi, SesError
-from relay.store import SpoolItem, Store, StoreError
+from relay.store import NoticeRecord, SpoolItem, Store, StoreError
 from relay.timeutil import utcnow
 
 log = logging.getLogger("ses_relay.sender")
@@ -165,7 +165,7 @@ class Sender:
                 log.error("%s: cannot prepare the message, will retry: %s", sid, exc)
                 await self._retry_or_fail(item, item.pending, str(exc))
                 return
-            await self.store.record_outcome(sid, item.pending, "failed", now=utcnow(), detail=str(exc))
+            await self._fail(item, item.pending, str(exc))
             await self.store.finish(sid)
             return
         for chunk in chunks(item.pending):
@@ -185,7 +185,7 @@ class Sender:
             except SesError as exc:
                 if exc.disposition is Disposition.PERMANENT:
                     log.warning("%s: SES refused %d recipient(s): %s", sid, len(chunk), exc)
-                    await self.store.record_outcome(sid, chunk, "failed", now=utcnow(), detail=str(exc))
+                    await self._fail(item, chunk, str(exc))
                     continue
                 log.info("%s: SES call failed, will retry: %s", sid, exc)
                 remaining = item.pending[item.pending.index(chunk[0]) :]
@@ -201,12 +201,32 @@ class Sender:
         age = now - item.spooled_at
         if age >= self.config.ses.retry_max_age.total_seconds():
             detail = f"gave up after {age / 3600:.1f} h of retries; last error: {error}"
-            await self.store.record_outcome(sid, remaining, "failed", now=utcnow(), detail=detail)
+            await self._fail(item, remaining, detail)
             await self.store.finish(sid)
             log.warning("%s: %s", sid, detail)
             return
         delay = backoff_delay(item.attempts)
         await self.store.defer(sid, next_attempt_at=now + delay, error=error)
+
+    async def _fail(self, item: SpoolItem, addresses: tuple[str, ...], detail: str) -> None:
+        """Mark recipients failed and owe their sender a notice saying why (never to a null sender)."""
+        sub = item.submission
+        now = utcnow()
+        notices = [
+            NoticeRecord(
+                dedupe_key=f"{sub.id}:{address}:send_failed",
+                reason="send_failed",
+                recipient=address,
+                sender=sub.mail_from,
+                submission_id=sub.id,
+                klass=sub.klass,
+                status="5.0.0",
+                diagnostic=detail,
+            )
+            for address in addresses
+            if sub.mail_from
+        ]
+        await self.store.record_outcome(sub.id, addresses, "failed", now=now, detail=detail, notices=notices)
 
     def prepare(self, item: SpoolItem) -> Prepared:
         """Strip what must not leave, sign what should; pure apart from reading DKIM keys."""

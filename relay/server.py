@@ -23,7 +23,7 @@ from relay import replies
 from relay.addresses import AddressError, normalise
 from relay.classes import ClassError, message_tags, resolve
 from relay.config import Config, ListenerConfig
-from relay.store import NewRecipient, NewSubmission, Store, StoreError
+from relay.store import NewRecipient, NewSubmission, NoticeRecord, Store, StoreError
 from relay.suppression import blocking, refusal
 from relay.timeutil import new_id, utcnow
 
@@ -159,8 +159,24 @@ class IntakeHandler:
             recipients=tuple(recipients),
             refused=tuple(refused),
         )
+        notices: list[NoticeRecord] = []
+        if mail_from and self.config.notices.on_suppressed_at_data:
+            notices = [
+                NoticeRecord(
+                    dedupe_key=f"{submission.id}:{r.address}:suppressed",
+                    reason="suppressed",
+                    recipient=r.address,
+                    sender=mail_from,
+                    submission_id=submission.id,
+                    klass=klass,
+                    status="5.7.1",
+                    extra=r.detail,
+                )
+                for r in recipients
+                if r.status == "suppressed"
+            ]
         try:
-            await self.store.accept(submission, data, time.time())
+            await self.store.accept(submission, data, time.time(), notices)
         except StoreError as exc:
             log.error("DATA from %s: %s", mail_from or "<>", exc)
             return replies.STORE_UNAVAILABLE

@@ -900,10 +900,12 @@ class Store:
         now: datetime,
         ses_message_id: str | None = None,
         detail: str | None = None,
+        notices: Sequence[NoticeRecord] = (),
     ) -> None:
         """Settle queued recipients after an SES call: sent (with SES's message id) or failed.
 
-        Only `queued` rows change, so a retry path can never overwrite an earlier outcome.
+        Only `queued` rows change, so a retry path can never overwrite an earlier outcome;
+        notices owed for the outcome commit with it.
         """
         async with self._transaction() as db:
             await db.executemany(
@@ -911,6 +913,8 @@ class Store:
                 "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ? AND status = 'queued'",
                 [(status, ses_message_id, detail, to_text(now), submission_id, a) for a in addresses],
             )
+            for notice in notices:
+                await _add_notice(db, notice, now)
 
     async def defer(self, submission_id: str, *, next_attempt_at: float, error: str) -> None:
         async with self._transaction() as db:
