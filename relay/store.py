@@ -739,6 +739,34 @@ class Store:
         )
         return [_logged_event(r) for r in rows]
 
+    # -- reputation ----------------------------------------------------------
+
+    async def outcome_counts(self, since: datetime) -> list[tuple[str | None, str, int]]:
+        """(class, measure, count) since a time, for relay.stats.
+
+        Measures: "sent" (recipients SES accepted from this relay, plus Send events of
+        messages it did not send), "delivered", "bounced_permanent",
+        "bounced_transient", "bounced_undetermined", "complained", "rejected".
+        """
+        start = to_text(since)
+        rows = await self._read(
+            "SELECT s.class AS class, 'sent' AS measure, count(*) AS n FROM recipients r "
+            "JOIN submissions s ON s.id = r.submission_id "
+            "WHERE r.ses_message_id IS NOT NULL AND s.created_at >= ? GROUP BY s.class "
+            "UNION ALL "
+            "SELECT e.class, 'sent', count(*) FROM events e WHERE e.kind = 'send' AND e.occurred_at >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.ses_message_id = e.ses_message_id) "
+            "GROUP BY e.class "
+            "UNION ALL "
+            "SELECT class, CASE kind WHEN 'bounce' THEN 'bounced_' || lower(coalesce(bounce_type, "
+            "'undetermined')) WHEN 'complaint' THEN 'complained' WHEN 'reject' THEN 'rejected' "
+            "ELSE 'delivered' END, count(*) FROM events "
+            "WHERE occurred_at >= ? AND kind IN ('delivery', 'bounce', 'complaint', 'reject') "
+            "GROUP BY 1, 2",
+            [start, start, start],
+        )
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
     # -- notices -----------------------------------------------------------
 
     async def add_notices(self, records: Sequence[NoticeRecord], now: datetime) -> int:
