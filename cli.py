@@ -150,6 +150,19 @@ def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
         fail(f"cannot listen: {exc}")
 
 
+def check_notice_routes(config: Config) -> None:
+    """Bad notice routes are configuration errors: found at start, exit 2, key named."""
+    from feedback.mailboxes import parse_route
+
+    for key, text in [("notices.default", config.notices.default)] + [
+        (f"notices.routes.{domain}", route) for domain, route in config.notices.routes.items()
+    ]:
+        try:
+            parse_route(text)
+        except ValueError as exc:
+            fail(f"configuration error: {key}: {exc}", 2)
+
+
 async def _serve(ctx: Context, sandbox: bool) -> None:
     from relay.backoff import RateLimiter
     from relay.dkim import DkimKeys
@@ -158,6 +171,7 @@ async def _serve(ctx: Context, sandbox: bool) -> None:
     from relay.ses_api import SesApi
 
     config = ctx.config
+    check_notice_routes(config)
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     store = await open_store(ctx)
     ses: SesApi
@@ -204,8 +218,10 @@ async def _serve(ctx: Context, sandbox: bool) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     from feedback.consumer import consume
+    from feedback.notifier import Notifier
 
-    tasks = [asyncio.create_task(sender.run(stop))]
+    notifier = Notifier(store, config, ctx.data_dir, wake_sender=sender.wake)
+    tasks = [asyncio.create_task(sender.run(stop)), asyncio.create_task(notifier.run(stop))]
     for source in feedback_sources:
         idle = 0.2 if sandbox else 0.0
         tasks.append(asyncio.create_task(consume(store, source, config, stop=stop, idle_seconds=idle)))
@@ -735,3 +751,54 @@ def events_list(ctx: Context, address: str | None, since: str, limit: int, as_js
         r = e.record
         what = "/".join(p for p in (r.bounce_type, r.bounce_subtype) if p) or r.complaint_type or ""
         click.echo(f"{to_text(r.occurred_at)} {r.kind:<17} {r.recipient or '-'} {what} {r.diagnostic or ''}")
+
+
+# -- notices -------------------------------------------------------------------------
+
+
+@main.group("notices")
+def notices_group() -> None:
+    """Notices to senders about mail that did not reach a recipient."""
+
+
+@notices_group.command("list")
+@click.option("--pending", is_flag=True, help="Only notices not delivered yet.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def notices_list(ctx: Context, pending: bool, as_json: bool) -> None:
+    """List notices: pending (retried with backoff), sent, skipped (and why) or failed."""
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await store.notices(pending_only=pending)
+        finally:
+            await store.close()
+
+    rows = run(go)(ctx)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": n.id,
+                    "state": n.state,
+                    "reason": n.record.reason,
+                    "sender": n.record.sender,
+                    "recipient": n.record.recipient,
+                    "submission_id": n.record.submission_id,
+                    "created_at": to_text(n.created_at),
+                    "attempts": n.attempts,
+                    "next_attempt_at": to_text(n.next_attempt_at),
+                    "last_error": n.last_error,
+                    "delivered_at": maybe_text(n.delivered_at),
+                }
+                for n in rows
+            ]
+        )
+        return
+    if not rows:
+        click.echo("no notices")
+    for n in rows:
+        error = f" ({n.last_error})" if n.last_error else ""
+        rec = n.record
+        click.echo(f"#{n.id} {n.state:<8} {rec.reason:<24} to <{rec.sender}> about {rec.recipient}{error}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
+from feedback.notices import suppression_note
 from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide
 from relay.config import Config
 from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store
@@ -169,8 +170,10 @@ async def _carry_out(
         await tx.add_transient(address, event.timestamp)
     if ctx is not None and decision.status is not None and decision.status != ctx.status:
         await tx.set_status(ctx.submission_id, address, decision.status, _detail(event))
+    note = None
     if decision.suppression is not None:
         merged = await tx.merge_suppression(decision.suppression)
+        note = suppression_note(merged.expires_at, now=tx.now, message_class=merged.klass)
         result.suppressions += 1
         log.info("suppressed %s in class %s (%s, %s)", address, merged.klass, merged.level, merged.reason)
     if decision.review is not None:
@@ -192,7 +195,7 @@ async def _carry_out(
                 diagnostic=event.diagnostic_code or event.reject_reason or event.rendering_error,
                 bounce_type=event.bounce_type,
                 bounce_subtype=event.bounce_subtype,
-                extra=decision.suppression.reason if decision.suppression else None,
+                extra=note,
             )
         )
         result.notices += int(added)

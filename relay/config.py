@@ -25,6 +25,8 @@ from pydantic import (
     field_validator,
 )
 
+from relay.networks import is_loopback_host, wide_network
+
 DEFAULT_CONFIG_FILE = Path("ses-relay.toml")
 DEFAULT_DATA_DIR = Path("ses-relay-data")
 DEFAULT_LISTEN = "127.0.0.1:2525"
@@ -150,15 +152,35 @@ class ListenerConfig(_Section):
 class LimitsConfig(_Section):
     message_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # bytes; advertised with SIZE
     recipients: int = Field(default=500, ge=1, le=10_000)  # per message
+    connections_per_ip: int = Field(default=20, ge=1)  # open SMTP connections per client address
+    messages_per_minute_per_ip: int = Field(default=0, ge=0)  # MAIL commands a minute; 0 = no limit
+    command_timeout: Duration = timedelta(minutes=5)  # idle time allowed between commands
+    data_timeout: Duration = timedelta(minutes=10)  # for the whole DATA transfer
+    line_length: int = Field(default=1000, ge=1000, le=65536)  # octets a line incl. CRLF (RFC 5321: 1000)
+    bare_line_endings: Literal["normalize", "reject"] = "normalize"  # bare CR/LF in a message body
+
+    @field_validator("command_timeout", "data_timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least one second")
+        return value
 
 
 class TlsConfig(_Section):
-    cert_file: str = ""
-    key_file: str = ""
+    cert_file: str = ""  # PEM certificate chain; needed by any listener with tls != "none"
+    key_file: str = ""  # PEM private key
+    min_version: Literal["1.2", "1.3"] = "1.2"
 
 
 class AuthConfig(_Section):
-    users_file: str = ""
+    users_file: str = ""  # JSON users file; default <data-dir>/users.json (`ses-relay user add`)
+    allow_plaintext_loopback: bool = False  # offer AUTH without TLS to loopback clients
+    max_failures: int = Field(default=5, ge=1)  # failed AUTHs from one client address...
+    max_failures_per_user: int = Field(default=10, ge=1)  # ...or for one user name...
+    failure_window: Duration = timedelta(minutes=10)  # ...within this window...
+    lockout: Duration = timedelta(minutes=15)  # ...lock AUTH out for this long
+    failure_delay: Duration = timedelta(seconds=1)  # 535 delay, doubling per failure (at most 8x)
 
 
 class FeedbackConfig(_Section):
@@ -182,8 +204,16 @@ class PolicyConfig(_Section):
 
 
 class NoticesConfig(_Section):
+    """Where notices to senders go: `default` unless the sender's domain has a route.
+
+    Routes: "maildir" (<data-dir>/mailboxes/{address}), "maildir:TEMPLATE",
+    "lmtp://host:port", "smtp://[user:pass@]host:port[?starttls=1]", "ses".
+    """
+
     sender: str = ""  # default MAILER-DAEMON@<hostname>
-    on_suppressed_at_data: bool = True
+    on_suppressed_at_data: bool = True  # tell senders about recipients dropped at DATA
+    default: str = "maildir"
+    routes: dict[str, str] = Field(default_factory=dict)  # sender domain -> route
 
 
 class Config(_Section):
@@ -250,7 +280,52 @@ def _cross_check(config: Config) -> Config:
             f"{config.limits.message_size} exceeds what SES api {config.ses.api!r} accepts "
             f"({config.ses.max_message_size})",
         )
+    check_listeners(config)
     return config
+
+
+def check_listeners(config: Config) -> None:
+    """TLS material, AUTH reachability and the open-relay rule, per listener.
+
+    Run again by `serve` after `--listen` replaced the address, because whether a
+    listener is exposed depends on where it is bound.
+    """
+    for i, listener in enumerate(config.listeners):
+        key = f"listeners[{i}]"
+        if listener.tls != "none":
+            for name in ("cert_file", "key_file"):
+                if not getattr(config.tls, name):
+                    raise ConfigError(
+                        f"tls.{name}",
+                        f"{key} ({listener.listen}) has tls = {listener.tls!r} but tls.{name} is not set",
+                    )
+        loopback = is_loopback_host(listener.host)
+        if listener.require_auth and listener.tls == "none" and not (
+            loopback and config.auth.allow_plaintext_loopback
+        ):
+            raise ConfigError(
+                f"{key}.tls",
+                "require_auth = true needs tls = 'starttls' or 'implicit': AUTH is only offered over TLS "
+                "(or on a loopback listener with [auth] allow_plaintext_loopback = true)",
+            )
+        if loopback or listener.require_auth:
+            continue
+        if "allow_networks" not in listener.model_fields_set:
+            raise ConfigError(
+                f"{key}.allow_networks",
+                f"refusing to start: listener {listener.listen} is bound beyond loopback with neither "
+                "require_auth = true nor an explicit allow_networks list; it would be an open relay "
+                "(or useless). Set require_auth = true, or list the networks that may relay",
+            )
+        for net in listener.allow_networks:
+            why = wide_network(net)
+            if why:
+                raise ConfigError(
+                    f"{key}.allow_networks",
+                    f"refusing to start: listener {listener.listen} would be an open relay: it is bound "
+                    f"beyond loopback, does not require AUTH, and {why}. Set require_auth = true, or allow "
+                    "only private networks or public ones no wider than /16 (IPv4) or /48 (IPv6)",
+                )
 
 
 def from_dict(data: dict[str, Any]) -> Config:

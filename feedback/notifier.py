@@ -1,0 +1,177 @@
+"""Delivering owed notices to senders' mailboxes, with retries; none is lost.
+
+The feedback consumer and the sender only *record* notices (in the same transaction
+as the outcome they explain). This worker composes each pending one
+(feedback.notices), routes it by the sender's domain (feedback.mailboxes), and
+delivers it. A temporary failure keeps it pending with backoff; a final refusal
+(5xx from the sender's mail server) or a notice that must not be sent (null or
+daemon sender, an auto-submitted original) is settled with the reason, so it stays
+visible in `ses-relay notices list`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from feedback.mailboxes import DeliveryError, deliver, route_for
+from feedback.notices import NOTICE_REASONS, NoticeRequest, compose, should_notify
+from relay import headers as hdr
+from relay.backoff import backoff_delay
+from relay.config import Config
+from relay.store import NewRecipient, NewSubmission, NoticeRow, Store, StoreError
+from relay.timeutil import new_id, utcnow
+
+log = logging.getLogger("ses_relay.notices")
+
+POLL_SECONDS = 1.0
+RETRY_BASE_SECONDS = 30.0
+RETRY_CAP_SECONDS = 3600.0
+
+
+def notice_sender(config: Config, hostname: str) -> str:
+    return config.notices.sender or f"MAILER-DAEMON@{hostname}"
+
+
+def request_for(row: NoticeRow, now: datetime) -> NoticeRequest:
+    rec = row.record
+    return NoticeRequest(
+        reason=rec.reason,
+        recipient=rec.recipient,
+        original_sender=rec.sender,
+        original_headers=row.original_headers,
+        original_message_id=row.original_message_id,
+        original_subject=row.original_subject,
+        submission_id=rec.submission_id or "",
+        arrival_date=row.arrival_date or row.created_at,
+        last_attempt=row.created_at if row.created_at <= now else now,
+        status=rec.status,
+        diagnostic=rec.diagnostic,
+        bounce_type=rec.bounce_type,
+        bounce_subtype=rec.bounce_subtype,
+        message_class=rec.klass,
+        extra=rec.extra,
+    )
+
+
+def spool_sender(store: Store, config: Config) -> Callable[[bytes, str, str], Awaitable[None]]:
+    """The `ses` route: a notice becomes a submission of its own on the relay's spool."""
+
+    async def send(raw: bytes, source: str, destination: str) -> None:
+        now = utcnow()
+        msg = hdr.parse(raw)
+        klass = config.default_class
+        sub = NewSubmission(
+            id=new_id(now),
+            mail_from=source,
+            klass=klass,
+            class_source="notice",
+            configuration_set=config.classes[klass].configuration_set,
+            tags=(),
+            header_from=hdr.first(msg, "From"),
+            subject=hdr.first(msg, "Subject"),
+            message_id=hdr.first(msg, "Message-ID"),
+            headers=hdr.header_text(raw),
+            size=len(raw),
+            client_ip=None,
+            auth_user=None,
+            created_at=now,
+            recipients=(NewRecipient(destination, "queued"),),
+        )
+        try:
+            await store.accept(sub, raw, time.time())
+        except StoreError as exc:
+            raise DeliveryError(f"cannot spool the notice: {exc}", temporary=True) from exc
+
+    return send
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        data_dir: Path,
+        *,
+        hostname: str | None = None,
+        wake_sender: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.data_dir = data_dir
+        self.hostname = hostname or socket.getfqdn()
+        self.sender = notice_sender(config, self.hostname)
+        self._spool = spool_sender(store, config)
+        self._wake_sender = wake_sender
+
+    async def _ses_send(self, raw: bytes, source: str, destination: str) -> None:
+        await self._spool(raw, source, destination)
+        self._wake_sender()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                handled = await self.deliver_due()
+            except StoreError as exc:
+                log.error("cannot read pending notices: %s", exc)
+                handled = 0
+            if handled == 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
+                except TimeoutError:
+                    pass
+
+    async def deliver_due(self) -> int:
+        now = utcnow()
+        rows = await self.store.due_notices(now)
+        for row in rows:
+            await self._one(row, now)
+        return len(rows)
+
+    async def _one(self, row: NoticeRow, now: datetime) -> None:
+        rec = row.record
+        if rec.reason not in NOTICE_REASONS:
+            await self.store.settle_notice(row.id, "skipped", now=now, error=f"unknown reason {rec.reason!r}")
+            return
+        req = request_for(row, now)
+        why_not = should_notify(req)
+        if why_not is not None:
+            log.info("notice %d to <%s> not sent: %s", row.id, rec.sender, why_not)
+            await self.store.settle_notice(row.id, "skipped", now=now, error=why_not)
+            return
+        message_id = f"<notice-{row.id}.{rec.submission_id or 'x'}@{self.hostname}>"
+        try:
+            raw = compose(
+                req, notice_sender=self.sender, reporting_mta=self.hostname, now=now, message_id=message_id
+            )
+            route = route_for(rec.sender, self.config.notices.routes, self.config.notices.default)
+            await deliver(
+                route,
+                notice_sender=self.sender,
+                recipient=rec.sender,
+                message=raw,
+                data_dir=self.data_dir,
+                ses_send=self._ses_send,
+            )
+        except DeliveryError as exc:
+            if exc.temporary:
+                delay = backoff_delay(row.attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
+                log.warning("notice %d to <%s> deferred %.0fs: %s", row.id, rec.sender, delay, exc)
+                await self.store.settle_notice(
+                    row.id, "pending", now=now, error=str(exc), next_attempt_at=now + timedelta(seconds=delay)
+                )
+            else:
+                log.warning("notice %d to <%s> refused for good: %s", row.id, rec.sender, exc)
+                await self.store.settle_notice(row.id, "failed", now=now, error=str(exc))
+            return
+        except ValueError as exc:
+            log.error("notice %d to <%s> cannot be composed: %s", row.id, rec.sender, exc)
+            await self.store.settle_notice(row.id, "failed", now=now, error=str(exc))
+            return
+        log.info("notice %d (%s about %s) delivered to <%s>", row.id, rec.reason, rec.recipient, rec.sender)
+        await self.store.settle_notice(row.id, "sent", now=now)
