@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -202,9 +203,15 @@ async def _serve(ctx: Context, sandbox: bool) -> None:
     sender = Sender(store, ses, config, dkim=dkim, limiter=RateLimiter(0))
     await sender.configure_rate()
 
+    from feedback.notifier import notice_sender
+    from relay.guard import ClassGuard
+
+    guard = ClassGuard(store, config, alert_sender=notice_sender(config, socket.getfqdn()))
+    await guard.refresh()
+
     servers = []
     for listener in config.listeners:
-        handler = IntakeHandler(store, config, listener, on_accepted=sender.wake)
+        handler = IntakeHandler(store, config, listener, on_accepted=sender.wake, paused=guard.paused)
         servers.append(await start_listener(handler))
         click.echo(f"ses-relay listening on {listener.listen} (data dir: {ctx.data_dir.resolve()})")
     if sandbox:
@@ -221,7 +228,11 @@ async def _serve(ctx: Context, sandbox: bool) -> None:
     from feedback.notifier import Notifier
 
     notifier = Notifier(store, config, ctx.data_dir, wake_sender=sender.wake)
-    tasks = [asyncio.create_task(sender.run(stop)), asyncio.create_task(notifier.run(stop))]
+    tasks = [
+        asyncio.create_task(sender.run(stop)),
+        asyncio.create_task(notifier.run(stop)),
+        asyncio.create_task(guard.run(stop)),
+    ]
     for source in feedback_sources:
         idle = 0.2 if sandbox else 0.0
         tasks.append(asyncio.create_task(consume(store, source, config, stop=stop, idle_seconds=idle)))
@@ -802,3 +813,129 @@ def notices_list(ctx: Context, pending: bool, as_json: bool) -> None:
         error = f" ({n.last_error})" if n.last_error else ""
         rec = n.record
         click.echo(f"#{n.id} {n.state:<8} {rec.reason:<24} to <{rec.sender}> about {rec.recipient}{error}")
+
+
+# -- stats and the reputation guard ----------------------------------------------------
+
+
+@main.command("stats")
+@click.option("--since", default="24h", show_default=True, help="Window: e.g. 1h, 24h, 7d.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def stats(ctx: Context, since: str, as_json: bool) -> None:
+    """Sends, deliveries, bounces and complaints per class, with SES's review and pause thresholds."""
+    from relay.stats import SES_PAUSE, SES_REVIEW, standing, summarise
+
+    try:
+        window = configuration.parse_duration(since)
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await store.outcome_counts(utcnow() - window)
+        finally:
+            await store.close()
+
+    overall, classes = summarise(run(go)(ctx))
+    if as_json:
+        emit_json(
+            {
+                "since": since,
+                "overall": overall.as_dict(),
+                "classes": {k: c.as_dict() for k, c in classes.items()},
+                "thresholds": {"review": SES_REVIEW, "pause": SES_PAUSE},
+            }
+        )
+        return
+    click.echo(
+        f"last {since}; SES reviews at bounce {SES_REVIEW['bounce_rate']:.0%} / complaint "
+        f"{SES_REVIEW['complaint_rate']:.1%}, may pause at {SES_PAUSE['bounce_rate']:.0%} / "
+        f"{SES_PAUSE['complaint_rate']:.1%}"
+    )
+    header = f"{'class':<14}{'sent':>8}{'deliv':>8}{'bounce':>8}{'perm':>6}{'compl':>7}{'rej':>5}"
+    click.echo(f"{header}{'bounce%':>9}{'compl%':>9}  standing")
+    for name, c in [("overall", overall), *classes.items()]:
+        click.echo(
+            f"{name:<14}{c.sent:>8}{c.delivered:>8}{c.bounced:>8}{c.bounced_permanent:>6}{c.complained:>7}"
+            f"{c.rejected:>5}{c.bounce_rate:>9.2%}{c.complaint_rate:>9.3%}  {standing(c)}"
+        )
+
+
+@main.group("class")
+def class_group() -> None:
+    """Show, pause and resume message classes (the reputation guard pauses them too)."""
+
+
+def _known_class(ctx: Context, klass: str) -> str:
+    if klass not in ctx.config.classes:
+        fail(f"unknown class {klass!r}; configured: {', '.join(sorted(ctx.config.classes))}", 2)
+    return klass
+
+
+@class_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def class_status(ctx: Context, as_json: bool) -> None:
+    """Each class, its configuration set, and whether it is paused (and why)."""
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await store.class_states()
+        finally:
+            await store.close()
+
+    states = run(go)(ctx)
+    rows = []
+    for name, conf in ctx.config.classes.items():
+        state = states.get(name)
+        rows.append(
+            {
+                "class": name,
+                "configuration_set": conf.configuration_set,
+                "paused": bool(state and state.paused),
+                "reason": state.reason if state else "",
+                "changed_at": to_text(state.changed_at) if state else None,
+                "changed_by": state.changed_by if state else None,
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        extra = f" since {r['changed_at']} by {r['changed_by']}: {r['reason']}" if r["paused"] else ""
+        state = "PAUSED" if r["paused"] else "open"
+        click.echo(f"{r['class']:<14} set={r['configuration_set'] or '-':<10} {state}{extra}")
+
+
+def _set_paused(ctx: Context, klass: str, paused: bool, reason: str) -> None:
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await store.set_class_paused(klass, paused, reason=reason, actor=_actor(), now=utcnow())
+        finally:
+            await store.close()
+
+    run(go)(ctx)
+
+
+@class_group.command("pause")
+@click.argument("klass", metavar="CLASS")
+@click.option("--reason", default="paused by admin", show_default=True)
+@common_options
+def class_pause(ctx: Context, klass: str, reason: str) -> None:
+    """Pause CLASS: its new mail is refused with 451 4.7.1 (or held, per [guard] action)."""
+    _set_paused(ctx, _known_class(ctx, klass), True, reason)
+    click.echo(f"class {klass} paused")
+
+
+@class_group.command("resume")
+@click.argument("klass", metavar="CLASS")
+@click.option("--reason", default="resumed by admin", show_default=True)
+@common_options
+def class_resume(ctx: Context, klass: str, reason: str) -> None:
+    """Resume CLASS; the guard counts its rates afresh from now."""
+    _set_paused(ctx, _known_class(ctx, klass), False, reason)
+    click.echo(f"class {klass} resumed")

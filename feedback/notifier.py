@@ -14,18 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from feedback.mailboxes import DeliveryError, deliver, route_for
 from feedback.notices import NOTICE_REASONS, NoticeRequest, compose, should_notify
-from relay import headers as hdr
 from relay.backoff import backoff_delay
 from relay.config import Config
-from relay.store import NewRecipient, NewSubmission, NoticeRow, Store, StoreError
-from relay.timeutil import new_id, utcnow
+from relay.store import NoticeRow, Store, StoreError
+from relay.submit import spool_message
+from relay.timeutil import utcnow
 
 log = logging.getLogger("ses_relay.notices")
 
@@ -63,28 +62,8 @@ def spool_sender(store: Store, config: Config) -> Callable[[bytes, str, str], Aw
     """The `ses` route: a notice becomes a submission of its own on the relay's spool."""
 
     async def send(raw: bytes, source: str, destination: str) -> None:
-        now = utcnow()
-        msg = hdr.parse(raw)
-        klass = config.default_class
-        sub = NewSubmission(
-            id=new_id(now),
-            mail_from=source,
-            klass=klass,
-            class_source="notice",
-            configuration_set=config.classes[klass].configuration_set,
-            tags=(),
-            header_from=hdr.first(msg, "From"),
-            subject=hdr.first(msg, "Subject"),
-            message_id=hdr.first(msg, "Message-ID"),
-            headers=hdr.header_text(raw),
-            size=len(raw),
-            client_ip=None,
-            auth_user=None,
-            created_at=now,
-            recipients=(NewRecipient(destination, "queued"),),
-        )
         try:
-            await store.accept(sub, raw, time.time())
+            await spool_message(store, config, raw, source, [destination], origin="notice")
         except StoreError as exc:
             raise DeliveryError(f"cannot spool the notice: {exc}", temporary=True) from exc
 

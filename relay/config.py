@@ -216,6 +216,23 @@ class NoticesConfig(_Section):
     routes: dict[str, str] = Field(default_factory=dict)  # sender domain -> route
 
 
+class GuardConfig(_Section):
+    """The reputation guard: pause a class before SES reviews the account.
+
+    SES reviews at a 5 % bounce or 0.1 % complaint rate and may pause sending at
+    10 % / 0.5 %; the defaults act at half the review thresholds.
+    """
+
+    enabled: bool = True
+    bounce_rate: float = Field(default=0.025, gt=0, le=1)  # permanent bounces / sent
+    complaint_rate: float = Field(default=0.0005, gt=0, le=1)  # complaints / sent
+    min_volume: int = Field(default=200, ge=1)  # sends in the window before rates count
+    window: Duration = timedelta(hours=24)
+    check_every: Duration = timedelta(minutes=1)
+    action: Literal["refuse", "hold"] = "refuse"  # new mail: 451 4.7.1, or accept and hold
+    alert_to: tuple[str, ...] = ()
+
+
 class Config(_Section):
     default_class: str = "transactional"
     classes: dict[str, ClassConfig] = Field(
@@ -235,6 +252,7 @@ class Config(_Section):
     metrics: MetricsConfig = MetricsConfig()
     policy: PolicyConfig = PolicyConfig()
     notices: NoticesConfig = NoticesConfig()
+    guard: GuardConfig = GuardConfig()
 
     @field_validator("classes")
     @classmethod

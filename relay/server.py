@@ -23,7 +23,7 @@ from relay import replies
 from relay.addresses import AddressError, normalise
 from relay.classes import ClassError, message_tags, resolve
 from relay.config import Config, ListenerConfig
-from relay.store import NewRecipient, NewSubmission, NoticeRecord, Store, StoreError
+from relay.store import ClassState, NewRecipient, NewSubmission, NoticeRecord, Store, StoreError
 from relay.suppression import blocking, refusal
 from relay.timeutil import new_id, utcnow
 
@@ -47,6 +47,7 @@ class IntakeHandler:
     config: Config
     listener: ListenerConfig
     on_accepted: Callable[[str], None] = lambda _sid: None
+    paused: Callable[[str], ClassState | None] = lambda _klass: None  # the reputation guard's view
 
     def __post_init__(self) -> None:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in self.listener.allow_networks]
@@ -115,6 +116,10 @@ class IntakeHandler:
         except ClassError as exc:
             return replies.BAD_CONTENT.format(detail=exc)
         klass = resolution.klass
+        held = self.paused(klass)
+        if held is not None and self.config.guard.action == "refuse":
+            log.info("refused DATA for paused class %s", klass)
+            return replies.CLASS_PAUSED.format(klass=klass, reason=held.reason)
         now = utcnow()
         try:
             found = await self.store.suppressions_for(envelope.rcpt_tos, now)

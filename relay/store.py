@@ -170,6 +170,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX notices_pending ON notices(state, next_attempt_at);
     """,
+    # 3: the reputation guard: which classes are paused, why, and since when.
+    """
+    CREATE TABLE class_state (
+        class      TEXT PRIMARY KEY,
+        paused     INTEGER NOT NULL DEFAULT 0,
+        reason     TEXT NOT NULL DEFAULT '',
+        changed_at TEXT NOT NULL,
+        changed_by TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -443,6 +453,15 @@ async def _add_notice(db: aiosqlite.Connection, rec: NoticeRecord, now: datetime
         ),
     )  # fmt: skip
     return bool(cur.rowcount)
+
+
+@dataclass(frozen=True)
+class ClassState:
+    klass: str
+    paused: bool
+    reason: str
+    changed_at: datetime
+    changed_by: str
 
 
 @dataclass(frozen=True)
@@ -741,6 +760,29 @@ class Store:
 
     # -- reputation ----------------------------------------------------------
 
+    async def class_states(self) -> dict[str, ClassState]:
+        rows = await self._read("SELECT * FROM class_state ORDER BY class")
+        return {
+            r["class"]: ClassState(
+                r["class"], bool(r["paused"]), r["reason"], from_text(r["changed_at"]), r["changed_by"]
+            )
+            for r in rows
+        }
+
+    async def set_class_paused(
+        self, klass: str, paused: bool, *, reason: str, actor: str, now: datetime
+    ) -> ClassState:
+        """Pause or resume a class (audited). Resuming also restarts the guard's window."""
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO class_state (class, paused, reason, changed_at, changed_by) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(class) DO UPDATE SET paused = excluded.paused, reason = excluded.reason, "
+                "changed_at = excluded.changed_at, changed_by = excluded.changed_by",
+                (klass, int(paused), reason, to_text(now), actor),
+            )
+            await _audit(db, now, actor, "pause" if paused else "resume", None, klass, reason)
+        return ClassState(klass, paused, reason, now, actor)
+
     async def outcome_counts(self, since: datetime) -> list[tuple[str | None, str, int]]:
         """(class, measure, count) since a time, for relay.stats.
 
@@ -891,6 +933,8 @@ class Store:
             async with db.execute(
                 "SELECT submission_id, data, attempts, created_at FROM spool "
                 "WHERE next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                "AND NOT EXISTS (SELECT 1 FROM submissions s JOIN class_state c ON c.class = s.class "
+                "WHERE s.id = spool.submission_id AND c.paused) "
                 "ORDER BY next_attempt_at LIMIT ?",
                 (now_epoch, now_epoch, limit),
             ) as cur:
