@@ -14,6 +14,8 @@ what to do next, and SNS retries only 5xx:
   retry harmless. 502 - visiting a SubscribeURL failed.
 * 200 - applied (or a duplicate, which changes nothing), confirmed, or noted.
 
+Any request path is accepted (a proxy may mount the endpoint anywhere); the
+`x-amz-sns-*` headers are ignored, since only the signed body can be trusted.
 Only the verified fields are applied (`SignedMessage.envelope()`), through
 `feedback.apply.apply_batch`, the SQS consumer's own path, so dedupe, dead
 letters and policy are identical. A SubscriptionConfirmation for an allowed topic
