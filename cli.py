@@ -551,9 +551,6 @@ def dkim_keygen(ctx: Context, domain: str, selector: str, bits: int, force: bool
     click.echo(info.zone_line())
 
 
-if __name__ == "__main__":
-    main()
-
 
 # -- feedback --------------------------------------------------------------------
 
@@ -699,6 +696,90 @@ def feedback_review(ctx: Context, as_json: bool) -> None:
         click.echo("nothing to review")
     for r in items:
         click.echo(f"#{r.id} {to_text(r.created_at)} {r.recipient or '-'} [{r.klass or '*'}]: {r.reason}")
+
+
+@feedback_group.command("http")
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="Where SNS (or the TLS proxy in front) delivers.",
+)
+@click.option("--tls", is_flag=True, help="Serve HTTPS with [tls] cert_file and key_file.")
+@common_options
+def feedback_http(ctx: Context, listen: str, tls: bool) -> None:
+    """Receive SES events from SNS HTTP(S) subscriptions: verify each signature, then apply them.
+
+    Only topics in [feedback] sns_topic_arns are accepted (and their subscriptions
+    confirmed); anything unsigned, forged or for another topic gets 403 and changes
+    nothing. Certificates are read from [feedback] sns_cert_dir first.
+    """
+    from feedback.sns_http import run_sns_http, tls_context
+
+    try:
+        host, port = configuration.parse_hostport(listen)
+    except ValueError as exc:
+        fail(f"--listen: {exc}", 2)
+    ssl_context = None
+    if tls:
+        if not (ctx.config.tls.cert_file and ctx.config.tls.key_file):
+            fail("--tls needs [tls] cert_file and key_file", 2)
+        try:
+            ssl_context = tls_context(ctx.config.tls.cert_file, ctx.config.tls.key_file)
+        except (OSError, ValueError) as exc:
+            fail(f"configuration error: [tls] cert_file/key_file: {exc}", 2)
+
+    async def go(ctx: Context) -> None:
+        store = await open_store(ctx)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_sns_http(
+                store, ctx.config, host, port, stop=stop, ssl_context=ssl_context, announce=click.echo
+            )
+        finally:
+            await store.close()
+
+    try:
+        run(go)(ctx)
+    except StoreError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot listen on {listen}: {exc}")
+
+
+@feedback_group.command("verify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--cert-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="PEM files named as the SigningCertURL's last path part [default: [feedback] sns_cert_dir].",
+)
+@click.option("--no-fetch", is_flag=True, help="Never download certificates; use only the cert dir.")
+@common_options
+def feedback_verify(ctx: Context, files: tuple[Path, ...], cert_dir: Path | None, no_fetch: bool) -> None:
+    """Check saved SNS messages' signatures and certificate URLs: one line per file, exit 1 if any fails.
+
+    A file may hold an SNS envelope, an SQS record or a Lambda SNS event, one JSON
+    document or JSON Lines. The topic allow list is not checked (that is the
+    endpoint's business).
+    """
+    from feedback.sns_verify import SnsVerifier, check_file, fetch_https
+
+    directory = cert_dir
+    if directory is None and ctx.config.feedback.sns_cert_dir:
+        directory = Path(ctx.config.feedback.sns_cert_dir)
+    verifier = SnsVerifier(cert_dir=directory, fetch=None if no_fetch else fetch_https)
+    failed = 0
+    for path in files:
+        why = check_file(path, verifier)
+        click.echo(f"{path}: {why or 'verified'}")
+        failed += why is not None
+    if failed:
+        sys.exit(1)
 
 
 # -- events ------------------------------------------------------------------------
@@ -939,3 +1020,7 @@ def class_resume(ctx: Context, klass: str, reason: str) -> None:
     """Resume CLASS; the guard counts its rates afresh from now."""
     _set_paused(ctx, _known_class(ctx, klass), False, reason)
     click.echo(f"class {klass} resumed")
+
+
+if __name__ == "__main__":
+    main()
