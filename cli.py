@@ -458,6 +458,112 @@ def suppression_clear(ctx: Context, address: str, klass: str | None, reason: str
         click.echo(f"cleared {addr} in class {e.klass} (was {e.level}: {e.reason})")
 
 
+# -- suppression import / export / sync-ses (relay/suppression_csv.py, feedback/ses_suppression_sync.py)
+
+IMPORT_CHUNK = 500  # rows a transaction: keeps the writer lock short while the relay runs
+
+
+@suppression_group.command("export")
+@click.argument("file", required=False, default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["full", "ses"]),
+    default="full",
+    show_default=True,
+    help="full: every column, with a header; ses: email,BOUNCE|COMPLAINT only, no header, "
+    "all-class entries that never expire (for SES's bulk import).",
+)
+@click.option("--class", "klass", help="Only this class ('*' for the all-classes entries).")
+@click.option("--all", "include_expired", is_flag=True, help="Include expired entries.")
+@common_options
+def suppression_export(ctx: Context, file: str, fmt: str, klass: str | None, include_expired: bool) -> None:
+    """Write suppressions as CSV to FILE (default standard output)."""
+    from relay.suppression_csv import write_csv
+
+    _class_option(ctx, klass)
+
+    async def go(ctx: Context) -> list[Suppression]:
+        store = await open_store(ctx)
+        try:
+            return await store.list_suppressions(now=utcnow(), klass=klass, include_expired=include_expired)
+        finally:
+            await store.close()
+
+    entries = run(go)(ctx)
+    if file == "-":
+        write_csv(entries, sys.stdout, fmt)  # type: ignore[arg-type]
+        return
+    try:
+        with open(file, "w", newline="", encoding="utf-8") as out:
+            count = write_csv(entries, out, fmt)  # type: ignore[arg-type]
+    except OSError as exc:
+        fail(f"cannot write {file}: {exc.strerror}")
+    click.echo(f"exported {count} suppression(s) to {file}", err=True)
+
+
+@suppression_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--class",
+    "klass",
+    default=ALL,
+    show_default=True,
+    help="Class for rows without a class column ('*' = all).",
+)
+@click.option("--dry-run", is_flag=True, help="Validate and report; change nothing.")
+@common_options
+def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> None:
+    """Import suppressions from a CSV FILE (ses-relay's export or SES's email,reason).
+
+    Bad rows are reported with their line numbers and the rest imported; the exit
+    status is 1 when any row was bad. Existing entries are merged: a level never
+    goes down and an expiry only extends. Every import is in the audit log.
+    """
+    from relay.suppression_csv import CsvFormatError, parse_csv
+
+    _class_option(ctx, klass)
+    try:
+        if file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(file, encoding="utf-8-sig", newline="") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
+    try:
+        parsed = parse_csv(text, now=utcnow(), classes=ctx.config.classes, default_class=klass)
+    except CsvFormatError as exc:
+        fail(f"{file}: {exc}", 2)
+    for problem in parsed.errors:
+        click.echo(f"{file}: {problem}", err=True)
+    for problem in parsed.skipped:
+        click.echo(f"{file}: {problem}: skipped", err=True)
+    name = "standard input" if file == "-" else Path(file).name
+
+    async def go(ctx: Context) -> None:
+        store = await open_store(ctx)
+        try:
+            for start in range(0, len(parsed.entries), IMPORT_CHUNK):
+                chunk = parsed.entries[start : start + IMPORT_CHUNK]
+                await store.merge_suppressions(chunk, actor=_actor(), action="import", detail=f"from {name}")
+        finally:
+            await store.close()
+
+    if not dry_run and parsed.entries:
+        try:
+            run(go)(ctx)
+        except StoreError as exc:
+            fail(str(exc))
+    verb = "would import" if dry_run else "imported"
+    click.echo(
+        f"{verb} {len(parsed.entries)} suppression(s); {len(parsed.errors)} bad row(s), "
+        f"{len(parsed.skipped)} expired row(s) skipped"
+    )
+    if parsed.errors:
+        sys.exit(1)
+
+
 def _actor() -> str:
     import getpass
 
