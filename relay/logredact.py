@@ -1,0 +1,106 @@
+"""Keep secrets out of the logs, whatever the log level.
+
+aiosmtpd logs every client line (at info, and again at debug), hiding only the
+argument of `AUTH <mech> <arg>`. A client that sends its credentials when the
+server did not ask (after a refused AUTH, or pipelined) would have them logged as
+an "unrecognised command". At debug level it also logs every line of DATA, and
+botocore logs request headers, which carry session tokens.
+
+This filter sits on the root handlers (installed by the CLI's logging set-up), so
+it sees every record from every library, and rewrites a record whose text:
+- has an AUTH exchange argument (any mechanism) -> `AUTH PLAIN ********`;
+- is a client line from aiosmtpd that is not a known SMTP verb -> redacted;
+- is a DATA line at debug -> its length only;
+- contains the value of AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN from the
+  environment, or looks like `X-Amz-Security-Token`/`aws_secret_access_key`
+  with a value -> the value replaced;
+- has a password in a URL (`smtp://user:secret@host`) -> the password replaced;
+- contains any extra literal secret the caller registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+
+MASK = "********"
+SMTP_VERBS = frozenset(
+    "HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP STARTTLS AUTH".split()
+)
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+MIN_SECRET = 6
+
+_AUTH_ARG = re.compile(r"(?i)(\bAUTH\s+[A-Z0-9_-]+\s+)[^\s'\"\\]+")
+_KEYED = re.compile(
+    r"(?i)((?:x-amz-security-token|aws_secret_access_key|aws_session_token|secretaccesskey|sessiontoken|password)"
+    r"['\"]?\s*[:=]\s*['\"]?)[^\s'\",}&]+"
+)
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@", re.IGNORECASE)
+_CLIENT_LINE_FORMATS = ("%r >> %r", "_handle_client readline: %r", "%r unrecognised: %s")
+_ALWAYS_REDACT_FORMATS = ("%r can't decode base64: %s",)
+
+
+def _verb(line: object) -> str:
+    raw = line.decode("ascii", "replace") if isinstance(line, bytes | bytearray) else str(line)
+    return raw.strip().split(" ", 1)[0].upper()
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        env = [os.environ.get(name, "") for name in SECRET_ENV]
+        self.secrets = sorted({s for s in [*env, *secrets] if len(s) >= MIN_SECRET}, key=len, reverse=True)
+
+    def add_secret(self, secret: str) -> None:
+        if len(secret) >= MIN_SECRET and secret not in self.secrets:
+            self.secrets = sorted([*self.secrets, secret], key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("mail.log"):
+            self._smtp_record(record)
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken format string is the logging module's to report
+            return True
+        clean = redact(text, self.secrets)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+    def _smtp_record(self, record: logging.LogRecord) -> None:
+        fmt = record.msg if isinstance(record.msg, str) else ""
+        args = record.args if isinstance(record.args, tuple) else ()
+        if fmt == "DATA readline: %s" and args:
+            record.msg, record.args = "DATA line of %d octets", (len(args[0]),)
+        elif fmt in _CLIENT_LINE_FORMATS and args and _verb(args[-1]) not in SMTP_VERBS:
+            record.args = (*args[:-1], "[client line redacted: not an SMTP command]")
+        elif fmt in _ALWAYS_REDACT_FORMATS and args:
+            record.args = (*args[:-1], MASK)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    text = _AUTH_ARG.sub(lambda m: m.group(1) + MASK, text)
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", text)
+    return _KEYED.sub(lambda m: m.group(1) + MASK, text)
+
+
+def install(secrets: Iterable[str] = ()) -> RedactSecrets:
+    """Put one RedactSecrets on every root handler (idempotent)."""
+    root = logging.getLogger()
+    found: RedactSecrets | None = None
+    for handler in root.handlers:
+        for existing in handler.filters:
+            if isinstance(existing, RedactSecrets):
+                found = existing
+    flt = found or RedactSecrets(secrets)
+    for secret in secrets:
+        flt.add_secret(secret)
+    for handler in root.handlers:
+        if flt not in handler.filters:
+            handler.addFilter(flt)
+    return flt
