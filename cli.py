@@ -564,6 +564,86 @@ def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> No
         sys.exit(1)
 
 
+@suppression_group.command("sync-ses")
+@click.option("--pull", "direction", flag_value="pull", help="Add SES's account-level list to ours.")
+@click.option("--push", "direction", flag_value="push", help="Put our all-class, never-expiring "
+              "bounce and complaint entries on SES's account-level list.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Read both lists and report; change neither.")
+@common_options
+def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool) -> None:
+    """Sync with SES's account-level suppression list (SESv2); never deletes on either side."""
+    from feedback import ses_suppression_sync as sync
+
+    if direction is None:
+        fail("give --pull or --push", 2)
+    endpoint = ctx.config.ses.endpoint_url or None
+    ses = sync.SesSuppressionList(region=ctx.config.ses.region, endpoint_url=endpoint)
+    try:
+        at_ses = ses.list_all()
+    except sync.SesSyncError as exc:
+        fail(str(exc))
+    now = utcnow()
+
+    async def read_ours(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            if direction == "pull":
+                addresses = [a for a in (normalise_or_none(i.address) for i in at_ses) if a]
+                return await store.suppressions_for(addresses, now)
+            return await store.list_suppressions(now=now, klass=ALL)
+        finally:
+            await store.close()
+
+    ours = run(read_ours)(ctx)
+    if direction == "pull":
+        pull = sync.plan_pull(at_ses, ours, now)
+        for address, why in pull.invalid:
+            click.echo(f"SES lists {address!r}, which is not a usable address ({why}): skipped", err=True)
+
+        async def merge(ctx: Context) -> None:
+            store = await open_store(ctx)
+            try:
+                entries = pull.to_merge
+                for start in range(0, len(entries), IMPORT_CHUNK):
+                    chunk = entries[start : start + IMPORT_CHUNK]
+                    await store.merge_suppressions(
+                        chunk, actor=_actor(), action="sync-ses-pull", detail="SES account-level list"
+                    )
+            finally:
+                await store.close()
+
+        if not dry_run and pull.to_merge:
+            run(merge)(ctx)
+        click.echo(
+            f"SES lists {len(at_ses)} address(es): {'would add' if dry_run else 'added'} "
+            f"{len(pull.new)} new, "
+            f"{len(pull.known)} already suppressed here, {len(pull.invalid)} unusable"
+        )
+        return
+    push = sync.plan_push(ours, sync.ses_index(at_ses), now)
+    pushed = 0
+    if not dry_run:
+        for address, reason in push.to_put:
+            try:
+                ses.put(address, reason)
+            except sync.SesSyncError as exc:
+                click.echo(f"pushed {pushed} of {len(push.to_put)} before an error", err=True)
+                fail(str(exc))
+            pushed += 1
+    click.echo(
+        f"{'would put' if dry_run else 'put'} {len(push.to_put)} address(es) on SES's list; "
+        f"{len(push.already)} already there, "
+        f"{len(push.expiring)} skipped because they expire here (SES entries do not)"
+    )
+
+
+def normalise_or_none(address: str) -> str | None:
+    try:
+        return normalise(address)
+    except AddressError:
+        return None
+
+
 def _actor() -> str:
     import getpass
 
