@@ -26,6 +26,7 @@ import click
 from relay import config as configuration
 from relay.addresses import AddressError, normalise
 from relay.config import Config, ConfigError
+from relay.logredact import install as install_log_redaction
 from relay.store import Store, StoreError
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import maybe_text, to_text, utcnow
@@ -70,10 +71,11 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )
     @click.option(
         "--log-level",
+        envvar="SES_RELAY_LOG_LEVEL",
         type=click.Choice(["debug", "info", "warning", "error"]),
         default="info",
         show_default=True,
-        help="How much to log (to standard error).",
+        help="How much to log (to standard error) [env SES_RELAY_LOG_LEVEL].",
     )
     @functools.wraps(func)
     def wrapper(config_path: str | None, data_dir: Path, log_level: str, **kwargs: Any) -> Any:
@@ -82,6 +84,7 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        install_log_redaction()  # no password, AUTH exchange or AWS secret in any log line
         try:
             config = configuration.load(configuration.locate(config_path))
         except ConfigError as exc:
@@ -143,8 +146,9 @@ def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
         except ValueError as exc:
             fail(f"--listen: {exc}", 2)
         config = config.model_copy(update={"listeners": (listener,)})
+    access = _access(config, ctx.data_dir)
     try:
-        asyncio.run(_serve(Context(config, ctx.data_dir), sandbox))
+        asyncio.run(_serve(Context(config, ctx.data_dir), sandbox, access))
     except StoreError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -164,7 +168,50 @@ def check_notice_routes(config: Config) -> None:
             fail(f"configuration error: {key}: {exc}", 2)
 
 
-async def _serve(ctx: Context, sandbox: bool) -> None:
+@dataclass(frozen=True)
+class Access:
+    """What every listener shares: the TLS context, the AUTH checker, the per-client counters."""
+
+    tls_context: Any
+    authenticator: Any
+    client_limits: Any
+
+
+def _access(config: Config, data_dir: Path) -> Access:
+    """Listener checks (again, after --listen), TLS and users: any problem exits 2 before binding."""
+    from relay.auth import Authenticator, UserSource
+    from relay.limits import ClientLimits
+    from relay.tls import server_context
+    from relay.users import UsersFileError, users_path
+
+    auth = config.auth
+    try:
+        configuration.check_listeners(config)
+        needs_tls = any(listener.tls != "none" for listener in config.listeners)
+        tls_context = server_context(config.tls) if needs_tls else None
+        source = UserSource(users_path(auth.users_file, data_dir), config.classes)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
+    except UsersFileError as exc:
+        fail(f"configuration error: auth.users_file: {exc}", 2)
+    authenticator = Authenticator(
+        source,
+        max_failures=auth.max_failures,
+        max_failures_per_user=auth.max_failures_per_user,
+        window=auth.failure_window.total_seconds(),
+        lockout=auth.lockout.total_seconds(),
+        failure_delay=auth.failure_delay.total_seconds(),
+    )
+    limits = ClientLimits.from_limits(
+        config.limits.connections_per_ip, config.limits.messages_per_minute_per_ip
+    )
+    for listener in config.listeners:
+        if listener.require_auth and not source.users():
+            log.warning("listener %s requires AUTH but %s has no users yet", listener.listen, source.path)
+    return Access(tls_context, authenticator, limits)
+
+
+async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> None:
     from relay.backoff import RateLimiter
     from relay.dkim import DkimKeys
     from relay.sender import Sender
@@ -212,7 +259,16 @@ async def _serve(ctx: Context, sandbox: bool) -> None:
     servers = []
     for listener in config.listeners:
         handler = IntakeHandler(store, config, listener, on_accepted=sender.wake, paused=guard.paused)
-        servers.append(await start_listener(handler))
+        if access is not None:
+            handler.client_limits, handler.authenticator = access.client_limits, access.authenticator
+        servers.append(await start_listener(handler, tls_context=access.tls_context if access else None))
+        log.info(
+            "listener %s: tls=%s require_auth=%s allow_networks=%s",
+            listener.listen,
+            listener.tls,
+            listener.require_auth,
+            ",".join(listener.allow_networks) or "(none)",
+        )
         click.echo(f"ses-relay listening on {listener.listen} (data dir: {ctx.data_dir.resolve()})")
     if sandbox:
         click.echo(
@@ -1210,3 +1266,124 @@ def class_resume(ctx: Context, klass: str, reason: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- user ------------------------------------------------------------------------------
+
+
+@main.group("user")
+def user_group() -> None:
+    """SMTP AUTH users: [auth] users_file (default <data-dir>/users.json), scrypt hashes only."""
+
+
+def _users_file(ctx: Context) -> Path:
+    from relay.users import users_path
+
+    return users_path(ctx.config.auth.users_file, ctx.data_dir)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option(
+    "--sender",
+    "senders",
+    multiple=True,
+    help="An address, @domain, or '*' this user may send as (MAIL FROM and From:); repeatable, needed.",
+)
+@click.option("--default-class", help="Class for this user's mail when no header names one.")
+@click.option(
+    "--rate", type=click.IntRange(min=0), default=0, show_default=True, help="Messages a minute; 0: no limit."
+)
+@click.option("--may-set-arns", is_flag=True, help="Honour the X-SES-*-ARN headers this user sends.")
+@click.option("--replace", is_flag=True, help="Replace an existing user (password and rules).")
+@common_options
+def user_add(
+    ctx: Context,
+    name: str,
+    password_stdin: bool,
+    senders: tuple[str, ...],
+    default_class: str | None,
+    rate: int,
+    may_set_arns: bool,
+    replace: bool,
+) -> None:
+    """Add user NAME; prompts for the password twice unless --password-stdin."""
+    from relay.users import User, UsersFileError, check_name, editing, hash_password, normalise_sender_rule
+
+    try:
+        check_name(name)
+        rules = tuple(dict.fromkeys(normalise_sender_rule(s) for s in senders))
+    except UsersFileError as exc:
+        fail(str(exc), 2)
+    if not rules:
+        fail("give at least one --sender: an address, @domain, or '*' for any sender", 2)
+    if default_class is not None and default_class not in ctx.config.classes:
+        names = ", ".join(sorted(ctx.config.classes))
+        fail(f"--default-class: unknown class {default_class!r}; configured: {names}", 2)
+    path = _users_file(ctx)
+    try:
+        with editing(path, ctx.config.classes) as users:
+            if name in users.users and not replace:
+                fail(f"user {name!r} already exists in {path} (use --replace to change it)")
+            password = _read_password(password_stdin)
+            users.users[name] = User(name, hash_password(password), rules, default_class, rate, may_set_arns)
+    except UsersFileError as exc:
+        fail(str(exc), 2)
+    click.echo(f"{'replaced' if replace else 'added'} user {name} in {path}")
+
+
+@user_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def user_list(ctx: Context, as_json: bool) -> None:
+    """List users and their rules (never the hashes)."""
+    from relay.users import UsersFileError, load_users
+
+    try:
+        users = load_users(_users_file(ctx), ctx.config.classes).users
+    except UsersFileError as exc:
+        fail(str(exc), 2)
+    rows = [
+        {
+            "name": u.name,
+            "senders": list(u.senders),
+            "default_class": u.default_class,
+            "rate_per_minute": u.rate_per_minute,
+            "may_set_arns": u.may_set_arns,
+        }
+        for u in sorted(users.values(), key=lambda u: u.name)
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no users")
+    for r in rows:
+        rate = f"{r['rate_per_minute']}/min" if r["rate_per_minute"] else "no rate limit"
+        extra = ", may set ARNs" if r["may_set_arns"] else ""
+        click.echo(f"{r['name']}\t{' '.join(r['senders'])}\tclass={r['default_class'] or '-'}\t{rate}{extra}")
+
+
+@user_group.command("remove")
+@click.argument("name")
+@common_options
+def user_remove(ctx: Context, name: str) -> None:
+    """Remove user NAME (a relay that is running notices within one AUTH)."""
+    from relay.users import UsersFileError, editing
+
+    path = _users_file(ctx)
+    try:
+        with editing(path, ctx.config.classes) as users:
+            if users.users.pop(name, None) is None:
+                fail(f"no user {name!r} in {path}")
+    except UsersFileError as exc:
+        fail(str(exc), 2)
+    click.echo(f"removed user {name} from {path}")

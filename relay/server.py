@@ -9,34 +9,215 @@ failure is a 451 with nothing half-written (the store's transaction guarantees i
 from __future__ import annotations
 
 import asyncio
+import binascii
+import collections
+import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 import time
+from base64 import b64decode
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from relay import headers as hdr
-from relay import replies
+from relay import inputcheck, replies
 from relay.addresses import AddressError, normalise
+from relay.auth import Authenticator, Verdict
 from relay.classes import ClassError, message_tags, resolve
 from relay.config import Config, ListenerConfig
+from relay.limits import ClientLimits
+from relay.networks import in_networks, is_loopback_ip, peer_ip
 from relay.store import ClassState, NewRecipient, NewSubmission, NoticeRecord, Store, StoreError
 from relay.suppression import blocking, refusal
 from relay.timeutil import new_id, utcnow
+from relay.users import ANY_SENDER, User
 
 log = logging.getLogger("ses_relay.smtp")
 
 NULL_SENDER = ""
 
 
-class RelaySMTP(SMTP):
-    """aiosmtpd's SMTP with enhanced status codes on the replies it composes itself."""
+class RelaySession(Session):
+    """aiosmtpd's Session without the deprecation warning it logs on every successful AUTH."""
 
-    async def push(self, status: str) -> None:
-        await super().push(replies.enhance(status, self.data_size_limit))
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
+def client_of(session: Session | None) -> str:
+    """The client's address for logs and per-client counters."""
+    if session is None:
+        return "unknown"
+    ip = peer_ip(session.peer)
+    return str(ip) if ip is not None else str(session.peer)
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP plus what a relay exposed to a network needs.
+
+    Enhanced status codes on the replies aiosmtpd composes itself; AUTH PLAIN/LOGIN
+    checked off the event loop with lockout (relay/auth.py); a connection limit per
+    client address; a separate, longer timeout for the DATA transfer; a configurable
+    line length. Implicit TLS (port 465 style) counts as TLS for AUTH.
+    """
+
+    def __init__(
+        self,
+        handler: IntakeHandler,
+        *,
+        implicit_tls: bool = False,
+        data_timeout: float = 600.0,
+        line_length: int = 1000,
+        **kwargs: Any,
+    ) -> None:
+        # Per-connection copies of aiosmtpd class attributes: its class-level dict is
+        # shared by every connection (and grows with each EHLO).
+        self.line_length_limit = line_length + 1  # + the transparency dot
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        super().__init__(handler, **kwargs)
+        self.event_handler: IntakeHandler = handler
+        self.implicit_tls = implicit_tls
+        self.data_timeout = data_timeout
+        self.line_length = line_length
+        self._slot: str | None = None  # the connection-counter key while this connection is counted
+        self._admitted = True
+        self._in_data = False
+        if implicit_tls:
+            self._auth_require_tls = False  # the whole connection is already encrypted
+
+    def _create_session(self) -> Session:
+        return RelaySession(self.loop)
+
+    @property
+    def tls_active(self) -> bool:
+        return self.implicit_tls or self._tls_protocol is not None
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str):
+            enhanced = replies.enhance(status, self.data_size_limit, self.line_length)
+            if enhanced != status:
+                log.info("%s: replied %s", client_of(self.session), enhanced)
+            await super().push(enhanced)
+        else:
+            await super().push(status)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        after_starttls = self._original_transport is not None
+        super().connection_made(transport)
+        if after_starttls:
+            return
+        client = client_of(self.session)
+        if self.event_handler.client_limits.connections.acquire(client):
+            self._slot = client
+        else:
+            self._admitted = False
+        if self.event_handler.plaintext_auth_allowed(self.session):
+            self._auth_require_tls = False
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._slot is not None:
+            self.event_handler.client_limits.connections.release(self._slot)
+            self._slot = None
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if not self._admitted:
+            limit = self.event_handler.client_limits.connections.per_key
+            log.warning(
+                "refused connection from %s: %d connections already open (limits.connections_per_ip)",
+                client_of(self.session),
+                limit,
+            )
+            await self.push(replies.TOO_MANY_CONNECTIONS)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        if self.transport is None:
+            return
+        reply = replies.DATA_TIMEOUT if self._in_data else replies.TIMEOUT
+        which = "limits.data_timeout" if self._in_data else "limits.command_timeout"
+        log.warning("closing connection from %s: %s (%s)", client_of(self.session), reply, which)
+        with contextlib.suppress(Exception):
+            self._writer.write(reply.encode("ascii") + b"\r\n")
+        super()._timeout_cb()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._in_data = True
+        self._reset_timeout(self.data_timeout)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
+            if self.transport is not None:
+                self._reset_timeout()
+
+    # AUTH: our own PLAIN and LOGIN so that the password check can be awaited (it runs
+    # scrypt in a thread); aiosmtpd's built-ins call a synchronous authenticator.
+
+    async def _b64(self, text: str) -> bytes | None:
+        try:
+            return b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
+            await self.push("501 5.5.2 Cannot decode base64")
+            return None
+
+    async def auth_PLAIN(self, _: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            blob = await self._b64(args[1])
+            if blob is None:
+                return AuthResult(success=False, handled=True)
+        assert isinstance(blob, bytes)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split the PLAIN response into authzid, login and password")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_AUTHZID)
+        return await self._check(login, password)
+
+    async def auth_LOGIN(self, _: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth("Username:")
+            if login is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            login = await self._b64(args[1])
+            if login is None:
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        assert isinstance(login, bytes) and isinstance(password, bytes)
+        return await self._check(login, password)
+
+    async def _check(self, login: bytes, password: bytes) -> AuthResult:
+        authenticator = self.event_handler.authenticator
+        if authenticator is None:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID)
+        outcome = await authenticator.login(client_of(self.session), login, password)
+        if outcome.verdict is Verdict.OK:
+            return AuthResult(success=True, auth_data=outcome.user)
+        if outcome.verdict is Verdict.LOCKED:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_LOCKED)
+        return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID)
 
 
 @dataclass
@@ -48,26 +229,46 @@ class IntakeHandler:
     listener: ListenerConfig
     on_accepted: Callable[[str], None] = lambda _sid: None
     paused: Callable[[str], ClassState | None] = lambda _klass: None  # the reputation guard's view
+    # Shared by every listener of a relay (cli builds one of each); the defaults suit tests.
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
+    authenticator: Authenticator | None = None
 
     def __post_init__(self) -> None:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in self.listener.allow_networks]
 
     def may_relay(self, session: Session) -> bool:
         """Without AUTH, only clients in the listener's allow_networks may relay (no open relay)."""
-        peer = session.peer
-        if not isinstance(peer, tuple):
+        if self.listener.require_auth:
             return False
-        try:
-            ip = ipaddress.ip_address(peer[0])
-        except ValueError:
-            return False
-        return any(ip in net for net in self._networks)
+        return in_networks(peer_ip(session.peer), self._networks)
+
+    def plaintext_auth_allowed(self, session: Session) -> bool:
+        return self.config.auth.allow_plaintext_loopback and is_loopback_ip(peer_ip(session.peer))
+
+    def user_of(self, session: Session) -> User | None:
+        """The authenticated user, as the users file says now (rules may change while connected)."""
+        if not session.authenticated or not isinstance(session.auth_data, User):
+            return None
+        if self.authenticator is None:
+            return None
+        return self.authenticator.source.get(session.auth_data.name)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.authenticator is None or not self.authenticator.has_users():
+            responses = [r for r in responses if not r.startswith("250-AUTH")]
+        return responses
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
     ) -> str:
-        if not self.may_relay(session):
-            log.warning("refused MAIL from %s: not in allow_networks and not authenticated", session.peer)
+        client = client_of(session)
+        user = self.user_of(session)
+        if user is None and not self.may_relay(session):
+            why = "the listener requires AUTH" if self.listener.require_auth else "not in allow_networks"
+            log.warning("refused MAIL from %s: %s and not authenticated", client, why)
             return replies.AUTH_REQUIRED
         if address in ("<>", ""):
             sender = NULL_SENDER
@@ -76,6 +277,16 @@ class IntakeHandler:
                 sender = normalise(address)
             except AddressError as exc:
                 return f"{replies.BAD_SENDER}: {exc.why}"
+        if user is not None and sender and not user.may_send_as(sender):
+            log.warning("refused MAIL FROM <%s> from %s: user %s may not use it", sender, client, user.name)
+            return replies.sender_not_permitted(user.name, sender)
+        limits = self.client_limits
+        if not limits.per_ip.allow(client):
+            log.warning("refused MAIL from %s: over limits.messages_per_minute_per_ip", client)
+            return replies.rate_limited(f"client {client}", limits.per_ip.per_minute)
+        if user is not None and not limits.per_user.allow(user.name, user.rate_per_minute):
+            log.warning("refused MAIL from %s: user %s is over its rate_per_minute", client, user.name)
+            return replies.rate_limited(f"user {user.name}", user.rate_per_minute)
         envelope.mail_from = sender or "<>"
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
@@ -106,12 +317,67 @@ class IntakeHandler:
             envelope.rcpt_options.extend(rcpt_options)
         return replies.RECIPIENT_OK
 
+    def _screen(self, data: bytes, user: User | None, client: str) -> tuple[bytes, str | None]:
+        """Bad-input rules (relay/inputcheck.py): the bytes to keep, or a refusal."""
+        problem = inputcheck.header_problem(data)
+        if problem is not None:
+            log.warning("refused DATA from %s: %s", client, problem)
+            return data, replies.BAD_CONTENT.format(detail=f"Message refused: {problem}")
+        if inputcheck.has_bare_line_endings(data):
+            if self.config.limits.bare_line_endings == "reject":
+                log.warning("refused DATA from %s: bare CR or LF in the message", client)
+                return data, replies.BARE_LINE_ENDINGS
+            log.info("normalised bare CR/LF line endings in a message from %s", client)
+            data = inputcheck.normalise_line_endings(data)
+        if (user is None or not user.may_set_arns) and inputcheck.arn_headers_present(data):
+            who = "unauthenticated clients" if user is None else f"user {user.name}"
+            log.info("removed X-SES-*-ARN headers from %s: %s may not set them", client, who)
+            data = inputcheck.strip_arn_headers(data)
+        return data, None
+
+    @staticmethod
+    def _from_refusal(user: User, msg: Any) -> str | None:
+        """The From header's addresses must all be the user's permitted senders."""
+        if ANY_SENDER in user.senders:
+            return None
+        specs: list[str] = []
+        try:
+            for value in msg.get_all("From", []):
+                specs += [a.addr_spec for a in value.addresses if a.addr_spec]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            specs = []
+        if not specs:
+            return replies.NO_FROM.format(user=user.name)
+        for spec in specs:
+            try:
+                permitted = user.may_send_as(normalise(spec))
+            except AddressError:
+                permitted = False
+            if not permitted:
+                return replies.FROM_NOT_PERMITTED.format(user=user.name, address=spec)
+        return None
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
         assert isinstance(data, bytes)
+        client = client_of(session)
+        user = self.user_of(session)
+        data, refused_why = self._screen(data, user, client)
+        if refused_why is not None:
+            return refused_why
         msg = hdr.parse(data)
+        if user is not None:
+            from_refusal = self._from_refusal(user, msg)
+            if from_refusal is not None:
+                log.warning("refused DATA from %s: %s", client, from_refusal)
+                return from_refusal
         try:
-            resolution = resolve(msg, self.config, listener_class=self.listener.default_class)
+            resolution = resolve(
+                msg,
+                self.config,
+                user_class=user.default_class if user is not None else None,
+                listener_class=self.listener.default_class,
+            )
             tags = message_tags(msg)
         except ClassError as exc:
             return replies.BAD_CONTENT.format(detail=exc)
@@ -159,7 +425,7 @@ class IntakeHandler:
             headers=hdr.header_text(data),
             size=len(data),
             client_ip=client_ip,
-            auth_user=None,
+            auth_user=user.name if user is not None else None,
             created_at=now,
             recipients=tuple(recipients),
             refused=tuple(refused),
@@ -205,22 +471,41 @@ class IntakeHandler:
 
 
 async def start_listener(
-    handler: IntakeHandler, *, hostname: str | None = None, idle_timeout: float = 300.0
+    handler: IntakeHandler,
+    *,
+    hostname: str | None = None,
+    idle_timeout: float | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
-    """Bind one listener on the running loop (the same loop as the rest of serve)."""
+    """Bind one listener on the running loop (the same loop as the rest of serve).
+
+    `tls_context` is needed by a listener with tls = "starttls" (offered after EHLO)
+    or "implicit" (TLS from the first byte, as on port 465).
+    """
     listener = handler.listener
+    limits = handler.config.limits
+    if listener.tls != "none" and tls_context is None:
+        raise ValueError(f"listener {listener.listen} has tls = {listener.tls!r} but no TLS context")
     name = hostname or socket.gethostname()
     loop = asyncio.get_running_loop()
+    implicit = listener.tls == "implicit"
 
     def factory() -> RelaySMTP:
         return RelaySMTP(
             handler,
-            data_size_limit=handler.config.limits.message_size,
+            implicit_tls=implicit,
+            data_timeout=limits.data_timeout.total_seconds(),
+            line_length=limits.line_length,
+            data_size_limit=limits.message_size,
             enable_SMTPUTF8=False,
             decode_data=False,
             hostname=name,
             ident="ses-relay",
-            timeout=idle_timeout,
+            timeout=idle_timeout or limits.command_timeout.total_seconds(),
+            tls_context=tls_context if listener.tls == "starttls" else None,
+            auth_require_tls=True,
         )
 
-    return await loop.create_server(factory, host=listener.host, port=listener.port)
+    return await loop.create_server(
+        factory, host=listener.host, port=listener.port, ssl=tls_context if implicit else None
+    )
