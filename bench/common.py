@@ -40,7 +40,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,19 @@ def check_quiet() -> None:
 
 def emit(figures: dict[str, Any]) -> None:
     print(json.dumps(figures, separators=(",", ":")), flush=True)
+
+
+def run_main(name: str, main: Callable[[], int]) -> int:
+    """Run a benchmark's main; a crash still ends in one JSON line (with "error") and exit 1."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        emit({"benchmark": name, "error": "interrupted", "machine": machine()})
+        return 130
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        emit({"benchmark": name, "error": f"{type(exc).__name__}: {exc}"[:2000], "machine": machine()})
+        return 1
 
 
 def machine() -> dict[str, Any]:
