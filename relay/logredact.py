@@ -35,7 +35,7 @@ MIN_SECRET = 6
 _AUTH_ARG = re.compile(r"(?i)(\bAUTH\s+[A-Z0-9_-]+\s+)[^\s'\"\\]+")
 _KEYED = re.compile(
     r"(?i)((?:x-amz-security-token|aws_secret_access_key|aws_session_token|secretaccesskey|sessiontoken|password)"
-    r"['\"]?\s*[:=]\s*['\"]?)[^\s'\",}&]+"
+    r"['\"]?\s*[:=]\s*b?['\"]?)[^\s'\",}&]+"
 )
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@", re.IGNORECASE)
 _CLIENT_LINE_FORMATS = ("%r >> %r", "_handle_client readline: %r", "%r unrecognised: %s")

@@ -98,10 +98,6 @@ class RelaySMTP(SMTP):
     def _create_session(self) -> Session:
         return RelaySession(self.loop)
 
-    @property
-    def tls_active(self) -> bool:
-        return self.implicit_tls or self._tls_protocol is not None
-
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str):
             enhanced = replies.enhance(status, self.data_size_limit, self.line_length)

@@ -214,20 +214,26 @@ def test_messages_per_minute_per_ip_answers_450(relay_factory: Any) -> None:
     assert "messages_per_minute_per_ip" in relay.log()
 
 
-def test_idle_and_slow_data_connections_are_closed_with_421(relay_factory: Any) -> None:
-    relay = relay_factory('[limits]\ncommand_timeout = "1s"\ndata_timeout = "2s"\n', sandbox=True)
+def test_idle_connection_is_closed_with_421(relay_factory: Any) -> None:
+    relay = relay_factory('[limits]\ncommand_timeout = "1s"\n', sandbox=True)
     with Conversation(relay) as idle:
         started = time.monotonic()
-        assert idle.reply().startswith(b"421 4.4.2 ")
+        reply = idle.reply()
+        assert reply.startswith(b"421 4.4.2 ") and b"no command" in reply, reply
         assert idle.sock.recv(10) == b""  # closed
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 8
+    assert "limits.command_timeout" in relay.log()
+
+
+def test_slow_data_transfer_is_closed_with_421(relay_factory: Any) -> None:
+    # A generous command timeout so that only the DATA transfer can time out, however loaded the host.
+    relay = relay_factory('[limits]\ncommand_timeout = "60s"\ndata_timeout = "1s"\n', sandbox=True)
     with Conversation(relay) as slow:
         envelope(slow, ["r@example.org"])
         slow.send(b"Subject: slow\r\n")  # and then nothing more
         reply = slow.reply()
-        assert reply.startswith(b"421 4.4.2 ") and b"DATA" in reply
-    log = relay.log()
-    assert "limits.command_timeout" in log and "limits.data_timeout" in log
+        assert reply.startswith(b"421 4.4.2 ") and b"DATA" in reply, reply
+    assert "limits.data_timeout" in relay.log()
     assert count_rows(relay.data_dir, "submissions") == 0
 
 
@@ -477,4 +483,6 @@ def test_log_redaction_of_auth_lines_aws_secrets_and_stray_client_lines(monkeypa
     assert "extra-secret-value" not in render("x", "got extra-secret-value")
     assert redact("AUTH LOGIN dXNlcg==") == "AUTH LOGIN ********"
     assert redact("X-Amz-Security-Token: IQoJb3JpZ2luX2VjE") == "X-Amz-Security-Token: ********"
+    # botocore's debug form of request headers: a dict of bytes values.
+    assert "IQoJb3" not in redact("headers={'X-Amz-Security-Token': b'IQoJb3JpZ2luX2VjE', 'X': b'1'}")
     assert redact("lmtp via smtp://u:pw123456@mx.example:25") == "lmtp via smtp://u:********@mx.example:25"
