@@ -32,9 +32,17 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 V2_EVENT_TYPES = {
-    "SEND", "REJECT", "BOUNCE", "COMPLAINT", "DELIVERY", "OPEN", "CLICK", "RENDERING_FAILURE",
-    "DELIVERY_DELAY", "SUBSCRIPTION",
-}  # fmt: skip
+    "SEND",
+    "REJECT",
+    "BOUNCE",
+    "COMPLAINT",
+    "DELIVERY",
+    "OPEN",
+    "CLICK",
+    "RENDERING_FAILURE",
+    "DELIVERY_DELAY",
+    "SUBSCRIPTION",
+}
 SUPPRESSION = "/v2/email/suppression/addresses"
 _DESTINATIONS = re.compile(r"^/v2/email/configuration-sets/([^/]+)/event-destinations$")
 _ONE_SUPPRESSED = re.compile(r"^/v2/email/suppression/addresses/([^/]+)$")
@@ -92,7 +100,9 @@ class SesV2Gaps:
         self, method: str, path: str, query: dict[str, list[str]], body: bytes
     ) -> dict[str, Any] | None:
         """The JSON answer for one of the missing operations, or None to forward to moto."""
-        doc: dict[str, Any] = json.loads(body) if body else {}
+        if not path.startswith(("/v2/email/suppression/", "/v2/email/configuration-sets/")):
+            return None
+        doc: dict[str, Any] = json.loads(body) if body and method in ("PUT", "POST") else {}
         if path == SUPPRESSION and method == "GET":
             return self._list_suppressed(query)
         if path == SUPPRESSION and method == "PUT":
@@ -188,6 +198,13 @@ class SesV2Gaps:
                 parts = urlsplit(self.path)
                 try:
                     result = gaps.answer(self.command, parts.path, parse_qs(parts.query), body)
+                except (ValueError, KeyError) as exc:  # malformed request: SES answers 400
+                    self._reply(
+                        400,
+                        [("x-amzn-ErrorType", "BadRequestException")],
+                        json.dumps({"message": str(exc)}).encode(),
+                    )
+                    return
                 except ApiError as exc:
                     with gaps.lock:
                         gaps.calls.append((self.command, parts.path))
