@@ -139,8 +139,9 @@ class SesSuppressionList:
             import boto3
             from botocore.config import Config as BotoConfig
 
-            retries = BotoConfig(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10,
-                                 read_timeout=30)  # fmt: skip
+            retries = BotoConfig(
+                retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=30
+            )
             client = boto3.session.Session().client(
                 "sesv2", region_name=region, endpoint_url=endpoint_url, config=retries
             )
@@ -154,8 +155,9 @@ class SesSuppressionList:
             kwargs: dict[str, Any] = {"PageSize": PAGE_SIZE}
             if token:
                 kwargs["NextToken"] = token
-            reply = self._call("ListSuppressedDestinations", self._client.list_suppressed_destinations,
-                               kwargs)  # fmt: skip
+            reply = self._call(
+                "ListSuppressedDestinations", self._client.list_suppressed_destinations, kwargs
+            )
             for row in reply.get("SuppressedDestinationSummaries", []):
                 when = row.get("LastUpdateTime")
                 items.append(

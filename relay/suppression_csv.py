@@ -225,8 +225,9 @@ def parse_csv(
             result.errors.append(RowProblem(line, "expected at least email,reason"))
             continue
         try:
-            entry = parse_row(dict(zip(columns, cells, strict=False)), now=now, classes=classes,
-                              default_class=default_class)  # fmt: skip
+            entry = parse_row(
+                dict(zip(columns, cells, strict=False)), now=now, classes=classes, default_class=default_class
+            )
         except ValueError as exc:
             result.errors.append(RowProblem(line, str(exc)))
             continue

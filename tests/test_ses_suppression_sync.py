@@ -125,8 +125,9 @@ def test_a_direction_is_required(tmp_path: Path, aws: SesV2Gaps) -> None:
 
 
 def test_plain_moto_lacks_the_operation_and_the_error_says_so(tmp_path: Path, moto_server: str) -> None:
-    done = run_cli("suppression", "sync-ses", "--pull", data_dir=tmp_path / "d",
-                   config=config_for(tmp_path, moto_server))  # fmt: skip
+    done = run_cli(
+        "suppression", "sync-ses", "--pull", data_dir=tmp_path / "d", config=config_for(tmp_path, moto_server)
+    )
     assert done.returncode == 1
     assert "SES ListSuppressedDestinations failed: 404" in done.stderr
 
@@ -136,9 +137,15 @@ def test_plain_moto_lacks_the_operation_and_the_error_says_so(tmp_path: Path, mo
 
 def ours(address: str, **kw: object) -> Suppression:
     values: dict[str, object] = {
-        "address": address, "klass": ALL, "level": Level.HARD, "cause": Cause.BOUNCE, "reason": "r",
-        "created_at": NOW, "updated_at": NOW, "expires_at": None,
-    }  # fmt: skip
+        "address": address,
+        "klass": ALL,
+        "level": Level.HARD,
+        "cause": Cause.BOUNCE,
+        "reason": "r",
+        "created_at": NOW,
+        "updated_at": NOW,
+        "expires_at": None,
+    }
     values.update(kw)
     return Suppression(**values)  # type: ignore[arg-type]
 

@@ -50,15 +50,39 @@ def test_export_then_import_into_a_fresh_data_dir_gives_the_same_list(tmp_path: 
     old, new = tmp_path / "old", tmp_path / "new"
     # Causes from SES events (bounce with its feedback id, complaint in its class) ...
     replay = run_cli(
-        "feedback", "replay", str(FIXTURES / "event_bounce_permanent.json"),
-        str(FIXTURES / "event_complaint.json"), data_dir=old, check=True,
-    )  # fmt: skip
+        "feedback",
+        "replay",
+        str(FIXTURES / "event_bounce_permanent.json"),
+        str(FIXTURES / "event_complaint.json"),
+        data_dir=old,
+        check=True,
+    )
     assert "applied 2 event(s)" in replay.stdout
     # ... from the admin (indefinite, expiring, per class, with awkward reason text) ...
-    run_cli("suppression", "add", "Admin.Block@Example.COM", "--reason", 'said "stop", twice', data_dir=old,
-            check=True)  # fmt: skip
-    run_cli("suppression", "add", "later@example.org", "--class", "list", "--days", "3", "--level", "soft",
-            "--reason", "line one\nline two", data_dir=old, check=True)  # fmt: skip
+    run_cli(
+        "suppression",
+        "add",
+        "Admin.Block@Example.COM",
+        "--reason",
+        'said "stop", twice',
+        data_dir=old,
+        check=True,
+    )
+    run_cli(
+        "suppression",
+        "add",
+        "later@example.org",
+        "--class",
+        "list",
+        "--days",
+        "3",
+        "--level",
+        "soft",
+        "--reason",
+        "line one\nline two",
+        data_dir=old,
+        check=True,
+    )
     # ... and a soft bounce that has refused sends (the counters travel too).
     suppress(old, "full@example.net", level=Level.SOFT, reason="Transient/MailboxFull", days=0.5)
     before = listing(old)
@@ -138,8 +162,13 @@ def test_bad_rows_are_reported_by_line_and_the_rest_imported(tmp_path: Path) -> 
     assert "imported 2 suppression(s); 5 bad row(s), 1 expired row(s) skipped" in done.stdout
     errors = done.stderr.splitlines()
     assert [line.split(":")[1].strip() for line in errors] == [
-        "line 3", "line 4", "line 6", "line 7", "line 8", "line 9",
-    ]  # fmt: skip
+        "line 3",
+        "line 4",
+        "line 6",
+        "line 7",
+        "line 8",
+        "line 9",
+    ]
     assert "email" in errors[0]
     assert "'SPAM' is not BOUNCE or COMPLAINT" in errors[1]
     assert "'newsletters' is not a configured class" in errors[2]
@@ -171,8 +200,9 @@ def test_dry_run_and_default_class_and_no_downgrade(tmp_path: Path) -> None:
     assert "would import 2 suppression(s)" in dry.stdout
     assert listing(data) == []
 
-    suppress(data, "a@example.com", klass="bulk", cause=Cause.COMPLAINT, level=Level.PERMANENT,
-             reason="complained")  # fmt: skip
+    suppress(
+        data, "a@example.com", klass="bulk", cause=Cause.COMPLAINT, level=Level.PERMANENT, reason="complained"
+    )
     run_cli("suppression", "import", str(source), "--class", "bulk", data_dir=data, check=True)
     entries = {e["address"]: e for e in listing(data)}
     assert {e["class"] for e in entries.values()} == {"bulk"}
@@ -196,22 +226,35 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
 
 def entry(address: str, **kw: object) -> Suppression:
     values: dict[str, object] = {
-        "address": address, "klass": ALL, "level": Level.HARD, "cause": Cause.BOUNCE, "reason": "r",
-        "created_at": NOW, "updated_at": NOW, "expires_at": None,
-    }  # fmt: skip
+        "address": address,
+        "klass": ALL,
+        "level": Level.HARD,
+        "cause": Cause.BOUNCE,
+        "reason": "r",
+        "created_at": NOW,
+        "updated_at": NOW,
+        "expires_at": None,
+    }
     values.update(kw)
     return Suppression(**values)  # type: ignore[arg-type]
 
 
 def test_rows_round_trip_through_parse_without_the_store() -> None:
     first = entry(
-        "a@example.com", feedback_id="f-1", ses_message_id="m-1", refused_count=3,
+        "a@example.com",
+        feedback_id="f-1",
+        ses_message_id="m-1",
+        refused_count=3,
         last_refused_at=NOW - timedelta(hours=1),
-    )  # fmt: skip
+    )
     second = entry(
-        "b@example.com", klass="list", cause=Cause.UNSUBSCRIBE, level=Level.PERMANENT,
-        reason="unsubscribed, via List-Unsubscribe", expires_at=NOW + timedelta(days=2),
-    )  # fmt: skip
+        "b@example.com",
+        klass="list",
+        cause=Cause.UNSUBSCRIBE,
+        level=Level.PERMANENT,
+        reason="unsubscribed, via List-Unsubscribe",
+        expires_at=NOW + timedelta(days=2),
+    )
     entries = [first, second]
     out = io.StringIO()
     csv.writer(out).writerows(export_rows(entries))
