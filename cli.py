@@ -257,6 +257,13 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
     await guard.refresh()
 
     servers = []
+    monitor = None
+    if config.metrics.listen:  # /metrics, /healthz, /readyz on this loop (relay/monitor.py)
+        from relay.monitor import Monitor
+
+        monitor = Monitor(store, config)
+        servers.append(await monitor.start(config.metrics.listen))
+        click.echo(f"ses-relay metrics on http://{config.metrics.listen}/metrics (and /healthz, /readyz)")
     for listener in config.listeners:
         handler = IntakeHandler(store, config, listener, on_accepted=sender.wake, paused=guard.paused)
         if access is not None:
@@ -275,6 +282,8 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
             f"SANDBOX: nothing leaves this machine; delivered copies in {ctx.data_dir.resolve() / 'sandbox'}"
         )
     sys.stdout.flush()
+    if monitor is not None:
+        monitor.ready = True
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -297,6 +306,8 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
         await stop.wait()
     finally:
         log.info("shutting down")
+        if monitor is not None:
+            monitor.ready = False
         for server in servers:
             server.close()
         for server in servers:

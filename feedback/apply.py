@@ -18,6 +18,7 @@ from datetime import datetime
 from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
 from feedback.notices import suppression_note
 from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide
+from relay import metrics
 from relay.config import Config
 from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store
 
@@ -81,6 +82,7 @@ async def apply_batch(store: Store, batch: Sequence[Incoming], config: Config, n
                 log.info("SES says: %s", outcome.note)
             for event in outcome.events:
                 await apply_event(tx, event, config, result)
+    metrics.feedback_events(result.kinds)  # after the commit: a rolled-back batch counts nothing
     return result
 
 

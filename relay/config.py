@@ -190,7 +190,15 @@ class FeedbackConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    listen: str = ""
+    listen: str = ""  # HOST:PORT for /metrics, /healthz, /readyz; empty = off
+    stuck_after: Duration = timedelta(hours=1)  # /healthz fails: oldest spooled this old, SES not sending
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            parse_hostport(value)
+        return value
 
 
 class PolicyConfig(_Section):

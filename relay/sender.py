@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay import headers as hdr
+from relay import metrics
 from relay.addresses import AddressError, domain_of, normalise
 from relay.backoff import RateLimiter, backoff_delay
 from relay.config import Config
@@ -180,9 +181,12 @@ class Sender:
                 from_arn=self.config.ses.from_arn or None,
                 return_path_arn=self.config.ses.return_path_arn or None,
             )
+            started = time.monotonic()
             try:
                 message_id = await asyncio.to_thread(self.ses.send_raw, request)
             except SesError as exc:
+                outcome = "failed" if exc.disposition is Disposition.PERMANENT else "retry"
+                metrics.ses_call(outcome, time.monotonic() - started)
                 if exc.disposition is Disposition.PERMANENT:
                     log.warning("%s: SES refused %d recipient(s): %s", sid, len(chunk), exc)
                     await self._fail(item, chunk, str(exc))
@@ -191,6 +195,7 @@ class Sender:
                 remaining = item.pending[item.pending.index(chunk[0]) :]
                 await self._retry_or_fail(item, remaining, str(exc))
                 return
+            metrics.ses_call("sent", time.monotonic() - started)
             await self.store.record_outcome(sid, chunk, "sent", now=utcnow(), ses_message_id=message_id)
             log.info("%s: sent to %d recipient(s) as %s", sid, len(chunk), message_id)
         await self.store.finish(sid)

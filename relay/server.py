@@ -25,7 +25,7 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from relay import headers as hdr
-from relay import inputcheck, replies
+from relay import inputcheck, metrics, replies
 from relay.addresses import AddressError, normalise
 from relay.auth import Authenticator, Verdict
 from relay.classes import ClassError, message_tags, resolve
@@ -291,10 +291,12 @@ class IntakeHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self.config.limits.recipients:
+            metrics.refused(metrics.TOO_MANY)
             return f"{replies.TOO_MANY_RECIPIENTS}: at most {self.config.limits.recipients} per message"
         try:
             recipient = normalise(address)
         except AddressError as exc:
+            metrics.refused(metrics.MALFORMED)
             return f"{replies.BAD_RECIPIENT}: {exc.why}"
         now = utcnow()
         try:
@@ -304,9 +306,11 @@ class IntakeHandler:
                 await self.store.note_refused([(entry.address, entry.klass)], now)
                 code, text = refusal(entry)
                 log.info("refused RCPT %s: %s", recipient, text)
+                metrics.refused(metrics.refusal_reason(entry))
                 return replies.suppressed(code, text)
         except StoreError as exc:
             log.error("RCPT %s: %s", recipient, exc)
+            metrics.refused(metrics.STORE_UNAVAILABLE)
             return replies.STORE_UNAVAILABLE
         if recipient not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(recipient)
@@ -381,6 +385,7 @@ class IntakeHandler:
         held = self.paused(klass)
         if held is not None and self.config.guard.action == "refuse":
             log.info("refused DATA for paused class %s", klass)
+            metrics.refused(metrics.CLASS_PAUSED, len(envelope.rcpt_tos))
             return replies.CLASS_PAUSED.format(klass=klass, reason=held.reason)
         now = utcnow()
         try:
@@ -397,6 +402,7 @@ class IntakeHandler:
                 recipients.append(NewRecipient(address, "queued"))
             else:
                 recipients.append(NewRecipient(address, "suppressed", refusal(entry)[1]))
+                metrics.refused(metrics.refusal_reason(entry))
                 refused.append((entry.address, entry.klass))
         if not any(r.status == "queued" for r in recipients):
             try:
@@ -459,6 +465,7 @@ class IntakeHandler:
             len(data),
         )
         self.on_accepted(submission.id)
+        metrics.accepted(klass)
         return replies.queued(submission.id)
 
     async def handle_exception(self, error: Exception) -> str:
