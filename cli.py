@@ -302,6 +302,11 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
         idle = 0.2 if sandbox else 0.0
         tasks.append(asyncio.create_task(consume(store, source, config, stop=stop, idle_seconds=idle)))
         log.info("feedback consumer reading %s", source.name)
+    if config.report.daily_to:
+        from feedback.daily import DailyReport
+
+        daily = DailyReport(store, config, ctx.data_dir, wake_sender=sender.wake)
+        tasks.append(asyncio.create_task(daily.run(stop)))
     try:
         await stop.wait()
     finally:
@@ -1229,6 +1234,71 @@ def notices_list(ctx: Context, pending: bool, as_json: bool) -> None:
         error = f" ({n.last_error})" if n.last_error else ""
         rec = n.record
         click.echo(f"#{n.id} {n.state:<8} {rec.reason:<24} to <{rec.sender}> about {rec.recipient}{error}")
+
+
+# -- report (feedback/report.py) -------------------------------------------------------
+
+
+@main.command("report")
+@click.option("--since", default="24h", show_default=True, help="How far back: e.g. 30m, 24h, 7d.")
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a self-contained page (summary, chart per hour, every row) to FILE.",
+)
+@click.option(
+    "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as CSV."
+)
+@click.option(
+    "--xlsx", "xlsx_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a spreadsheet: sheet Events (the rows) and sheet Summary.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary, rows and hourly counts as JSON.")
+@common_options
+def report_command(
+    ctx: Context, since: str, html_path: Path | None, csv_path: Path | None, xlsx_path: Path | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Every bounce and complaint in the window, with source IP and From address, and a summary.
+
+    With no file option, prints the summary.
+    """
+    from feedback import report as reports
+
+    try:
+        window = configuration.parse_duration(since)
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+    if window.total_seconds() <= 0:
+        fail("--since: the window must be longer than zero", 2)
+    until = utcnow()
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx)
+        try:
+            return await reports.collect(store, since=until - window, until=until)
+        finally:
+            await store.close()
+
+    try:
+        built = run(go)(ctx)
+    except StoreError as exc:
+        fail(str(exc))
+    writers = (
+        (html_path, reports.write_html), (csv_path, reports.write_csv), (xlsx_path, reports.write_xlsx)
+    )
+    for path, write in writers:
+        if path is None:
+            continue
+        try:
+            write(built, path)
+        except OSError as exc:
+            fail(f"cannot write {path}: {exc.strerror or exc}")
+        if not as_json:
+            click.echo(f"wrote {path} ({len(built.rows)} row(s))")
+    if as_json:
+        emit_json(reports.as_json(built))
+    elif not any(path for path, _ in writers):
+        click.echo(reports.summary_text(built))
 
 
 # -- stats and the reputation guard ----------------------------------------------------

@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
 )
 
+from relay.addresses import AddressError, normalise
 from relay.networks import is_loopback_host, wide_network
 
 DEFAULT_CONFIG_FILE = Path("ses-relay.toml")
@@ -201,6 +202,31 @@ class MetricsConfig(_Section):
         return value
 
 
+def _address_list(value: Any) -> Any:
+    """`daily_to = "a@x, b@y"` or a TOML list; both become a tuple of addresses."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class ReportConfig(_Section):
+    """The daily dashboard mail: bounces and complaints of the last 24 hours."""
+
+    daily_to: Annotated[tuple[str, ...], BeforeValidator(_address_list)] = ()  # empty = no daily mail
+    hour: int = Field(default=7, ge=0, le=23)  # UTC hour from which the day's report is due
+
+    @field_validator("daily_to")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for address in value:
+            try:
+                out.append(normalise(address))
+            except AddressError as exc:
+                raise ValueError(f"{address!r}: {exc.why}") from None
+        return tuple(out)
+
+
 class PolicyConfig(_Section):
     """The numbers of DESIGN's suppression policy table."""
 
@@ -258,6 +284,7 @@ class Config(_Section):
     auth: AuthConfig = AuthConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     metrics: MetricsConfig = MetricsConfig()
+    report: ReportConfig = ReportConfig()
     policy: PolicyConfig = PolicyConfig()
     notices: NoticesConfig = NoticesConfig()
     guard: GuardConfig = GuardConfig()

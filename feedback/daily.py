@@ -1,0 +1,137 @@
+"""The daily report mail: once a UTC day, from `[report] hour`, to `[report] daily_to`.
+
+The message (HTML body with the summary, chart and rows; the XLSX attached) goes
+onto the relay's own spool, so it is DKIM-signed, sent through SES and retried like
+any other mail. The day last sent is kept in a small file in the data dir, written
+only after the message is committed to the spool, so a restart neither sends the
+day's report twice nor skips it: a relay that was down at the hour sends it when it
+comes back the same day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+from feedback.notifier import notice_sender
+from feedback.report import Report, collect, html_page, summary_text, xlsx_bytes
+from relay.config import Config
+from relay.store import Store, StoreError
+from relay.submit import spool_message
+from relay.timeutil import utcnow
+
+log = logging.getLogger("ses_relay.report")
+
+STATE_FILE = "report-daily.last"
+WINDOW = timedelta(hours=24)
+POLL_SECONDS = 60.0
+MAX_BODY_ROWS = 500  # the HTML body stays readable; every row is in the attachment
+XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
+def due(now: datetime, hour: int, last_sent: date | None) -> bool:
+    """Is today's report owed? From `hour` UTC on, unless already sent today (pure)."""
+    return now.hour >= hour and (last_sent is None or last_sent < now.date())
+
+
+def read_last(path: Path) -> date | None:
+    try:
+        return date.fromisoformat(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None  # never sent, or a damaged file: sending once more beats never again
+
+
+def write_last(path: Path, day: date) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(day.isoformat() + "\n", encoding="ascii")
+    tmp.replace(path)
+
+
+def compose(report: Report, *, sender: str, to: tuple[str, ...], now: datetime) -> bytes:
+    """The report mail: a text summary, the HTML page as its alternative, the XLSX attached."""
+    o = report.overall
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = (
+        f"ses-relay daily report {now:%Y-%m-%d}: {o.bounces} bounce(s), {o.complaints} complaint(s)"
+    )
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(summary_text(report) + "\n\nEvery row is in the attached spreadsheet.\n")
+    msg.add_alternative(html_page(report, max_rows=MAX_BODY_ROWS), subtype="html")
+    msg.add_attachment(
+        xlsx_bytes(report),
+        maintype=XLSX_TYPE[0],
+        subtype=XLSX_TYPE[1],
+        filename=f"ses-relay-report-{now:%Y-%m-%d}.xlsx",
+    )
+    return bytes(msg)
+
+
+class DailyReport:
+    """The task in `serve` that mails the report when it is due."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        data_dir: Path,
+        *,
+        hostname: str | None = None,
+        wake_sender: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.state = data_dir / STATE_FILE
+        self.sender = notice_sender(config, hostname or socket.getfqdn())
+        self.wake_sender = wake_sender
+        self.clock = clock
+        self._sent: date | None = None  # in memory too: an unwritable state file must not repeat it
+
+    async def tick(self) -> bool:
+        """Send today's report if it is due; True when one was spooled."""
+        cfg = self.config.report
+        now = self.clock()
+        last = max((d for d in (read_last(self.state), self._sent) if d is not None), default=None)
+        if not cfg.daily_to or not due(now, cfg.hour, last):
+            return False
+        report = await collect(self.store, since=now - WINDOW, until=now)
+        raw = compose(report, sender=self.sender, to=cfg.daily_to, now=now)
+        klass = await self._open_class()
+        sid = await spool_message(
+            self.store, self.config, raw, self.sender, cfg.daily_to, origin="report", klass=klass
+        )
+        self._sent = now.date()
+        self.wake_sender()
+        write_last(self.state, now.date())
+        log.info(
+            "daily report spooled as %s to %s (%d row(s))", sid, ", ".join(cfg.daily_to), len(report.rows)
+        )
+        return True
+
+    async def _open_class(self) -> str:
+        """The default class, unless the guard paused it: the report matters most on such a day."""
+        paused = {k for k, s in (await self.store.class_states()).items() if s.paused}
+        if self.config.default_class not in paused:
+            return self.config.default_class
+        return next((k for k in self.config.classes if k not in paused), self.config.default_class)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except (StoreError, OSError) as exc:
+                log.error("daily report not sent, will retry: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
+            except TimeoutError:
+                pass
