@@ -1,0 +1,169 @@
+"""The deployment files: docker/compose.yaml, docker/Dockerfile, docker/ses-relay.toml, systemd units.
+
+No Docker engine runs here, so the image is never built in tests; what can be
+checked without one is: compose.yaml is valid YAML with the two services sharing
+the data volume and taking AWS settings from the environment; the Dockerfile's
+final stage runs as a numeric non-root user with a HEALTHCHECK on /healthz, and
+everything it copies exists; the mounted configuration is one the relay accepts
+(including the open-relay rule for a 0.0.0.0 listener) and allows exactly the
+compose network; and systemd accepts the unit files (`systemd-analyze verify`,
+when it is installed).
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from relay import config as configuration
+from tests.conftest import ROOT
+
+DOCKER = ROOT / "docker"
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DOCKER / "compose.yaml").read_text())
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, rest = line.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+    assert not pending, "the Dockerfile ends inside a continuation"
+    return out
+
+
+def final_stage(steps: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    last_from = max(i for i, (k, _) in enumerate(steps) if k == "FROM")
+    return steps[last_from:]
+
+
+# -- compose.yaml -------------------------------------------------------------------------
+
+
+def test_compose_has_the_relay_and_the_consumer_sharing_the_data_volume() -> None:
+    doc = compose()
+    services = doc["services"]
+    assert set(services) == {"relay", "feedback"}
+    assert services["relay"]["command"][:1] == ["serve"]
+    assert services["feedback"]["command"] == ["feedback", "consume"]
+    for name, service in services.items():
+        mounts = {v.split(":")[0]: v.split(":", 1)[1] for v in service["volumes"]}
+        assert mounts["data"] == "/data", name
+        assert mounts["./ses-relay.toml"] == "/etc/ses-relay/ses-relay.toml:ro", name  # read-only config
+        env = dict(e.partition("=")[::2] for e in service["environment"])
+        assert env["SES_RELAY_DATA_DIR"] == "/data"
+        assert env["SES_RELAY_CONFIG"] == "/etc/ses-relay/ses-relay.toml"
+        # AWS settings pass through from the environment: names only, no values in the file.
+        for key in ("AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            assert env.get(key) == "", (name, key)
+        assert service["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+        assert service["image"] == "ses-relay:latest"
+    assert "data" in doc["volumes"]
+    assert services["feedback"]["healthcheck"] == {"disable": True}
+    # SMTP and metrics are published on the host's loopback only.
+    assert all(p.startswith("127.0.0.1:") for p in services["relay"]["ports"])
+
+
+def test_the_mounted_config_is_accepted_and_allows_the_compose_network() -> None:
+    config = configuration.load(DOCKER / "ses-relay.toml")
+    # What the image's command does: --listen replaces the address, keeps the rest, and
+    # the open-relay rule is checked again for the new address.
+    listener = config.listeners[0].model_copy(update={"listen": "0.0.0.0:2525"})
+    configuration.check_listeners(config.model_copy(update={"listeners": (listener,)}))
+    subnet = compose()["networks"]["mail"]["ipam"]["config"][0]["subnet"]
+    assert subnet in listener.allow_networks
+    assert ipaddress.ip_network(subnet).is_private
+    # The HEALTHCHECK polls the metrics listener's port.
+    assert config.metrics.listen.endswith(":9108")
+    healthcheck = dict(instructions(DOCKER / "Dockerfile"))["HEALTHCHECK"]
+    assert "http://127.0.0.1:9108/healthz" in healthcheck
+
+
+# -- Dockerfile ---------------------------------------------------------------------------
+
+
+def test_the_image_runs_as_a_numeric_non_root_user_with_a_healthcheck() -> None:
+    steps = instructions(DOCKER / "Dockerfile")
+    final = final_stage(steps)
+    assert final[0] == ("FROM", "python:3.11-slim")
+    users = [args for keyword, args in final if keyword == "USER"]
+    assert users, "the final stage has no USER"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) > 0 and (not gid or (gid.isdigit() and int(gid) > 0))
+    # Nothing after USER switches back or needs root.
+    after = final[[k for k, _ in final].index("USER") :]
+    assert not [k for k, _ in after if k == "RUN"]
+    created = [args for keyword, args in final if keyword == "RUN" and "useradd" in args]
+    assert created and f"--uid {uid}" in created[0]
+    assert ("VOLUME", '["/data"]') in final
+    env = " ".join(args for keyword, args in final if keyword == "ENV")
+    assert "SES_RELAY_DATA_DIR=/data" in env
+    [healthcheck] = [args for keyword, args in final if keyword == "HEALTHCHECK"]
+    assert "/healthz" in healthcheck and "CMD" in healthcheck
+    assert ("ENTRYPOINT", '["ses-relay"]') in final
+
+
+def test_the_healthcheck_command_is_valid_python() -> None:
+    healthcheck = dict(instructions(DOCKER / "Dockerfile"))["HEALTHCHECK"]
+    match = re.search(r'"python", "-c", "(.*)"\]', healthcheck)
+    assert match
+    compile(match.group(1), "<healthcheck>", "exec")
+
+
+def test_everything_the_dockerfile_copies_exists() -> None:
+    for keyword, args in instructions(DOCKER / "Dockerfile"):
+        if keyword != "COPY" or args.startswith("--from"):
+            continue
+        *sources, _dest = args.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source
+
+
+# -- systemd ------------------------------------------------------------------------------
+
+UNITS = {"ses-relay.service": ["serve"], "ses-relay-feedback.service": ["feedback", "consume"]}
+
+
+@pytest.mark.parametrize("unit", sorted(UNITS))
+def test_systemd_units(unit: str, tmp_path: Path) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(DOCKER / "systemd" / unit)
+    service = parser["Service"]
+    assert service["User"] not in ("", "root")
+    exec_start = service["ExecStart"].split()
+    assert exec_start[0].endswith("/ses-relay") and exec_start[1:] == UNITS[unit]
+    assert service["StateDirectory"] == "ses-relay"
+    assert parser["Install"]["WantedBy"] == "multi-user.target"
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    # verify needs the ExecStart binary to exist: point it at this checkout's.
+    copy = tmp_path / unit
+    binary = str(Path(sys.executable).with_name("ses-relay"))
+    copy.write_text((DOCKER / "systemd" / unit).read_text().replace("/opt/ses-relay/bin/ses-relay", binary))
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if unit in line]
+    assert result.returncode == 0 and complaints == [], result.stdout + result.stderr
