@@ -96,6 +96,7 @@ class SesConfig(_Section):
     max_send_rate: float | Literal["auto"] = "auto"  # recipients/s across all workers
     concurrency: int = Field(default=8, ge=1, le=256)
     retry_max_age: Duration = timedelta(hours=24)  # then the recipients are `failed`
+    retry_cap: Duration = timedelta(minutes=5)  # longest wait between two tries of one message
     source_arn: str = ""
     from_arn: str = ""
     return_path_arn: str = ""

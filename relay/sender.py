@@ -31,7 +31,10 @@ from relay.timeutil import utcnow
 
 log = logging.getLogger("ses_relay.sender")
 
-LEASE_SECONDS = 600.0
+LEASE_SECONDS = 120.0  # renewed before every chunk, so only a dead worker's lease runs out
+STORE_RETRIES = 5  # attempts to record an outcome SES has already given us
+STORE_RETRY_PAUSE = 1.0
+BURST_FRACTION = 0.05  # of a second's sending: keeps any one-second window within ~5 % of the rate
 IDLE_POLL_SECONDS = 1.0
 
 
@@ -100,7 +103,9 @@ class Sender:
             except SesError as exc:
                 rate = 1.0
                 log.warning("could not read the SES send quota (%s); sending at %.0f/s", exc, rate)
-        self.limiter.set_rate(float(rate))
+        # A small burst keeps every one-second window near the ceiling; calls larger
+        # than the burst still go through and leave the bucket in debt.
+        self.limiter = RateLimiter(float(rate), burst=max(1.0, float(rate) * BURST_FRACTION))
         log.info("SES send rate ceiling: %s recipients/s", rate)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -169,8 +174,12 @@ class Sender:
             await self._fail(item, item.pending, str(exc))
             await self.store.finish(sid)
             return
+        lease_until = self.clock() + LEASE_SECONDS  # claim_due leased it a moment ago
         for chunk in chunks(item.pending):
             await self.limiter.acquire(len(chunk))
+            if self.clock() > lease_until - LEASE_SECONDS / 2:  # a long send (slow rate, many chunks)
+                lease_until = self.clock() + LEASE_SECONDS
+                await self.store.renew_lease(sid, lease_until)
             request = SendRequest(
                 raw=prepared.raw,
                 source=prepared.source,
@@ -196,9 +205,22 @@ class Sender:
                 await self._retry_or_fail(item, remaining, str(exc))
                 return
             metrics.ses_call("sent", time.monotonic() - started)
-            await self.store.record_outcome(sid, chunk, "sent", now=utcnow(), ses_message_id=message_id)
+            await self._record_sent(sid, chunk, message_id)
             log.info("%s: sent to %d recipient(s) as %s", sid, len(chunk), message_id)
         await self.store.finish(sid)
+
+    async def _record_sent(self, sid: str, chunk: tuple[str, ...], message_id: str) -> None:
+        """SES has the message: try hard to write that down, or the chunk will be sent twice."""
+        for attempt in range(1, STORE_RETRIES + 1):
+            try:
+                await self.store.record_outcome(sid, chunk, "sent", now=utcnow(), ses_message_id=message_id)
+                return
+            except StoreError as exc:
+                if attempt == STORE_RETRIES:
+                    log.error("%s: sent as %s but cannot record it; it may be sent again: %s",
+                              sid, message_id, exc)  # fmt: skip
+                    raise
+                await asyncio.sleep(STORE_RETRY_PAUSE * attempt)
 
     async def _retry_or_fail(self, item: SpoolItem, remaining: tuple[str, ...], error: str) -> None:
         sid = item.submission.id
@@ -210,7 +232,7 @@ class Sender:
             await self.store.finish(sid)
             log.warning("%s: %s", sid, detail)
             return
-        delay = backoff_delay(item.attempts)
+        delay = backoff_delay(item.attempts, cap=self.config.ses.retry_cap.total_seconds())
         await self.store.defer(sid, next_attempt_at=now + delay, error=error)
 
     async def _fail(self, item: SpoolItem, addresses: tuple[str, ...], detail: str) -> None:

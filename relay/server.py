@@ -303,7 +303,7 @@ class IntakeHandler:
             entries = (await self.store.suppressions_for([recipient], now))[recipient]
             entry = blocking(entries, None, now)
             if entry is not None:
-                await self.store.note_refused([(entry.address, entry.klass)], now)
+                self.store.note_refused([(entry.address, entry.klass)], now)
                 code, text = refusal(entry)
                 log.info("refused RCPT %s: %s", recipient, text)
                 metrics.refused(metrics.refusal_reason(entry))
@@ -405,10 +405,7 @@ class IntakeHandler:
                 metrics.refused(metrics.refusal_reason(entry))
                 refused.append((entry.address, entry.klass))
         if not any(r.status == "queued" for r in recipients):
-            try:
-                await self.store.note_refused(refused, now)
-            except StoreError as exc:
-                log.warning("could not count refusals: %s", exc)
+            self.store.note_refused(refused, now)
             return replies.ALL_SUPPRESSED.format(klass=klass)
 
         peer = session.peer

@@ -554,6 +554,7 @@ class Store:
         self._reader = reader
         self._lock = asyncio.Lock()
         self._accepts: list[_PendingAccept] = []
+        self._refusals: list[tuple[str, str, str]] = []  # (time, address, class) not yet counted
         self._committer: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -692,13 +693,16 @@ class Store:
         rows = await self._read(f"SELECT * FROM suppressions {where} ORDER BY address, class", params)  # noqa: S608
         return [_suppression(r) for r in rows]
 
-    async def note_refused(self, refused: Iterable[tuple[str, str]], now: datetime) -> None:
-        """Count refusals against the suppressions that caused them ("is it still saving us?")."""
-        pairs = list(refused)
-        if not pairs:
-            return
-        async with self._transaction() as db:
-            await _count_refusals(db, pairs, now)
+    def note_refused(self, refused: Iterable[tuple[str, str]], now: datetime) -> None:
+        """Count refusals against the suppressions that caused them ("is it still saving us?").
+
+        Not awaited: the counts ride along with the next group commit, so a 550 is
+        never held up by a write. They are statistics; a crash may lose the last few.
+        """
+        stamp = to_text(now)
+        self._refusals.extend((stamp, address, klass) for address, klass in refused)
+        if self._refusals and (self._committer is None or self._committer.done()):
+            self._committer = asyncio.create_task(self._commit_accepts())
 
     async def merge_suppression(
         self, new: Suppression, *, actor: str | None = None, action: str = "add", detail: str = ""
@@ -924,11 +928,12 @@ class Store:
         await asyncio.shield(future)
 
     async def _commit_accepts(self) -> None:
-        while self._accepts:
+        while self._accepts or self._refusals:
             batch, self._accepts = self._accepts[:MAX_GROUP_COMMIT], self._accepts[MAX_GROUP_COMMIT:]
+            refusals, self._refusals = self._refusals, []
             try:
                 async with self._transaction() as db:
-                    await _write_accepts(db, batch)
+                    await _write_accepts(db, batch, refusals)
             except Exception as exc:  # every message of the batch is refused (451), none half-written
                 error = exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")
                 for item in batch:
@@ -987,6 +992,12 @@ class Store:
                     SpoolItem(submission, bytes(row["data"]), row["attempts"], row["created_at"], pending)
                 )
         return items
+
+    async def renew_lease(self, submission_id: str, until: float) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE spool SET lease_until = ? WHERE submission_id = ?", (until, submission_id)
+            )
 
     async def next_due(self) -> float | None:
         rows = await self._read("SELECT min(next_attempt_at) FROM spool WHERE lease_until IS NULL")
@@ -1117,9 +1128,11 @@ class _PendingAccept:
     future: asyncio.Future[None]
 
 
-async def _write_accepts(db: aiosqlite.Connection, batch: Sequence[_PendingAccept]) -> None:
+async def _write_accepts(
+    db: aiosqlite.Connection, batch: Sequence[_PendingAccept], refusals: list[tuple[str, str, str]]
+) -> None:
     """All rows of a group commit, a few executemany calls for the whole batch."""
-    submissions, recipients, spool, refusals = [], [], [], []
+    submissions, recipients, spool = [], [], []
     for item in batch:
         sub = item.sub
         created = to_text(sub.created_at)
@@ -1188,14 +1201,6 @@ async def _merge_suppression(db: aiosqlite.Connection, new: Suppression) -> Supp
         ),
     )
     return merged
-
-
-async def _count_refusals(db: aiosqlite.Connection, pairs: Iterable[tuple[str, str]], now: datetime) -> None:
-    await db.executemany(
-        "UPDATE suppressions SET refused_count = refused_count + 1, last_refused_at = ? "
-        "WHERE address = ? AND class = ?",
-        [(to_text(now), address, klass) for address, klass in pairs],
-    )
 
 
 async def _audit(
