@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from relay import config as configuration
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 DOCKER = ROOT / "docker"
 
@@ -129,6 +129,21 @@ def test_the_healthcheck_command_is_valid_python() -> None:
     match = re.search(r'"python", "-c", "(.*)"\]', healthcheck)
     assert match
     compile(match.group(1), "<healthcheck>", "exec")
+
+
+def test_the_healthcheck_passes_against_a_running_relay(relay_factory: Any) -> None:
+    """The image's exact HEALTHCHECK command, pointed at a real relay's metrics listener."""
+    port = free_port()
+    relay_factory(f'[metrics]\nlisten = "127.0.0.1:{port}"\n', sandbox=True)
+    healthcheck = dict(instructions(DOCKER / "Dockerfile"))["HEALTHCHECK"]
+    match = re.search(r'"python", "-c", "(.*)"\]', healthcheck)
+    assert match
+    code = match.group(1).replace("127.0.0.1:9108", f"127.0.0.1:{port}")
+    ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    # And it fails when nothing answers, as Docker needs to see.
+    down = code.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
+    assert subprocess.run([sys.executable, "-c", down], capture_output=True, timeout=30).returncode != 0
 
 
 def test_everything_the_dockerfile_copies_exists() -> None:
