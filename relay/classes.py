@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 
 from relay.config import Config
 from relay.headers import first
@@ -32,7 +32,7 @@ class Resolution:
 
 
 def resolve(
-    msg: EmailMessage, config: Config, *, user_class: str | None = None, listener_class: str | None = None
+    msg: Message, config: Config, *, user_class: str | None = None, listener_class: str | None = None
 ) -> Resolution:
     names = ", ".join(sorted(config.classes))
     explicit = first(msg, "X-Message-Class")
@@ -62,7 +62,7 @@ def resolve(
     return Resolution(config.default_class, "default")
 
 
-def message_tags(msg: EmailMessage) -> tuple[tuple[str, str], ...]:
+def message_tags(msg: Message) -> tuple[tuple[str, str], ...]:
     """X-SES-MESSAGE-TAGS ("name=value, name2=value2") as SES's SMTP interface reads it.
 
     Names and values are limited to what SES accepts, so a bad tag fails here with a

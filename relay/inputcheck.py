@@ -32,6 +32,8 @@ def header_problem(data: bytes) -> str | None:
     inner = block.replace(b"\r\n", b"")
     if b"\r" in inner or b"\n" in inner:
         return "the header section contains a bare CR or LF (header lines must end with CRLF)"
+    if b"=?" not in block:
+        return None  # no encoded words, so decoding cannot produce anything the bytes lack
     msg = hdr.parse(data)
     for name in dict.fromkeys(msg.keys()):
         try:

@@ -365,9 +365,9 @@ class IntakeHandler:
         data, refused_why = self._screen(data, user, client)
         if refused_why is not None:
             return refused_why
-        msg = hdr.parse(data)
+        msg = hdr.parse_raw(data)
         if user is not None:
-            from_refusal = self._from_refusal(user, msg)
+            from_refusal = self._from_refusal(user, hdr.parse(data))
             if from_refusal is not None:
                 log.warning("refused DATA from %s: %s", client, from_refusal)
                 return from_refusal
@@ -419,7 +419,7 @@ class IntakeHandler:
             configuration_set=self.config.classes[klass].configuration_set,
             tags=tags,
             header_from=hdr.first(msg, "From"),
-            subject=hdr.first(msg, "Subject"),
+            subject=hdr.decoded(hdr.first(msg, "Subject")),
             message_id=hdr.first(msg, "Message-ID"),
             headers=hdr.header_text(data),
             size=len(data),
