@@ -241,6 +241,8 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
             api=config.ses.api,
             concurrency=config.ses.concurrency,
         )
+    if config.feedback.queue_urls:
+        feedback_sources.extend(_sqs_sources(ctx, config.feedback.queue_urls))
     from relay.dkim import DkimError
 
     try:
