@@ -278,3 +278,18 @@ def test_consume_without_a_queue_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("feedback", "consume", "--once", data_dir=tmp_path / "data")
     assert result.returncode == 2
     assert "--queue-url" in result.stderr
+
+
+def test_serve_consumes_the_configured_queues_itself(relay_factory, queues: FeedbackQueues) -> None:
+    """[feedback] queue_urls: the running relay applies SES events without a separate consumer."""
+    urls = ", ".join(f'"{u}"' for u in queues.urls)
+    relay = relay_factory(ses_config(queues.endpoint) + f"[feedback]\nqueue_urls = [{urls}]\n")
+    gone = "served-gone@example.org"
+    queues.publish(bounce(ses_mail("0102018eserve-0001", [gone], tags=False), [gone], "Permanent", "NoEmail"))
+    shown = wait_until(
+        lambda: (s := relay.json("suppression", "show", gone))["suppressions"] and s,
+        timeout=40,
+        what="the serving relay to apply the bounce from SQS",
+    )
+    assert shown["suppressions"][0]["expires_at"] is None
+    wait_until(lambda: all(queues.empty(u) for u in queues.urls), timeout=30, what="both queues drained")
