@@ -99,6 +99,12 @@ class Relay:
     def log(self) -> str:
         return "".join(self.output)
 
+    def wait_log(self, text: str, count: int = 1, timeout: float = 15.0) -> bool:
+        """True once `text` has appeared `count` times in the relay's output: log lines
+        arrive through a pipe, a little after the SMTP reply that they explain."""
+        wait_until(lambda: self.log().count(text) >= count, timeout=timeout, what=f"{text!r} in the log")
+        return True
+
 
 def start_relay(
     data_dir: Path,

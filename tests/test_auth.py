@@ -147,7 +147,7 @@ def test_authenticated_mail_carries_user_default_class_and_rate(secure_relay: An
     with sqlite3.connect(relay.data_dir / "relay.db") as conn:
         (auth_user,) = conn.execute("SELECT auth_user FROM submissions WHERE id = ?", (sid,)).fetchone()
     assert auth_user == "alice"
-    assert "user alice is over its rate_per_minute" in relay.log()
+    assert relay.wait_log("user alice is over its rate_per_minute")
 
 
 def test_plaintext_auth_only_for_loopback_when_configured(secure_relay: Any) -> None:
@@ -198,7 +198,7 @@ def test_repeated_failures_lock_the_client_out(secure_relay: Any, cert: Cert) ->
     with tls_client(relay, cert) as client:
         code, text = auth_login(client, "alice", PASSWORD)
         assert (code, text[:6]) == (454, b"4.7.0 ")
-    assert "locking 127.0.0.1 out of AUTH" in relay.log()
+    assert relay.wait_log("locking 127.0.0.1 out of AUTH")
 
 
 def test_client_outside_allow_list_of_auth_listener_gets_530_at_mail(secure_relay: Any, cert: Cert) -> None:
@@ -216,7 +216,7 @@ def test_client_outside_allow_list_of_auth_listener_gets_530_at_mail(secure_rela
         # The same client, authenticated, may send.
         assert auth_login(client, "alice", PASSWORD)[0] == 235
         assert client.mail("app@example.com")[0] == 250
-    assert "refused MAIL from 127.0.0.2" in relay.log()
+    assert relay.wait_log("refused MAIL from 127.0.0.2")
 
 
 def test_implicit_tls_listener_offers_auth_from_the_first_command(secure_relay: Any, cert: Cert) -> None:
@@ -258,8 +258,9 @@ def test_auth_exchanges_never_reach_the_debug_log(secure_relay: Any, cert: Cert)
         client.docmd(blob)
         client.docmd(base64.b64encode(PASSWORD.encode()).decode())
         client.docmd(PASSWORD)
+    relay.wait_log("login ok: user 'alice'")
+    relay.wait_log("login failed for 'alice'")
     log = relay.log()
-    assert "login ok: user 'alice'" in log and "login failed for 'alice'" in log
     assert "DEBUG" in log
 
 
