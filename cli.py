@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -40,6 +41,8 @@ STORE_FILE = "relay.db"
 class Context:
     config: Config
     data_dir: Path
+    config_file: Path | None = None  # where `config` came from, for the worker process
+    log_level: str = "info"
 
     @property
     def store_path(self) -> Path:
@@ -85,11 +88,12 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             stream=sys.stderr,
         )
         install_log_redaction()  # no password, AUTH exchange or AWS secret in any log line
+        located = configuration.locate(config_path)
         try:
-            config = configuration.load(configuration.locate(config_path))
+            config = configuration.load(located)
         except ConfigError as exc:
             fail(f"configuration error: {exc}", 2)
-        return func(Context(config, data_dir), **kwargs)
+        return func(Context(config, data_dir, located, log_level), **kwargs)
 
     return wrapper
 
@@ -137,7 +141,8 @@ def main() -> None:
 )
 @common_options
 def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
-    """Run the SMTP intake and the sender worker until interrupted (SIGINT/SIGTERM)."""
+    """Run the SMTP intake (and its worker process: sender, notices, feedback) until interrupted."""
+    _multiprocess_metrics(ctx.data_dir)
     config = ctx.config
     if listen:
         try:
@@ -147,12 +152,27 @@ def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
             fail(f"--listen: {exc}", 2)
         config = config.model_copy(update={"listeners": (listener,)})
     access = _access(config, ctx.data_dir)
+    check_notice_routes(config)
+    _check_dkim(ctx)
     try:
-        asyncio.run(_serve(Context(config, ctx.data_dir), sandbox, access))
+        asyncio.run(_serve(Context(config, ctx.data_dir, ctx.config_file, ctx.log_level), sandbox, access))
     except StoreError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen: {exc}")
+
+
+def _multiprocess_metrics(data_dir: Path) -> None:
+    """serve and its worker count into files under the data dir; /metrics sums them.
+
+    Must run before anything imports prometheus_client (it reads this at import).
+    """
+    import shutil
+
+    directory = data_dir / "run" / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)  # counters restart with the process, as usual
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def check_notice_routes(config: Config) -> None:
@@ -211,16 +231,124 @@ def _access(config: Config, data_dir: Path) -> Access:
     return Access(tls_context, authenticator, limits)
 
 
+def _check_dkim(ctx: Context) -> Any:
+    """Configured DKIM keys must be readable: found at start (exit 2), not at the first message."""
+    from relay.dkim import DkimError, DkimKeys
+
+    try:
+        return DkimKeys({d: (c.selector, c.key_file) for d, c in ctx.config.dkim.items()}, ctx.data_dir)
+    except DkimError as exc:
+        fail(f"configuration error: {exc}", 2)
+
+
 async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> None:
-    from relay.backoff import RateLimiter
-    from relay.dkim import DkimKeys
-    from relay.sender import Sender
+    """The SMTP intake. Sending and feedback run in a worker process of their own (see
+    `worker`), as Postfix keeps smtpd apart from its delivery agents: boto3's CPU cost
+    and the GIL then never slow the intake, and the intake needs no AWS credentials."""
+    from relay.guard import ClassGuard
     from relay.server import IntakeHandler, start_listener
-    from relay.ses_api import SesApi
+    from relay.supervisor import WorkerSupervisor
 
     config = ctx.config
-    check_notice_routes(config)
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await open_store(ctx)
+    guard = ClassGuard(store, config, alert_sender="")  # the intake only reads the pause states
+    await guard.refresh()
+    supervisor = WorkerSupervisor(_worker_command(ctx, sandbox))
+
+    servers = []
+    monitor = None
+    if config.metrics.listen:  # /metrics, /healthz, /readyz on this loop (relay/monitor.py)
+        from relay.monitor import Monitor
+
+        monitor = Monitor(store, config)
+        servers.append(await monitor.start(config.metrics.listen))
+        click.echo(f"ses-relay metrics on http://{config.metrics.listen}/metrics (and /healthz, /readyz)")
+    for listener in config.listeners:
+        handler = IntakeHandler(store, config, listener, on_accepted=supervisor.wake, paused=guard.paused)
+        if access is not None:
+            handler.client_limits, handler.authenticator = access.client_limits, access.authenticator
+        servers.append(await start_listener(handler, tls_context=access.tls_context if access else None))
+        log.info(
+            "listener %s: tls=%s require_auth=%s allow_networks=%s",
+            listener.listen,
+            listener.tls,
+            listener.require_auth,
+            ",".join(listener.allow_networks) or "(none)",
+        )
+        click.echo(f"ses-relay listening on {listener.listen} (data dir: {ctx.data_dir.resolve()})")
+    if sandbox:
+        click.echo(
+            f"SANDBOX: nothing leaves this machine; delivered copies in {ctx.data_dir.resolve() / 'sandbox'}"
+        )
+    sys.stdout.flush()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(supervisor.run(stop)),
+        asyncio.create_task(guard.run(stop, check=False)),
+    ]
+    if monitor is not None:
+        monitor.ready = True
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        if monitor is not None:
+            monitor.ready = False
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
+        stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=40)
+        await store.close()
+
+
+def _worker_command(ctx: Context, sandbox: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "cli", "worker", "--data-dir", str(ctx.data_dir)]
+    cmd += ["--log-level", ctx.log_level]
+    if ctx.config_file is not None:
+        cmd += ["--config", str(ctx.config_file)]
+    if sandbox:
+        cmd.append("--sandbox")
+    return cmd
+
+
+@main.command()
+@click.option("--sandbox", is_flag=True, help="Send through the local SES stand-in (as serve --sandbox).")
+@click.option("--wake-fd", type=int, hidden=True, help="Pipe from serve: a byte means new mail.")
+@click.option("--parent-pid", type=int, hidden=True, help="Exit when this process (serve) is gone.")
+@common_options
+def worker(ctx: Context, sandbox: bool, wake_fd: int | None, parent_pid: int | None) -> None:
+    """Run the sender, the notice deliverer, the reputation guard and the feedback consumer.
+
+    `serve` starts and supervises one for you. Run it yourself only beside a serve on
+    the same data dir that cannot start its own; a lock makes sure only one runs.
+    """
+    check_notice_routes(ctx.config)
+    dkim = _check_dkim(ctx)
+    try:
+        asyncio.run(_work(ctx, sandbox, dkim, wake_fd, parent_pid))
+    except StoreError as exc:
+        fail(str(exc))
+
+
+async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, parent_pid: int | None) -> None:
+    from feedback.consumer import consume
+    from feedback.notifier import Notifier, notice_sender
+    from relay.guard import ClassGuard
+    from relay.sender import Sender
+    from relay.ses_api import SesApi
+    from relay.supervisor import hold_worker_lock, watch_parent
+
+    config = ctx.config
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = await hold_worker_lock(ctx.data_dir / "worker.lock")
     store = await open_store(ctx)
     ses: SesApi
     feedback_sources: list[Any] = []
@@ -243,63 +371,24 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
         )
     if config.feedback.queue_urls:
         feedback_sources.extend(_sqs_sources(ctx, config.feedback.queue_urls))
-    from relay.dkim import DkimError
-
-    try:
-        dkim = DkimKeys({d: (c.selector, c.key_file) for d, c in config.dkim.items()}, ctx.data_dir)
-    except DkimError as exc:
-        fail(f"configuration error: {exc}", 2)
-    sender = Sender(store, ses, config, dkim=dkim, limiter=RateLimiter(0))
+    sender = Sender(store, ses, config, dkim=dkim)
     await sender.configure_rate()
-
-    from feedback.notifier import notice_sender
-    from relay.guard import ClassGuard
-
     guard = ClassGuard(store, config, alert_sender=notice_sender(config, socket.getfqdn()))
-    await guard.refresh()
-
-    servers = []
-    monitor = None
-    if config.metrics.listen:  # /metrics, /healthz, /readyz on this loop (relay/monitor.py)
-        from relay.monitor import Monitor
-
-        monitor = Monitor(store, config)
-        servers.append(await monitor.start(config.metrics.listen))
-        click.echo(f"ses-relay metrics on http://{config.metrics.listen}/metrics (and /healthz, /readyz)")
-    for listener in config.listeners:
-        handler = IntakeHandler(store, config, listener, on_accepted=sender.wake, paused=guard.paused)
-        if access is not None:
-            handler.client_limits, handler.authenticator = access.client_limits, access.authenticator
-        servers.append(await start_listener(handler, tls_context=access.tls_context if access else None))
-        log.info(
-            "listener %s: tls=%s require_auth=%s allow_networks=%s",
-            listener.listen,
-            listener.tls,
-            listener.require_auth,
-            ",".join(listener.allow_networks) or "(none)",
-        )
-        click.echo(f"ses-relay listening on {listener.listen} (data dir: {ctx.data_dir.resolve()})")
-    if sandbox:
-        click.echo(
-            f"SANDBOX: nothing leaves this machine; delivered copies in {ctx.data_dir.resolve() / 'sandbox'}"
-        )
-    sys.stdout.flush()
-    if monitor is not None:
-        monitor.ready = True
+    notifier = Notifier(store, config, ctx.data_dir, wake_sender=sender.wake)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    from feedback.consumer import consume
-    from feedback.notifier import Notifier
-
-    notifier = Notifier(store, config, ctx.data_dir, wake_sender=sender.wake)
+    if wake_fd is not None:
+        loop.add_reader(wake_fd, _drain_wakeups, wake_fd, sender.wake)
     tasks = [
         asyncio.create_task(sender.run(stop)),
         asyncio.create_task(notifier.run(stop)),
         asyncio.create_task(guard.run(stop)),
     ]
+    if parent_pid is not None:
+        tasks.append(asyncio.create_task(watch_parent(parent_pid, stop)))
     for source in feedback_sources:
         idle = 0.2 if sandbox else 0.0
         tasks.append(asyncio.create_task(consume(store, source, config, stop=stop, idle_seconds=idle)))
@@ -309,20 +398,27 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
 
         daily = DailyReport(store, config, ctx.data_dir, wake_sender=sender.wake)
         tasks.append(asyncio.create_task(daily.run(stop)))
+    log.info("worker running (pid %d)", os.getpid())
     try:
         await stop.wait()
     finally:
-        log.info("shutting down")
-        if monitor is not None:
-            monitor.ready = False
-        for server in servers:
-            server.close()
-        for server in servers:
-            await server.wait_closed()
+        log.info("worker stopping")
         stop.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
         await store.close()
+        lock.close()
+
+
+def _drain_wakeups(fd: int, wake: Callable[[], None]) -> None:
+    try:
+        data = os.read(fd, 4096)
+    except BlockingIOError:
+        return
+    if data:
+        wake()
+    else:  # serve closed its end: it is going away, and watch_parent will stop us
+        asyncio.get_running_loop().remove_reader(fd)
 
 
 # -- suppression ---------------------------------------------------------------
@@ -1430,7 +1526,7 @@ def class_resume(ctx: Context, klass: str, reason: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="ses-relay")
 
 
 # -- user ------------------------------------------------------------------------------

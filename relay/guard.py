@@ -120,12 +120,13 @@ class ClassGuard:
         raw = alert_message(klass, reason, sender=self.alert_sender, to=to, now=now)
         await spool_message(self.store, self.config, raw, self.alert_sender, to, origin="alert", klass=via)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, check: bool = True) -> None:
+        """Keep the cached pause states fresh; with `check` (the worker) also judge the rates."""
         loop = asyncio.get_running_loop()
         next_check = loop.time()
         while not stop.is_set():
             try:
-                if self.config.guard.enabled and loop.time() >= next_check:
+                if check and self.config.guard.enabled and loop.time() >= next_check:
                     await self.check(utcnow())
                     next_check = loop.time() + self.config.guard.check_every.total_seconds()
                 else:

@@ -13,16 +13,21 @@ before a scrape, so they are never stale and cost nothing between scrapes.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from relay.suppression import ALL, Cause, Level, Suppression
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+# Gauges are set by the scraping process from the store: in multiprocess mode the
+# most recent value wins (not one series per process).
+_GAUGE_MODE = {"multiprocess_mode": "mostrecent"} if MULTIPROCESS_DIR else {}
 
 # Recipient refusal reasons (the `reason` label of ses_relay_recipients_refused_total).
 # As the SMTP reply tells them apart: a bounce is about the mailbox (5.1.1), any other
@@ -75,21 +80,21 @@ class Metrics:
             "ses_relay_ses_latency_seconds", "Duration of SES send calls.",
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.spool_depth = Gauge("ses_relay_spool_depth", "Messages in the spool.", registry=r)
+        self.spool_depth = Gauge("ses_relay_spool_depth", "Messages in the spool.", registry=r, **_GAUGE_MODE)
         self.spool_oldest_age = Gauge(
             "ses_relay_spool_oldest_age_seconds", "Age of the oldest spooled message (0 when empty).",
-            registry=r,
+            registry=r, **_GAUGE_MODE,
         )  # fmt: skip
         self.feedback_events = Counter(
             "ses_relay_feedback_events", "SES events applied (duplicates excluded), by kind.",
             ["kind"], registry=r,
         )  # fmt: skip
         self.suppressions = Gauge(
-            "ses_relay_suppressions", "Active suppressions, by level.", ["level"], registry=r
+            "ses_relay_suppressions", "Active suppressions, by level.", ["level"], registry=r, **_GAUGE_MODE
         )
         self.class_paused = Gauge(
             "ses_relay_class_paused", "1 while the reputation guard holds the class paused.",
-            ["class"], registry=r,
+            ["class"], registry=r, **_GAUGE_MODE,
         )  # fmt: skip
         for outcome in SES_OUTCOMES:
             self.ses_calls.labels(outcome)  # present at 0 from the start, so rate() works at once
@@ -98,6 +103,15 @@ class Metrics:
         self.last_ses_success: float | None = None  # wall-clock time of the last sent call
 
     def render(self) -> bytes:
+        """The text exposition; with several processes (serve and its worker), of them all.
+
+        serve sets PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client,
+        so each process writes its values to files there and the scrape sums them.
+        """
+        if MULTIPROCESS_DIR:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
     def record_ses_call(self, outcome: str, seconds: float) -> None:

@@ -143,10 +143,16 @@ class Monitor:
         if spool is None:
             return Check((problem or "store unreachable",))
         now = self.clock()
+        # The worker process sends; the store is where its last success is visible here.
+        last = self.metrics.last_ses_success
+        with contextlib.suppress(Exception):
+            stored = await asyncio.wait_for(self.store.last_sent_at(), REFRESH_TIMEOUT)
+            if stored is not None:
+                last = max(last or 0.0, stored.timestamp())
         stuck = spool_problem(
             spool,
             stuck_after=self.config.metrics.stuck_after.total_seconds(),
-            last_sent=self.metrics.last_ses_success,
+            last_sent=last,
             now=now,
         )
         details = {"spool_depth": spool.depth, "spool_oldest_age_seconds": round(spool.oldest_age, 3)}

@@ -1045,6 +1045,13 @@ class Store:
                 (submission_id, submission_id),
             )
 
+    async def last_sent_at(self) -> datetime | None:
+        """When SES last accepted a message from this relay (any process's sender)."""
+        rows = await self._read(
+            "SELECT max(updated_at) FROM recipients WHERE ses_message_id IS NOT NULL"
+        )
+        return maybe_time(rows[0][0]) if rows else None
+
     async def spool_stats(self) -> tuple[int, float | None]:
         """(messages spooled, epoch time of the oldest)."""
         rows = await self._read("SELECT count(*), min(created_at) FROM spool")
