@@ -106,6 +106,39 @@ class Relay:
         return True
 
 
+def spawn_until(
+    cmd: list[str], marker: str, *, env: dict[str, str] | None = None, what: str = "process",
+    timeout: float = 30.0,
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start `cmd` and return once a line of its output contains `marker`.
+
+    Output (stdout and stderr together) keeps being collected into the returned list
+    by a thread, so tests can read the process's log later.
+    """
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(env)
+    )
+    output: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            if marker in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            pytest.fail(f"{what} did not start:\n{''.join(output)}")
+    return proc, output
+
+
 def start_relay(
     data_dir: Path,
     config_text: str = "",
@@ -122,26 +155,8 @@ def start_relay(
     cmd += ["--config", str(config)]
     if sandbox:
         cmd.append("--sandbox")
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(env)
-    )
-    relay = Relay(data_dir, config, port, proc)
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            relay.output.append(line)
-            if "listening on" in line:
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not ready.wait(0.05):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            relay.stop()
-            pytest.fail(f"relay did not start:\n{relay.log()}")
-    return relay
+    proc, output = spawn_until(cmd, "listening on", env=env, what="relay")
+    return Relay(data_dir, config, port, proc, output)
 
 
 @pytest.fixture

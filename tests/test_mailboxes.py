@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import mailbox
 import shutil
 import ssl
@@ -22,10 +21,6 @@ import pytest
 from aiosmtpd.controller import Controller, UnixSocketController
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from feedback.mailboxes import (
     DeliveryError,
@@ -41,6 +36,7 @@ from feedback.mailboxes import (
 )
 from feedback.notices import NoticeRequest, compose, should_notify
 from tests.conftest import free_port
+from tests.support.security import make_cert
 
 NOTICE = (
     b"From: Mail Delivery System <MAILER-DAEMON@relay.example.com>\r\n"
@@ -131,32 +127,9 @@ def smtp() -> Iterator[tuple[Recorder, int]]:
 
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made fresh (EC: fast to generate)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
+    """A self-signed certificate for 127.0.0.1 (the same helper the AUTH tests use)."""
+    cert = make_cert(tmp_path)
+    return cert.cert, cert.key
 
 
 def read_maildir(path: Path) -> list[bytes]:

@@ -11,8 +11,6 @@ import http.client
 import json
 import signal
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SES_RELAY, child_env, free_port, run_cli
+from tests.conftest import SES_RELAY, child_env, free_port, run_cli, spawn_until
 from tests.support.relaydb import count_rows
 from tests.support.sns_signing import (
     CERT_NAME,
@@ -164,26 +162,9 @@ def start_http(tmp_path: Path) -> Iterator[Any]:
         port = free_port()
         cmd = [SES_RELAY, "feedback", "http", "--listen", f"127.0.0.1:{port}"]
         cmd += ["--data-dir", str(tmp_path / "data"), "--config", str(config)]
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env()
-        )
-        endpoint = Endpoint(proc, port, tmp_path / "data")
+        proc, output = spawn_until(cmd, "listening on", what="feedback http")
+        endpoint = Endpoint(proc, port, tmp_path / "data", output)
         started.append(endpoint)
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                endpoint.output.append(line)
-                if "listening on" in line:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + 30
-        while not ready.wait(0.05):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                endpoint.stop()
-                pytest.fail(f"feedback http did not start:\n{endpoint.log()}")
         return endpoint
 
     yield start
