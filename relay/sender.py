@@ -164,6 +164,9 @@ class Sender:
 
     async def _send_all(self, item: SpoolItem) -> None:
         sid = item.submission.id
+        if not item.pending:  # every recipient settled already: only the bytes are left
+            await self.store.finish(sid)
+            return
         try:
             prepared = self.prepare(item)
         except SesError as exc:
@@ -172,7 +175,6 @@ class Sender:
                 await self._retry_or_fail(item, item.pending, str(exc))
                 return
             await self._fail(item, item.pending, str(exc))
-            await self.store.finish(sid)
             return
         lease_until = self.clock() + LEASE_SECONDS  # claim_due leased it a moment ago
         for chunk in chunks(item.pending):
@@ -207,7 +209,6 @@ class Sender:
             metrics.ses_call("sent", time.monotonic() - started)
             await self._record_sent(sid, chunk, message_id)
             log.info("%s: sent to %d recipient(s) as %s", sid, len(chunk), message_id)
-        await self.store.finish(sid)
 
     async def _record_sent(self, sid: str, chunk: tuple[str, ...], message_id: str) -> None:
         """SES has the message: try hard to write that down, or the chunk will be sent twice."""
@@ -229,7 +230,6 @@ class Sender:
         if age >= self.config.ses.retry_max_age.total_seconds():
             detail = f"gave up after {age / 3600:.1f} h of retries; last error: {error}"
             await self._fail(item, remaining, detail)
-            await self.store.finish(sid)
             log.warning("%s: %s", sid, detail)
             return
         delay = backoff_delay(item.attempts, cap=self.config.ses.retry_cap.total_seconds())

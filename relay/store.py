@@ -973,20 +973,26 @@ class Store:
                 (now_epoch, now_epoch, limit),
             ) as cur:
                 spooled = list(await cur.fetchall())
+            if not spooled:
+                return []
+            ids = [row["submission_id"] for row in spooled]
+            marks = ",".join("?" * len(ids))
+            await db.executemany(
+                "UPDATE spool SET lease_until = ? WHERE submission_id = ?",
+                [(now_epoch + lease_seconds, sid) for sid in ids],
+            )
+            async with db.execute(f"SELECT * FROM submissions WHERE id IN ({marks})", ids) as cur:  # noqa: S608
+                subs = {r["id"]: r for r in await cur.fetchall()}
+            async with db.execute(
+                f"SELECT * FROM recipients WHERE submission_id IN ({marks}) ORDER BY rowid", ids  # noqa: S608
+            ) as cur:
+                recips: dict[str, list[sqlite3.Row]] = {}
+                for r in await cur.fetchall():
+                    recips.setdefault(r["submission_id"], []).append(r)
             items = []
             for row in spooled:
                 sid = row["submission_id"]
-                await db.execute(
-                    "UPDATE spool SET lease_until = ? WHERE submission_id = ?",
-                    (now_epoch + lease_seconds, sid),
-                )
-                async with db.execute("SELECT * FROM submissions WHERE id = ?", (sid,)) as cur:
-                    sub_row = await cur.fetchone()
-                async with db.execute(
-                    "SELECT * FROM recipients WHERE submission_id = ? ORDER BY rowid", (sid,)
-                ) as cur:
-                    recips = list(await cur.fetchall())
-                submission = _submission(sub_row, recips)
+                submission = _submission(subs[sid], recips.get(sid, []))
                 pending = tuple(r.address for r in submission.recipients if r.status == "queued")
                 items.append(
                     SpoolItem(submission, bytes(row["data"]), row["attempts"], row["created_at"], pending)
@@ -1017,7 +1023,8 @@ class Store:
         """Settle queued recipients after an SES call: sent (with SES's message id) or failed.
 
         Only `queued` rows change, so a retry path can never overwrite an earlier outcome;
-        notices owed for the outcome commit with it.
+        notices owed for the outcome commit with it, and so does dropping the message
+        bytes once no recipient is left queued (one commit per SES call, not two).
         """
         async with self._transaction() as db:
             await db.executemany(
@@ -1027,6 +1034,11 @@ class Store:
             )
             for notice in notices:
                 await _add_notice(db, notice, now)
+            await db.execute(
+                "DELETE FROM spool WHERE submission_id = ? AND NOT EXISTS ("
+                "SELECT 1 FROM recipients WHERE submission_id = ? AND status = 'queued')",
+                (submission_id, submission_id),
+            )
 
     async def defer(self, submission_id: str, *, next_attempt_at: float, error: str) -> None:
         async with self._transaction() as db:
