@@ -148,7 +148,9 @@ async def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, resu
     address = event.recipient
     status = ctx.status if ctx and ctx.status in STATUS_RANK else None
     since = event.timestamp - config.policy.escalate_window
-    history = RecipientHistory(transient_bounces=await tx.transient_history(address, since), status=status)
+    # Only bounces read the transient history (the escalation rule); skip the query otherwise.
+    bounces = await tx.transient_history(address, since) if event.kind is EventKind.BOUNCE else ()
+    history = RecipientHistory(transient_bounces=bounces, status=status)
     if klass is None and event.message_class is not None:
         # decide() falls back on the event's tag; here the tag names no configured class,
         # and a suppression in a class that does not exist would block nothing: unknown, `*`.

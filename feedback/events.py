@@ -22,6 +22,7 @@ Three rules shape this module:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -492,10 +493,15 @@ def _address(raw: str) -> str:
     the address first. What does not normalise is kept, lower-cased, so the event is
     still recorded and visible rather than dropped."""
     text = raw.strip()
-    try:
-        return normalise(text)
-    except AddressError:
-        pass
+    if "<" not in text:
+        try:
+            return normalise(text)
+        except AddressError:
+            return text.lower()
+    start, end = text.rfind("<"), text.rfind(">")
+    if 0 <= start < end and "<" not in text[start + 1 : end]:  # "Name <a@b>": the common case
+        with contextlib.suppress(AddressError):
+            return normalise(text[start + 1 : end])
     if "<" in text:
         _, bare = parseaddr(text)
         if bare:
