@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from relay import headers as hdr
 from relay import metrics
@@ -46,6 +46,7 @@ class Prepared:
     source: str
     configuration_set: str | None
     tags: tuple[tuple[str, str], ...]
+    arns: dict[str, str] = field(default_factory=dict)  # source_arn, from_arn, return_path_arn
 
 
 def chunks(addresses: tuple[str, ...], size: int = MAX_DESTINATIONS) -> list[tuple[str, ...]]:
@@ -188,9 +189,9 @@ class Sender:
                 destinations=chunk,
                 configuration_set=prepared.configuration_set,
                 tags=prepared.tags,
-                source_arn=self.config.ses.source_arn or None,
-                from_arn=self.config.ses.from_arn or None,
-                return_path_arn=self.config.ses.return_path_arn or None,
+                source_arn=prepared.arns.get("source_arn") or None,
+                from_arn=prepared.arns.get("from_arn") or None,
+                return_path_arn=prepared.arns.get("return_path_arn") or None,
             )
             started = time.monotonic()
             try:
@@ -272,7 +273,24 @@ class Sender:
                     # message and retry rather than send it unsigned or fail it.
                     raise SesError("DkimError", str(exc), Disposition.RETRY) from exc
         tags = (("message-class", sub.klass), ("submission-id", sub.id), *sub.tags)
-        return Prepared(raw=raw, source=source, configuration_set=sub.configuration_set, tags=tags)
+        ses = self.config.ses
+        arns = {"source_arn": ses.source_arn, "from_arn": ses.from_arn}
+        arns["return_path_arn"] = ses.return_path_arn
+        arns.update(spooled_arns(item.data))  # a permitted user's own headers win over the config
+        return Prepared(raw=raw, source=source, configuration_set=sub.configuration_set, tags=tags, arns=arns)
+
+
+def spooled_arns(data: bytes) -> dict[str, str]:
+    """X-SES-*-ARN headers left in a spooled message: the intake strips them unless the
+    authenticated user may set them, so any still here are the user's to use."""
+    msg = hdr.parse_raw(data)
+    found = {}
+    for header, key in (("X-SES-SOURCE-ARN", "source_arn"), ("X-SES-FROM-ARN", "from_arn"),
+                        ("X-SES-RETURN-PATH-ARN", "return_path_arn")):  # fmt: skip
+        value = hdr.first(msg, header)
+        if value:
+            found[key] = value
+    return found
 
 
 def _from_domain(header_from: str | None) -> str | None:
