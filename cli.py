@@ -102,9 +102,9 @@ def run(coro_fn: Callable[[Context], Awaitable[T]]) -> Callable[[Context], T]:
     return lambda ctx: asyncio.run(coro_fn(ctx))
 
 
-async def open_store(ctx: Context) -> Store:
+async def open_store(ctx: Context, *, fsync_every_commit: bool = True) -> Store:
     try:
-        return await Store.open(ctx.store_path)
+        return await Store.open(ctx.store_path, fsync_every_commit=fsync_every_commit)
     except StoreError as exc:
         fail(str(exc))
         raise  # unreachable; fail() exits
@@ -349,7 +349,7 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
     config = ctx.config
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     lock = await hold_worker_lock(ctx.data_dir / "worker.lock")
-    store = await open_store(ctx)
+    store = await open_store(ctx, fsync_every_commit=False)  # see Store.open: duplicates, never losses
     ses: SesApi
     feedback_sources: list[Any] = []
     if sandbox:
