@@ -35,6 +35,7 @@ from relay.timeutil import maybe_text, to_text, utcnow
 log = logging.getLogger("ses_relay")
 T = TypeVar("T")
 STORE_FILE = "relay.db"
+WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,11 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
 
     config = ctx.config
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    if parent_pid is not None:
+        # Under a burst the intake comes first: the spool absorbs it and the worker catches
+        # up after, as a queue should. Lower CPU priority, not fewer workers.
+        with contextlib.suppress(OSError):
+            os.nice(WORKER_NICENESS)
     lock = await hold_worker_lock(ctx.data_dir / "worker.lock")
     store = await open_store(ctx, fsync_every_commit=False)  # see Store.open: duplicates, never losses
     ses: SesApi

@@ -567,6 +567,7 @@ class Store:
         self._lock = asyncio.Lock()
         self._accepts: list[_PendingAccept] = []
         self._refusals: list[tuple[str, str, str]] = []  # (time, address, class) not yet counted
+        self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -731,8 +732,8 @@ class Store:
         """
         stamp = to_text(now)
         self._refusals.extend((stamp, address, klass) for address, klass in refused)
-        if self._refusals and (self._committer is None or self._committer.done()):
-            self._committer = asyncio.create_task(self._commit_accepts())
+        if self._refusals:
+            self._start_committer()
 
     async def merge_suppression(
         self, new: Suppression, *, actor: str | None = None, action: str = "add", detail: str = ""
@@ -953,28 +954,40 @@ class Store:
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._accepts.append(_PendingAccept(sub, data, now_epoch, tuple(notices), future))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_accepts())
+        self._start_committer()
         await asyncio.shield(future)
 
-    async def _commit_accepts(self) -> None:
+    def _start_committer(self) -> None:
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._group_commit())
+
+    async def _group_commit(self) -> None:
+        """Write everything queued (accepts, outcomes, refusal counts) in shared transactions.
+
+        While one batch is written and fsynced in the commit thread, new work queues
+        and goes into the next batch. A failed batch fails every caller in it (the
+        intake answers 451, the sender retries); nothing of it is half-written.
+        """
         loop = asyncio.get_running_loop()
-        while self._accepts or self._refusals:
+        while self._accepts or self._refusals or self._outcomes:
             batch, self._accepts = self._accepts[:MAX_GROUP_COMMIT], self._accepts[MAX_GROUP_COMMIT:]
+            outcomes, self._outcomes = self._outcomes[:MAX_GROUP_COMMIT], self._outcomes[MAX_GROUP_COMMIT:]
             refusals, self._refusals = self._refusals, []
+            futures = [item.future for item in batch] + [future for _, future in outcomes]
             try:
                 await loop.run_in_executor(
-                    self._commit_thread, _write_accepts, self._commit_db, batch, refusals
-                )
-            except Exception as exc:  # every message of the batch is refused (451), none half-written
+                    self._commit_thread, _write_batch, self._commit_db, batch, refusals,
+                    [outcome for outcome, _ in outcomes],
+                )  # fmt: skip
+            except Exception as exc:
                 error = exc if isinstance(exc, StoreError) else StoreError(f"store write failed: {exc}")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error)
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(error)
             else:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_result(None)
+                for future in futures:
+                    if not future.done():
+                        future.set_result(None)
 
     async def submission(self, submission_id: str) -> SubmissionRow | None:
         rows = await self._read("SELECT * FROM submissions WHERE id = ?", [submission_id])
@@ -1058,19 +1071,15 @@ class Store:
         notices owed for the outcome commit with it, and so does dropping the message
         bytes once no recipient is left queued (one commit per SES call, not two).
         """
-        async with self._transaction() as db:
-            await db.executemany(
-                "UPDATE recipients SET status = ?, ses_message_id = coalesce(?, ses_message_id), "
-                "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ? AND status = 'queued'",
-                [(status, ses_message_id, detail, to_text(now), submission_id, a) for a in addresses],
-            )
-            for notice in notices:
-                await _add_notice(db, notice, now)
-            await db.execute(
-                "DELETE FROM spool WHERE submission_id = ? AND NOT EXISTS ("
-                "SELECT 1 FROM recipients WHERE submission_id = ? AND status = 'queued')",
-                (submission_id, submission_id),
-            )
+        # Group-committed like accepts: concurrent sender workers share one transaction,
+        # so the worker takes SQLite's write lock far less often than once per SES call.
+        outcome = _Outcome(
+            submission_id, tuple(addresses), status, now, ses_message_id, detail, tuple(notices)
+        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append((outcome, future))
+        self._start_committer()
+        await asyncio.shield(future)
 
     async def defer(self, submission_id: str, *, next_attempt_at: float, error: str) -> None:
         async with self._transaction() as db:
@@ -1179,8 +1188,22 @@ class _PendingAccept:
     future: asyncio.Future[None]
 
 
-def _write_accepts(
-    db: sqlite3.Connection, batch: Sequence[_PendingAccept], refusals: list[tuple[str, str, str]]
+@dataclass(frozen=True)
+class _Outcome:
+    submission_id: str
+    addresses: tuple[str, ...]
+    status: str
+    now: datetime
+    ses_message_id: str | None
+    detail: str | None
+    notices: tuple[NoticeRecord, ...]
+
+
+def _write_batch(
+    db: sqlite3.Connection,
+    batch: Sequence[_PendingAccept],
+    refusals: list[tuple[str, str, str]],
+    outcomes: Sequence[_Outcome],
 ) -> None:
     """All rows of a group commit in one transaction: a few executemany calls for the batch.
 
@@ -1225,6 +1248,19 @@ def _write_accepts(
         db.executemany(
             _NOTICE_INSERT, [_notice_params(n, item.sub.created_at) for item in batch for n in item.notices]
         )
+        for o in outcomes:
+            stamp = to_text(o.now)
+            db.executemany(
+                "UPDATE recipients SET status = ?, ses_message_id = coalesce(?, ses_message_id), "
+                "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ? AND status = 'queued'",
+                [(o.status, o.ses_message_id, o.detail, stamp, o.submission_id, a) for a in o.addresses],
+            )
+            db.executemany(_NOTICE_INSERT, [_notice_params(n, o.now) for n in o.notices])
+            db.execute(
+                "DELETE FROM spool WHERE submission_id = ? AND NOT EXISTS ("
+                "SELECT 1 FROM recipients WHERE submission_id = ? AND status = 'queued')",
+                (o.submission_id, o.submission_id),
+            )
         db.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
