@@ -61,28 +61,38 @@ def parse_all(batch: Sequence[Incoming]) -> list[tuple[Incoming, ParsedBody | Pa
 
 
 async def apply_batch(store: Store, batch: Sequence[Incoming], config: Config, now: datetime) -> BatchResult:
-    """Apply every message of `batch` in one transaction; raise StoreError to leave it queued."""
-    result = BatchResult()
+    """Apply every message of `batch` in one transaction; raise StoreError to leave it queued.
+
+    Parsing happens here; the decisions and writes run as one plain function in the
+    store's commit thread (Store.apply_feedback), one hand-off for the whole batch.
+    """
     parsed = parse_all(batch)
-    async with store.feedback(now) as tx:
-        for item, outcome in parsed:
-            if isinstance(outcome, ParseError):
-                await tx.dead_letter(item.source, item.body, str(outcome))
-                result.dead_letters += 1
-                log.warning("dead letter from %s: %s", item.source, outcome)
-                continue
-            if outcome.kind is not BodyKind.EVENTS:
-                result.confirmations += 1
-                log.warning(
-                    "SNS %s for topic %s in %s; confirm it at %s (ses-relay setup-aws does this for you)",
-                    outcome.kind, outcome.topic_arn, item.source, outcome.subscribe_url,
-                )  # fmt: skip
-                continue
-            if outcome.note:
-                log.info("SES says: %s", outcome.note)
-            for event in outcome.events:
-                await apply_event(tx, event, config, result)
+    result = await store.apply_feedback(lambda tx: apply_parsed(tx, parsed, config), now)
     metrics.feedback_events(result.kinds)  # after the commit: a rolled-back batch counts nothing
+    return result
+
+
+def apply_parsed(
+    tx: FeedbackTx, parsed: Sequence[tuple[Incoming, ParsedBody | ParseError]], config: Config
+) -> BatchResult:
+    result = BatchResult()
+    for item, outcome in parsed:
+        if isinstance(outcome, ParseError):
+            tx.dead_letter(item.source, item.body, str(outcome))
+            result.dead_letters += 1
+            log.warning("dead letter from %s: %s", item.source, outcome)
+            continue
+        if outcome.kind is not BodyKind.EVENTS:
+            result.confirmations += 1
+            log.warning(
+                "SNS %s for topic %s in %s; confirm it at %s (ses-relay setup-aws does this for you)",
+                outcome.kind, outcome.topic_arn, item.source, outcome.subscribe_url,
+            )  # fmt: skip
+            continue
+        if outcome.note:
+            log.info("SES says: %s", outcome.note)
+        for event in outcome.events:
+            apply_event(tx, event, config, result)
     return result
 
 
@@ -131,10 +141,10 @@ def _detail(event: FeedbackEvent) -> str | None:
     return None
 
 
-async def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: BatchResult) -> None:
-    ctx = await tx.recipient(event.ses_message_id, event.recipient) if event.recipient else None
+def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: BatchResult) -> None:
+    ctx = tx.recipient(event.ses_message_id, event.recipient) if event.recipient else None
     klass = ctx.klass if ctx else _known_class(event.message_class, config)
-    event_id = await tx.record_event(_record(event, ctx, klass))
+    event_id = tx.record_event(_record(event, ctx, klass))
     if event_id is None:
         result.duplicates += 1
         return
@@ -149,17 +159,17 @@ async def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, resu
     status = ctx.status if ctx and ctx.status in STATUS_RANK else None
     since = event.timestamp - config.policy.escalate_window
     # Only bounces read the transient history (the escalation rule); skip the query otherwise.
-    bounces = await tx.transient_history(address, since) if event.kind is EventKind.BOUNCE else ()
+    bounces = tx.transient_history(address, since) if event.kind is EventKind.BOUNCE else ()
     history = RecipientHistory(transient_bounces=bounces, status=status)
     if klass is None and event.message_class is not None:
         # decide() falls back on the event's tag; here the tag names no configured class,
         # and a suppression in a class that does not exist would block nothing: unknown, `*`.
         event = replace(event, message_class=None)
     decision = decide(event, message_class=klass, history=history, now=tx.now, config=config.policy)
-    await _carry_out(tx, event, ctx, klass, decision, event_id, result)
+    _carry_out(tx, event, ctx, klass, decision, event_id, result)
 
 
-async def _carry_out(
+def _carry_out(
     tx: FeedbackTx,
     event: FeedbackEvent,
     ctx: RecipientContext | None,
@@ -171,22 +181,22 @@ async def _carry_out(
     address = event.recipient
     assert address is not None
     if decision.counts_transient:
-        await tx.add_transient(address, event.timestamp)
+        tx.add_transient(address, event.timestamp)
     if ctx is not None and decision.status is not None and decision.status != ctx.status:
-        await tx.set_status(ctx.submission_id, address, decision.status, _detail(event))
+        tx.set_status(ctx.submission_id, address, decision.status, _detail(event))
     note = None
     if decision.suppression is not None:
-        merged = await tx.merge_suppression(decision.suppression)
+        merged = tx.merge_suppression(decision.suppression)
         note = suppression_note(merged.expires_at, now=tx.now, message_class=merged.klass)
         result.suppressions += 1
         log.info("suppressed %s in class %s (%s, %s)", address, merged.klass, merged.level, merged.reason)
     if decision.review is not None:
-        await tx.add_review(
+        tx.add_review(
             decision.review, recipient=address, klass=klass, ses_message_id=event.ses_message_id,
             event_id=event_id,
         )  # fmt: skip
     if decision.notice is not None and ctx is not None and ctx.mail_from:
-        added = await tx.add_notice(
+        added = tx.add_notice(
             NoticeRecord(
                 dedupe_key=f"{ctx.submission_id}:{address}:{decision.notice}",
                 reason=str(decision.notice),

@@ -19,18 +19,20 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
 from relay.suppression import ALL, Cause, Level, Suppression, merge
 from relay.timeutil import from_text, maybe_text, maybe_time, to_text
 
+T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
 MAX_GROUP_COMMIT = 256  # accepts sharing one transaction (and one fsync)
 
@@ -353,17 +355,18 @@ class ReviewItem:
 class FeedbackTx:
     """The unit of work of one feedback batch: every effect commits together or not at all.
 
-    Obtained from `Store.feedback()`; the orchestration (what to do with an event)
-    lives in feedback/apply.py, the SQL here.
+    `Store.apply_feedback(fn, now)` runs `fn(tx)` in the store's commit thread inside one
+    transaction: plain synchronous SQLite calls, one hand-off for the whole batch.
+    The orchestration (what to do with an event) lives in feedback/apply.py, the SQL here.
     """
 
-    def __init__(self, db: aiosqlite.Connection, now: datetime) -> None:
+    def __init__(self, db: sqlite3.Connection, now: datetime) -> None:
         self._db = db
         self.now = now
 
-    async def record_event(self, rec: EventRecord) -> int | None:
+    def record_event(self, rec: EventRecord) -> int | None:
         """Log the event; None when its dedupe key is already logged (a redelivery)."""
-        cur = await self._db.execute(
+        cur = self._db.execute(
             "INSERT OR IGNORE INTO events (dedupe_key, kind, ses_type, recipient, ses_message_id, "
             "submission_id, class, occurred_at, received_at, bounce_type, bounce_subtype, diagnostic, "
             "status, complaint_type, feedback_id, source_ip, from_address, subject, configuration_set, raw) "
@@ -378,7 +381,7 @@ class FeedbackTx:
         )  # fmt: skip
         return cur.lastrowid if cur.rowcount else None
 
-    async def recipient(self, ses_message_id: str, address: str | None) -> RecipientContext | None:
+    def recipient(self, ses_message_id: str, address: str | None) -> RecipientContext | None:
         """The submission this relay sent `ses_message_id` for (to `address` when given)."""
         sql = (
             "SELECT r.status, s.id, s.class, s.mail_from, s.subject, s.message_id, s.created_at "
@@ -388,8 +391,7 @@ class FeedbackTx:
         if address is not None:
             sql += " AND r.address = ?"
             params.append(address)
-        async with self._db.execute(sql + " LIMIT 1", params) as cur:
-            row = await cur.fetchone()
+        row = self._db.execute(sql + " LIMIT 1", params).fetchone()
         if row is None:
             return None
         return RecipientContext(
@@ -402,44 +404,44 @@ class FeedbackTx:
             created_at=from_text(row["created_at"]),
         )
 
-    async def transient_history(self, address: str, since: datetime) -> tuple[datetime, ...]:
-        async with self._db.execute(
+    def transient_history(self, address: str, since: datetime) -> tuple[datetime, ...]:
+        rows = self._db.execute(
             "SELECT at FROM transient_bounces WHERE address = ? AND at >= ? ORDER BY at",
             (address, to_text(since)),
-        ) as cur:
-            return tuple(from_text(r["at"]) for r in await cur.fetchall())
+        ).fetchall()
+        return tuple(from_text(r["at"]) for r in rows)
 
-    async def add_transient(self, address: str, at: datetime) -> None:
-        await self._db.execute(
+    def add_transient(self, address: str, at: datetime) -> None:
+        self._db.execute(
             "INSERT INTO transient_bounces (address, at) VALUES (?, ?)", (address, to_text(at))
         )
 
-    async def set_status(self, submission_id: str, address: str, status: str, detail: str | None) -> None:
-        await self._db.execute(
+    def set_status(self, submission_id: str, address: str, status: str, detail: str | None) -> None:
+        self._db.execute(
             "UPDATE recipients SET status = ?, detail = coalesce(?, detail), updated_at = ? "
             "WHERE submission_id = ? AND address = ?",
             (status, detail, to_text(self.now), submission_id, address),
         )
 
-    async def merge_suppression(self, new: Suppression) -> Suppression:
-        return await _merge_suppression(self._db, new)
+    def merge_suppression(self, new: Suppression) -> Suppression:
+        return _merge_suppression(self._db, new)
 
-    async def add_review(
+    def add_review(
         self, reason: str, *, recipient: str | None, klass: str | None, ses_message_id: str | None,
         event_id: int | None,
     ) -> None:  # fmt: skip
-        await self._db.execute(
+        self._db.execute(
             "INSERT INTO review (created_at, recipient, class, reason, ses_message_id, event_id) "
             "VALUES (?,?,?,?,?,?)",
             (to_text(self.now), recipient, klass, reason, ses_message_id, event_id),
         )
 
-    async def add_notice(self, rec: NoticeRecord) -> bool:
+    def add_notice(self, rec: NoticeRecord) -> bool:
         """Queue a notice; False when one with the same dedupe key exists already."""
-        return await _add_notice(self._db, rec, self.now)
+        return bool(self._db.execute(_NOTICE_INSERT, _notice_params(rec, self.now)).rowcount)
 
-    async def dead_letter(self, source: str, body: str, error: str) -> None:
-        await self._db.execute(
+    def dead_letter(self, source: str, body: str, error: str) -> None:
+        self._db.execute(
             "INSERT INTO dead_letters (received_at, source, body, error) VALUES (?,?,?,?)",
             (to_text(self.now), source, body, error),
         )
@@ -598,6 +600,7 @@ class Store:
             commit_db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             commit_db.execute(f"PRAGMA synchronous = {synchronous}")
             commit_db.execute("PRAGMA foreign_keys = ON")
+            commit_db.row_factory = sqlite3.Row
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
         return cls(path, writer, reader, lookup, commit_db)
@@ -739,11 +742,15 @@ class Store:
         self, new: Suppression, *, actor: str | None = None, action: str = "add", detail: str = ""
     ) -> Suppression:
         """Merge `new` into the entry on file (relay.suppression.merge); with an actor, audit it."""
-        async with self._transaction() as db:
-            merged = await _merge_suppression(db, new)
+
+        def write(db: sqlite3.Connection) -> Suppression:
+            merged = _merge_suppression(db, new)
             if actor is not None:
-                await _audit(db, new.updated_at, actor, action, new.address, new.klass, detail or new.reason)
-        return merged
+                note = detail or new.reason
+                db.execute(_AUDIT_INSERT, _audit_params(new.updated_at, actor, action, new, note))
+            return merged
+
+        return await self._write(write)
 
     async def merge_suppressions(
         self, entries: Sequence[Suppression], *, actor: str, action: str, detail: str = ""
@@ -755,13 +762,16 @@ class Store:
         writer lock is not held for long. The audit detail is the entry's reason,
         followed by `detail` (e.g. where it came from) when given.
         """
-        merged: list[Suppression] = []
-        async with self._transaction() as db:
+
+        def write(db: sqlite3.Connection) -> list[Suppression]:
+            merged = []
             for new in entries:
-                merged.append(await _merge_suppression(db, new))
+                merged.append(_merge_suppression(db, new))
                 note = f"{new.reason} ({detail})" if detail else new.reason
-                await _audit(db, new.updated_at, actor, action, new.address, new.klass, note)
-        return merged
+                db.execute(_AUDIT_INSERT, _audit_params(new.updated_at, actor, action, new, note))
+            return merged
+
+        return await self._write(write)
 
     async def clear_suppressions(
         self, address: str, klass: str | None, *, actor: str, reason: str, now: datetime
@@ -792,11 +802,17 @@ class Store:
                 )
         return removed
 
-    @asynccontextmanager
-    async def feedback(self, now: datetime) -> AsyncIterator[FeedbackTx]:
-        """One transaction for a whole feedback batch (see FeedbackTx)."""
-        async with self._transaction() as db:
-            yield FeedbackTx(db, now)
+    async def apply_feedback(self, fn: Callable[[FeedbackTx], T], now: datetime) -> T:
+        """Run `fn` on a FeedbackTx as one transaction in the commit thread; StoreError on failure."""
+        return await self._write(lambda db: fn(FeedbackTx(db, now)))
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction, as a plain function, in the store's commit thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._commit_thread, _in_transaction, self._commit_db, fn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store write failed: {exc}") from exc
 
     async def dead_letters(self) -> list[DeadLetter]:
         rows = await self._read("SELECT * FROM dead_letters ORDER BY id")
@@ -1268,16 +1284,15 @@ def _write_batch(
         raise
 
 
-async def _merge_suppression(db: aiosqlite.Connection, new: Suppression) -> Suppression:
-    async with db.execute(
+def _merge_suppression(db: sqlite3.Connection, new: Suppression) -> Suppression:
+    row = db.execute(
         "SELECT * FROM suppressions WHERE address = ? AND class = ?", (new.address, new.klass)
-    ) as cur:
-        row = await cur.fetchone()
+    ).fetchone()
     existing = _suppression(row) if row else None
     if existing is not None and not existing.active(new.updated_at):
         existing = None  # an expired entry is history, not a floor for the new one
     merged = merge(existing, new)
-    await db.execute(
+    db.execute(
         "INSERT OR REPLACE INTO suppressions (address, class, level, cause, reason, feedback_id, "
         "ses_message_id, created_at, updated_at, expires_at, refused_count, last_refused_at) "
         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -1308,10 +1323,28 @@ async def _audit(
     klass: str | None,
     detail: str,
 ) -> None:
-    await db.execute(
-        "INSERT INTO audit (at, actor, action, address, class, detail) VALUES (?,?,?,?,?,?)",
-        (to_text(at), actor, action, address, klass, detail),
-    )
+    await db.execute(_AUDIT_INSERT, (to_text(at), actor, action, address, klass, detail))
+
+
+_AUDIT_INSERT = "INSERT INTO audit (at, actor, action, address, class, detail) VALUES (?,?,?,?,?,?)"
+
+
+def _audit_params(
+    at: datetime, actor: str, action: str, entry: Suppression, detail: str
+) -> tuple[str | None, ...]:
+    return (to_text(at), actor, action, entry.address, entry.klass, detail)
+
+
+def _in_transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _file_uri(path: Path) -> str:
