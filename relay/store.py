@@ -34,6 +34,7 @@ from relay.timeutil import from_text, maybe_text, maybe_time, to_text
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
+REFUSAL_FLUSH_SECONDS = 0.5
 MAX_GROUP_COMMIT = 256  # accepts sharing one transaction (and one fsync)
 
 # Numbered migrations: each runs once, in order, inside one transaction with the
@@ -570,6 +571,7 @@ class Store:
         self._accepts: list[_PendingAccept] = []
         self._refusals: list[tuple[str, str, str]] = []  # (time, address, class) not yet counted
         self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
+        self._refusal_flush_due = False
         self._committer: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -638,6 +640,7 @@ class Store:
             raise
 
     async def close(self) -> None:
+        self._flush_refusals()
         if self._committer is not None:
             await asyncio.gather(self._committer, return_exceptions=True)
         self._commit_thread.shutdown(wait=True)
@@ -735,6 +738,14 @@ class Store:
         """
         stamp = to_text(now)
         self._refusals.extend((stamp, address, klass) for address, klass in refused)
+        if self._refusals and not self._refusal_flush_due:
+            # Not at once: a refused RCPT should cost the reply nothing. The counts go
+            # with the next accept's commit, or on their own half a second later.
+            self._refusal_flush_due = True
+            asyncio.get_running_loop().call_later(REFUSAL_FLUSH_SECONDS, self._flush_refusals)
+
+    def _flush_refusals(self) -> None:
+        self._refusal_flush_due = False
         if self._refusals:
             self._start_committer()
 
