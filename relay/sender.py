@@ -31,9 +31,9 @@ from relay.timeutil import utcnow
 
 log = logging.getLogger("ses_relay.sender")
 
-LEASE_SECONDS = 120.0  # renewed before every chunk, so only a dead worker's lease runs out
 STORE_RETRIES = 5  # attempts to record an outcome SES has already given us
 STORE_RETRY_PAUSE = 1.0
+STORE_TROUBLE_PAUSE = 30.0  # before a message whose outcome could not be written is tried again
 BURST_FRACTION = 0.05  # of a second's sending: keeps any one-second window within ~5 % of the rate
 IDLE_POLL_SECONDS = 1.0
 
@@ -90,6 +90,8 @@ class Sender:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(config.ses.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: set[str] = set()  # submission ids being sent by this process
+        self._cooldown: dict[str, float] = {}  # ids whose outcome could not be written: wait a bit
 
     def wake(self, _submission_id: str | None = None) -> None:
         """Called by the intake after a commit so new mail goes out without polling delay."""
@@ -129,11 +131,19 @@ class Sender:
         if free <= 0:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
             return 1
-        items = await self.store.claim_due(self.clock(), free, LEASE_SECONDS)
+        # Claiming is a read: this worker is the only sender of the spool (serve's
+        # supervisor and the worker.lock flock see to it), so what is in flight is
+        # simply what this process holds in memory, and a crash frees it all at once.
+        now = self.clock()
+        self._cooldown = {sid: until for sid, until in self._cooldown.items() if until > now}
+        items = await self.store.due(now, free, exclude=self._in_flight | self._cooldown.keys())
         for item in items:
+            sid = item.submission.id
+            self._in_flight.add(sid)
             task = asyncio.create_task(self._process(item))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _t, sid=sid: self._in_flight.discard(sid))
         return len(items)
 
     async def _idle(self, stop: asyncio.Event) -> None:
@@ -157,7 +167,8 @@ class Sender:
         try:
             await self._send_all(item)
         except StoreError as exc:
-            # The lease expires and the message is claimed again: at most one chunk resent.
+            # Tried again after a pause; at most the chunk whose outcome was lost is resent.
+            self._cooldown[sid] = self.clock() + STORE_TROUBLE_PAUSE
             log.error("%s: store trouble while sending, will retry: %s", sid, exc)
         except Exception:
             log.exception("%s: unexpected error while sending; retrying later", sid)
@@ -177,12 +188,8 @@ class Sender:
                 return
             await self._fail(item, item.pending, str(exc))
             return
-        lease_until = self.clock() + LEASE_SECONDS  # claim_due leased it a moment ago
         for chunk in chunks(item.pending):
             await self.limiter.acquire(len(chunk))
-            if self.clock() > lease_until - LEASE_SECONDS / 2:  # a long send (slow rate, many chunks)
-                lease_until = self.clock() + LEASE_SECONDS
-                await self.store.renew_lease(sid, lease_until)
             request = SendRequest(
                 raw=prepared.raw,
                 source=prepared.source,

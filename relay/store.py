@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -1033,49 +1033,41 @@ class Store:
             cur = await db.execute("UPDATE spool SET lease_until = NULL, next_attempt_at = 0")
             return cur.rowcount
 
-    async def claim_due(self, now_epoch: float, limit: int, lease_seconds: float) -> list[SpoolItem]:
-        """Lease up to `limit` due messages, oldest first, so no other worker takes them."""
-        async with self._transaction() as db:
-            async with db.execute(
-                "SELECT submission_id, data, attempts, created_at FROM spool "
-                "WHERE next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                "AND NOT EXISTS (SELECT 1 FROM submissions s JOIN class_state c ON c.class = s.class "
-                "WHERE s.id = spool.submission_id AND c.paused) "
-                "ORDER BY next_attempt_at LIMIT ?",
-                (now_epoch, now_epoch, limit),
-            ) as cur:
-                spooled = list(await cur.fetchall())
-            if not spooled:
-                return []
-            ids = [row["submission_id"] for row in spooled]
-            marks = ",".join("?" * len(ids))
-            await db.executemany(
-                "UPDATE spool SET lease_until = ? WHERE submission_id = ?",
-                [(now_epoch + lease_seconds, sid) for sid in ids],
-            )
-            async with db.execute(f"SELECT * FROM submissions WHERE id IN ({marks})", ids) as cur:  # noqa: S608
-                subs = {r["id"]: r for r in await cur.fetchall()}
-            async with db.execute(
-                f"SELECT * FROM recipients WHERE submission_id IN ({marks}) ORDER BY rowid", ids  # noqa: S608
-            ) as cur:
-                recips: dict[str, list[sqlite3.Row]] = {}
-                for r in await cur.fetchall():
-                    recips.setdefault(r["submission_id"], []).append(r)
-            items = []
-            for row in spooled:
-                sid = row["submission_id"]
-                submission = _submission(subs[sid], recips.get(sid, []))
-                pending = tuple(r.address for r in submission.recipients if r.status == "queued")
-                items.append(
-                    SpoolItem(submission, bytes(row["data"]), row["attempts"], row["created_at"], pending)
-                )
-        return items
+    async def due(self, now_epoch: float, limit: int, *, exclude: Collection[str] = ()) -> list[SpoolItem]:
+        """Up to `limit` spooled messages due now, oldest first, not in `exclude`.
 
-    async def renew_lease(self, submission_id: str, until: float) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE spool SET lease_until = ? WHERE submission_id = ?", (until, submission_id)
-            )
+        A read, not a lease: the one worker that sends a data dir (worker.lock) keeps
+        what it has in flight in memory; a message of a paused class waits.
+        """
+        skip = list(exclude)
+        not_in = f"AND submission_id NOT IN ({','.join('?' * len(skip))}) " if skip else ""
+        spooled = await self._read(
+            "SELECT submission_id, data, attempts, created_at FROM spool "  # noqa: S608 - placeholders only
+            f"WHERE next_attempt_at <= ? {not_in}"
+            "AND NOT EXISTS (SELECT 1 FROM submissions s JOIN class_state c ON c.class = s.class "
+            "WHERE s.id = spool.submission_id AND c.paused) "
+            "ORDER BY next_attempt_at LIMIT ?",
+            [now_epoch, *skip, limit],
+        )
+        if not spooled:
+            return []
+        ids = [row["submission_id"] for row in spooled]
+        marks = ",".join("?" * len(ids))
+        rows = await self._read(f"SELECT * FROM submissions WHERE id IN ({marks})", ids)  # noqa: S608
+        subs = {r["id"]: r for r in rows}
+        recips: dict[str, list[sqlite3.Row]] = {}
+        for r in await self._read(
+            f"SELECT * FROM recipients WHERE submission_id IN ({marks}) ORDER BY rowid", ids  # noqa: S608
+        ):
+            recips.setdefault(r["submission_id"], []).append(r)
+        items = []
+        for row in spooled:
+            sid = row["submission_id"]
+            submission = _submission(subs[sid], recips.get(sid, []))
+            pending = tuple(r.address for r in submission.recipients if r.status == "queued")
+            data = bytes(row["data"])
+            items.append(SpoolItem(submission, data, row["attempts"], row["created_at"], pending))
+        return items
 
     async def next_due(self) -> float | None:
         rows = await self._read("SELECT min(next_attempt_at) FROM spool WHERE lease_until IS NULL")
