@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -17,12 +17,11 @@ import pytest
 
 from feedback.ses_suppression_sync import SesSuppressed, plan_pull, plan_push, ses_index
 from relay.store import Store
-from relay.suppression import ALL, Cause, Level, Suppression
+from relay.suppression import ALL, Cause, Level
 from tests.conftest import cli_json, run_cli
+from tests.support.entries import NOW, suppression
 from tests.support.relaydb import suppress
 from tests.support.sesv2_gaps import SesV2Gaps
-
-NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -135,19 +134,7 @@ def test_plain_moto_lacks_the_operation_and_the_error_says_so(tmp_path: Path, mo
 # -- the pure planning -------------------------------------------------------------------
 
 
-def ours(address: str, **kw: object) -> Suppression:
-    values: dict[str, object] = {
-        "address": address,
-        "klass": ALL,
-        "level": Level.HARD,
-        "cause": Cause.BOUNCE,
-        "reason": "r",
-        "created_at": NOW,
-        "updated_at": NOW,
-        "expires_at": None,
-    }
-    values.update(kw)
-    return Suppression(**values)  # type: ignore[arg-type]
+ours = suppression
 
 
 def test_plan_pull_counts_only_active_all_class_entries_as_known() -> None:

@@ -12,19 +12,19 @@ import asyncio
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from relay.store import Store
-from relay.suppression import ALL, Cause, Level, Suppression
+from relay.suppression import Cause, Level
 from relay.suppression_csv import COLUMNS, CsvFormatError, export_rows, parse_csv
 from tests.conftest import ROOT, cli_json, run_cli
+from tests.support.entries import NOW, suppression
 from tests.support.relaydb import suppress
 
 FIXTURES = ROOT / "tests" / "fixtures" / "ses"
-NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 CLASSES = ("transactional", "list", "bulk")
 
 
@@ -224,19 +224,7 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
 # -- the pure part -----------------------------------------------------------------------
 
 
-def entry(address: str, **kw: object) -> Suppression:
-    values: dict[str, object] = {
-        "address": address,
-        "klass": ALL,
-        "level": Level.HARD,
-        "cause": Cause.BOUNCE,
-        "reason": "r",
-        "created_at": NOW,
-        "updated_at": NOW,
-        "expires_at": None,
-    }
-    values.update(kw)
-    return Suppression(**values)  # type: ignore[arg-type]
+entry = suppression
 
 
 def test_rows_round_trip_through_parse_without_the_store() -> None:
