@@ -463,11 +463,6 @@ def _notice_params(rec: NoticeRecord, now: datetime) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-async def _add_notice(db: aiosqlite.Connection, rec: NoticeRecord, now: datetime) -> bool:
-    cur = await db.execute(_NOTICE_INSERT, _notice_params(rec, now))
-    return bool(cur.rowcount)
-
-
 @dataclass(frozen=True)
 class ClassState:
     klass: str
@@ -914,14 +909,6 @@ class Store:
         return [(r[0], r[1], int(r[2])) for r in rows]
 
     # -- notices -----------------------------------------------------------
-
-    async def add_notices(self, records: Sequence[NoticeRecord], now: datetime) -> int:
-        """Queue notices outside a feedback batch (the sender's permanent failures)."""
-        added = 0
-        async with self._transaction() as db:
-            for rec in records:
-                added += await _add_notice(db, rec, now)
-        return added
 
     async def due_notices(self, now: datetime, limit: int = 50) -> list[NoticeRow]:
         rows = await self._read(
