@@ -1,15 +1,23 @@
 """The store: every line of SQL in ses-relay lives in this module.
 
-SQLite through aiosqlite, in WAL mode with `synchronous=FULL`, so that a commit
-has reached the disk before the SMTP intake answers 250. Callers see a narrow
-async interface of domain operations (accept a submission, claim spooled mail,
-record a send, merge a suppression...), never SQL, so a PostgreSQL backend can be
-added for multi-host deployments without touching them.
+SQLite in WAL mode. The intake's commits use `synchronous=FULL`, so a commit has
+reached the disk before the SMTP intake answers 250 (the worker process, whose
+commits only record what already happened, opens it with NORMAL: see `Store.open`).
+Callers see a narrow async interface of domain operations (accept a submission,
+take due mail, record a send, merge a suppression...), never SQL, so a PostgreSQL
+backend can be added for multi-host deployments without touching them.
 
-Two connections: writes go through one connection guarded by an asyncio lock (a
-transaction must not interleave with another coroutine's statements); reads that
-sit on hot paths (RCPT-time suppression checks) use a second connection, which in
-WAL mode sees the last committed state without waiting for writers.
+Four ways in, each chosen for its path:
+- hot writes (group-committed accepts and SES outcomes, feedback batches,
+  suppression merges) run as one plain function per transaction in the store's
+  single commit thread on a sqlite3 connection: one hand-off per transaction, where
+  aiosqlite would take one per statement;
+- RCPT-time suppression lookups read directly on the loop thread (an indexed point
+  read; in WAL a reader never waits for a writer);
+- listings and reports read through an aiosqlite connection;
+- the remaining, rarer writes (clears, pauses, deferrals, notices' states) go
+  through an aiosqlite connection guarded by an asyncio lock, so that a transaction
+  never interleaves with another coroutine's statements.
 """
 
 from __future__ import annotations
