@@ -7,8 +7,9 @@ flight. Retryable errors put the whole message back with exponential backoff unt
 `ses.retry_max_age`; permanent errors fail the chunk's recipients at once with SES's
 text. The spool row goes only when no recipient is left queued.
 
-The SES call itself is synchronous (boto3) and runs in a thread, so the SMTP
-intake sharing this event loop is never blocked by it.
+It runs in serve's worker process, apart from the SMTP intake. The SES call is
+synchronous (boto3) and runs in a thread, `ses.concurrency` at a time, so the
+worker's other tasks (notices, feedback) keep going while calls are in flight.
 """
 
 from __future__ import annotations
