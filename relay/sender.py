@@ -58,15 +58,21 @@ def source_address(item: SpoolItem) -> str:
     """SES refuses a null reverse-path; a null-sender message goes out as its From address."""
     if item.submission.mail_from:
         return item.submission.mail_from
-    msg_from = item.submission.header_from or ""
-    parsed = hdr.parse(f"From: {msg_from}\r\n\r\n".encode())
+    address = from_address(item.submission.header_from)
+    if address is None:
+        raise SesError("NoSource", "null envelope sender and no usable From header", Disposition.PERMANENT)
+    return address
+
+
+def from_address(header_from: str | None) -> str | None:
+    """The first address of a stored From header, normalised; None when there is none."""
+    if not header_from:
+        return None
+    parsed = hdr.parse(f"From: {header_from}\r\n\r\n".encode())
     try:
-        addresses = parsed["From"].addresses  # type: ignore[union-attr]
-        return normalise(addresses[0].addr_spec)
-    except (AttributeError, IndexError, TypeError, AddressError) as exc:
-        raise SesError(
-            "NoSource", "null envelope sender and no usable From header", Disposition.PERMANENT
-        ) from exc
+        return normalise(parsed["From"].addresses[0].addr_spec)  # type: ignore[union-attr]
+    except (AttributeError, IndexError, TypeError, AddressError):
+        return None
 
 
 class Sender:
@@ -113,7 +119,7 @@ class Sender:
         log.info("SES send rate ceiling: %s recipients/s", rate)
 
     async def run(self, stop: asyncio.Event) -> None:
-        released = await self.store.release_leases()
+        released = await self.store.make_all_due()
         if released:
             log.info("%d spooled message(s) from before the restart are due now", released)
         while not stop.is_set():
@@ -270,7 +276,8 @@ class Sender:
         raw = hdr.remove(item.data)
         source = source_address(item)
         if self.dkim is not None:
-            domain = _from_domain(sub.header_from) or domain_of(source)
+            header_address = from_address(sub.header_from)
+            domain = domain_of(header_address) if header_address else domain_of(source)
             key = self.dkim.for_domain(domain)
             if key is not None:
                 selector, pem = key
@@ -301,11 +308,3 @@ def spooled_arns(data: bytes) -> dict[str, str]:
     return found
 
 
-def _from_domain(header_from: str | None) -> str | None:
-    if not header_from:
-        return None
-    parsed = hdr.parse(f"From: {header_from}\r\n\r\n".encode())
-    try:
-        return normalise(parsed["From"].addresses[0].addr_spec).rpartition("@")[2]  # type: ignore[union-attr]
-    except (AttributeError, IndexError, TypeError, AddressError):
-        return None

@@ -408,8 +408,8 @@ class IntakeHandler:
             self.store.note_refused(refused, now)
             return replies.ALL_SUPPRESSED.format(klass=klass)
 
-        peer = session.peer
-        client_ip = peer[0] if isinstance(peer, tuple) else None
+        ip = peer_ip(session.peer)
+        client_ip = str(ip) if ip is not None else None
         mail_from = "" if envelope.mail_from == "<>" else (envelope.mail_from or "")
         submission = NewSubmission(
             id=new_id(now),

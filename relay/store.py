@@ -1022,10 +1022,15 @@ class Store:
 
     # -- sending -----------------------------------------------------------
 
-    async def release_leases(self) -> int:
-        """At sender start: whatever a previous process had in flight is due again now."""
+    async def make_all_due(self) -> int:
+        """At worker start: everything spooled is due now, what a dead worker had in flight
+        included (a restart is also how an operator says "try again now").
+
+        The spool's lease_until column (migration 1) is no longer used: the single
+        worker keeps its in-flight set in memory.
+        """
         async with self._transaction() as db:
-            cur = await db.execute("UPDATE spool SET lease_until = NULL, next_attempt_at = 0")
+            cur = await db.execute("UPDATE spool SET next_attempt_at = 0")
             return cur.rowcount
 
     async def due(self, now_epoch: float, limit: int, *, exclude: Collection[str] = ()) -> list[SpoolItem]:
@@ -1065,7 +1070,7 @@ class Store:
         return items
 
     async def next_due(self) -> float | None:
-        rows = await self._read("SELECT min(next_attempt_at) FROM spool WHERE lease_until IS NULL")
+        rows = await self._read("SELECT min(next_attempt_at) FROM spool")
         return rows[0][0] if rows and rows[0][0] is not None else None
 
     async def record_outcome(
@@ -1098,7 +1103,7 @@ class Store:
     async def defer(self, submission_id: str, *, next_attempt_at: float, error: str) -> None:
         async with self._transaction() as db:
             await db.execute(
-                "UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL, "
+                "UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?, "
                 "last_error = ? WHERE submission_id = ?",
                 (next_attempt_at, error, submission_id),
             )
