@@ -50,11 +50,14 @@ class BatchResult:
             self.kinds[kind] = self.kinds.get(kind, 0) + n
 
 
-def parse_all(batch: Sequence[Incoming]) -> list[tuple[Incoming, ParsedBody | ParseError]]:
+def parse_all(
+    batch: Sequence[Incoming], received: datetime | None = None
+) -> list[tuple[Incoming, ParsedBody | ParseError]]:
+    """Parse every body; `received` dates the events that carry no timestamp of their own."""
     out: list[tuple[Incoming, ParsedBody | ParseError]] = []
     for item in batch:
         try:
-            out.append((item, parse_body(item.body)))
+            out.append((item, parse_body(item.body, received=received)))
         except ParseError as exc:
             out.append((item, exc))
     return out
@@ -66,7 +69,7 @@ async def apply_batch(store: Store, batch: Sequence[Incoming], config: Config, n
     Parsing happens here; the decisions and writes run as one plain function in the
     store's commit thread (Store.apply_feedback), one hand-off for the whole batch.
     """
-    parsed = parse_all(batch)
+    parsed = parse_all(batch, now)
     result = await store.apply_feedback(lambda tx: apply_parsed(tx, parsed, config), now)
     metrics.feedback_events(result.kinds)  # after the commit: a rolled-back batch counts nothing
     return result
