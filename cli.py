@@ -631,7 +631,7 @@ def suppression_clear(ctx: Context, address: str, klass: str | None, reason: str
     if not removed:
         fail(f"{addr} has no suppression{'' if klass is None else f' in class {klass}'}")
     for e in removed:
-        click.echo(f"cleared {addr} in class {e.klass} (was {e.level}: {e.reason})")
+        click.echo(f"cleared {addr} in class {e.klass} (was {e.level} {e.cause}: {e.reason})")
 
 
 # -- suppression import / export / sync-ses (relay/suppression_csv.py, feedback/ses_suppression_sync.py)

@@ -270,8 +270,9 @@ def _bounce_reason(event: FeedbackEvent) -> str:
 
 
 def _complaint_reason(event: FeedbackEvent) -> str:
+    """The reason text after the cause: listings and replies show "complaint: abuse"."""
     details = [d for d in (event.complaint_feedback_type, event.complaint_subtype) if d]
-    return f"complaint: {', '.join(details)}" if details else "complaint"
+    return ", ".join(details) if details else "unspecified"
 
 
 def _unsubscribe_reason(event: FeedbackEvent) -> str:
