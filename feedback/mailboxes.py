@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import mailbox
 import os
 import smtplib
 import socket
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from relay import maildir
 
 __all__ = [
     "DEFAULT_MAILDIR_TEMPLATE",
@@ -170,14 +171,11 @@ def deliver_maildir(path: Path, message: bytes) -> None:
     """Add `message` to the Maildir at `path` (created with its parents), durably.
 
     Lines are stored LF-ended, as local delivery agents do. The file and new/ are
-    fsync'd before returning, because the caller marks the notice delivered next.
+    fsync'd before returning, because the caller marks the notice delivered next;
+    concurrent first deliveries to a new Maildir are safe (relay.maildir).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        box = mailbox.Maildir(path, factory=None, create=True)
-        key = box.add(message.replace(b"\r\n", b"\n"))
-        _fsync_file(path / "new" / key)
-        _fsync_dir(path / "new")
+        maildir.add(path, message.replace(b"\r\n", b"\n"))
     except OSError as exc:
         raise DeliveryError(f"Maildir {path}: {exc}", temporary=True) from exc
 
@@ -406,25 +404,6 @@ def _reply_error(where: str, what: str, code: int, text: bytes | str) -> Deliver
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # platforms without directory fds
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _hostname() -> str:
