@@ -1007,8 +1007,7 @@ def feedback_group() -> None:
 def _sqs_sources(ctx: Context, queue_urls: tuple[str, ...]) -> list[Any]:
     from feedback.consumer import SqsSource
 
-    endpoint = ctx.config.ses.endpoint_url or None
-    return [SqsSource(url, region=ctx.config.ses.region, endpoint_url=endpoint) for url in queue_urls]
+    return [SqsSource(url, region=ctx.config.ses.region) for url in queue_urls]  # SQS: botocore's endpoint
 
 
 def _print_result(result: Any) -> None:

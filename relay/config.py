@@ -91,7 +91,7 @@ class ClassConfig(_Section):
 
 class SesConfig(_Section):
     region: str = "us-east-1"
-    endpoint_url: str = ""  # AWS_ENDPOINT_URL is honoured when this is empty
+    endpoint_url: str = ""  # SES (v1 and v2) only; empty: AWS_ENDPOINT_URL_SES[V2], AWS_ENDPOINT_URL
     api: Literal["v1", "v2"] = "v1"
     max_send_rate: float | Literal["auto"] = "auto"  # recipients/s across all workers
     concurrency: int = Field(default=8, ge=1, le=256)
