@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -343,6 +342,7 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
     from feedback.consumer import consume
     from feedback.notifier import Notifier, notice_sender
     from relay.guard import ClassGuard
+    from relay.hostname import relay_hostname
     from relay.sender import Sender
     from relay.ses_api import SesApi
     from relay.supervisor import hold_worker_lock, watch_parent
@@ -379,7 +379,7 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
         feedback_sources.extend(_sqs_sources(ctx, config.feedback.queue_urls))
     sender = Sender(store, ses, config, dkim=dkim)
     await sender.configure_rate()
-    guard = ClassGuard(store, config, alert_sender=notice_sender(config, socket.getfqdn()))
+    guard = ClassGuard(store, config, alert_sender=notice_sender(config, relay_hostname(config)))
     notifier = Notifier(store, config, ctx.data_dir, wake_sender=sender.wake)
 
     stop = asyncio.Event()

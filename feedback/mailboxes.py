@@ -258,8 +258,11 @@ async def deliver(
     data_dir: Path,
     ses_send: SesSend | None = None,
     timeout: float = 30,  # noqa: ASYNC109 - a socket timeout: a thread cannot be cancelled
+    local_hostname: str | None = None,
 ) -> None:
     """Deliver one notice to `recipient` (the original envelope sender) along `route`.
+
+    `local_hostname` is the name given in LHLO/EHLO (the relay's hostname).
 
     Maildir, LMTP and SMTP use the null reverse-path, as RFC 3464 asks of delivery
     reports, so a failing notice cannot bounce back into another one. SES refuses a
@@ -272,7 +275,9 @@ async def deliver(
             raise DeliveryError(str(exc), temporary=False) from exc
         await asyncio.to_thread(deliver_maildir, path, b"Return-Path: <>\r\n" + message)
     elif route.kind == "lmtp":
-        await deliver_lmtp(route.target, route.port, "", recipient, message, timeout)
+        await deliver_lmtp(
+            route.target, route.port, "", recipient, message, timeout, local_hostname=local_hostname
+        )
     elif route.kind == "smtp":
         context = ssl.create_default_context(cafile=route.cafile) if route.cafile else None
         await deliver_smtp(
@@ -286,6 +291,7 @@ async def deliver(
             password=route.password,
             timeout=timeout,
             ssl_context=context,
+            local_hostname=local_hostname,
         )
     elif route.kind == "ses":
         if ses_send is None:
