@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -343,6 +342,7 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
     from feedback.consumer import consume
     from feedback.notifier import Notifier, notice_sender
     from relay.guard import ClassGuard
+    from relay.hostname import relay_hostname
     from relay.sender import Sender
     from relay.ses_api import SesApi
     from relay.supervisor import hold_worker_lock, watch_parent
@@ -379,7 +379,7 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
         feedback_sources.extend(_sqs_sources(ctx, config.feedback.queue_urls))
     sender = Sender(store, ses, config, dkim=dkim)
     await sender.configure_rate()
-    guard = ClassGuard(store, config, alert_sender=notice_sender(config, socket.getfqdn()))
+    guard = ClassGuard(store, config, alert_sender=notice_sender(config, relay_hostname(config)))
     notifier = Notifier(store, config, ctx.data_dir, wake_sender=sender.wake)
 
     stop = asyncio.Event()
@@ -631,7 +631,7 @@ def suppression_clear(ctx: Context, address: str, klass: str | None, reason: str
     if not removed:
         fail(f"{addr} has no suppression{'' if klass is None else f' in class {klass}'}")
     for e in removed:
-        click.echo(f"cleared {addr} in class {e.klass} (was {e.level}: {e.reason})")
+        click.echo(f"cleared {addr} in class {e.klass} (was {e.level} {e.cause}: {e.reason})")
 
 
 # -- suppression import / export / sync-ses (relay/suppression_csv.py, feedback/ses_suppression_sync.py)
@@ -1007,8 +1007,7 @@ def feedback_group() -> None:
 def _sqs_sources(ctx: Context, queue_urls: tuple[str, ...]) -> list[Any]:
     from feedback.consumer import SqsSource
 
-    endpoint = ctx.config.ses.endpoint_url or None
-    return [SqsSource(url, region=ctx.config.ses.region, endpoint_url=endpoint) for url in queue_urls]
+    return [SqsSource(url, region=ctx.config.ses.region) for url in queue_urls]  # SQS: botocore's endpoint
 
 
 def _print_result(result: Any) -> None:

@@ -13,16 +13,21 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
 from feedback.notices import suppression_note
 from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide
 from relay import metrics
 from relay.config import Config
-from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store
+from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store, UnmatchedEvent
 
 log = logging.getLogger("ses_relay.feedback")
+
+# How long an event that matched no recipient waits for the sender to record its SES
+# message id. Normally that is a fraction of a second away; an event still unmatched
+# after this long is about mail some other sender sent through the same topic.
+UNMATCHED_KEEP = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,14 @@ class BatchResult:
             self.kinds[kind] = self.kinds.get(kind, 0) + n
 
 
-def parse_all(batch: Sequence[Incoming]) -> list[tuple[Incoming, ParsedBody | ParseError]]:
+def parse_all(
+    batch: Sequence[Incoming], received: datetime | None = None
+) -> list[tuple[Incoming, ParsedBody | ParseError]]:
+    """Parse every body; `received` dates the events that carry no timestamp of their own."""
     out: list[tuple[Incoming, ParsedBody | ParseError]] = []
     for item in batch:
         try:
-            out.append((item, parse_body(item.body)))
+            out.append((item, parse_body(item.body, received=received)))
         except ParseError as exc:
             out.append((item, exc))
     return out
@@ -66,7 +74,7 @@ async def apply_batch(store: Store, batch: Sequence[Incoming], config: Config, n
     Parsing happens here; the decisions and writes run as one plain function in the
     store's commit thread (Store.apply_feedback), one hand-off for the whole batch.
     """
-    parsed = parse_all(batch)
+    parsed = parse_all(batch, now)
     result = await store.apply_feedback(lambda tx: apply_parsed(tx, parsed, config), now)
     metrics.feedback_events(result.kinds)  # after the commit: a rolled-back batch counts nothing
     return result
@@ -76,6 +84,7 @@ def apply_parsed(
     tx: FeedbackTx, parsed: Sequence[tuple[Incoming, ParsedBody | ParseError]], config: Config
 ) -> BatchResult:
     result = BatchResult()
+    tx.forget_unmatched(tx.now - UNMATCHED_KEEP)
     for item, outcome in parsed:
         if isinstance(outcome, ParseError):
             tx.dead_letter(item.source, item.body, str(outcome))
@@ -195,6 +204,20 @@ def _carry_out(
             decision.review, recipient=address, klass=klass, ses_message_id=event.ses_message_id,
             event_id=event_id,
         )  # fmt: skip
+    if ctx is None and (decision.status is not None or decision.notice is not None):
+        # No recipient has this SES message id yet: the sender may not have recorded
+        # it. Keep what the event owes; record_outcome applies it when the id lands.
+        tx.hold_unmatched(
+            UnmatchedEvent(
+                event_id=event_id,
+                ses_message_id=event.ses_message_id,
+                recipient=address,
+                status=decision.status,
+                detail=_detail(event),
+                notice=str(decision.notice) if decision.notice is not None else None,
+                notice_extra=note,
+            )
+        )
     if decision.notice is not None and ctx is not None and ctx.mail_from:
         added = tx.add_notice(
             NoticeRecord(

@@ -44,9 +44,13 @@ class Source(Protocol):
 
 
 class SqsSource:
-    """One SQS queue; boto3 calls are blocking, so the consumer runs them in threads."""
+    """One SQS queue; boto3 calls are blocking, so the consumer runs them in threads.
 
-    def __init__(self, queue_url: str, *, region: str, endpoint_url: str | None = None) -> None:
+    The endpoint is botocore's to resolve (AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL, the
+    shared config file, else AWS's): `[ses] endpoint_url` is for SES alone.
+    """
+
+    def __init__(self, queue_url: str, *, region: str) -> None:
         import boto3
         from botocore.config import Config as BotoConfig
 
@@ -55,7 +59,6 @@ class SqsSource:
         self._client = boto3.session.Session().client(
             "sqs",
             region_name=_region_of(queue_url) or region,
-            endpoint_url=endpoint_url or None,
             config=BotoConfig(read_timeout=SQS_WAIT_SECONDS + 10, retries={"mode": "standard"}),
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
@@ -22,6 +21,7 @@ from pathlib import Path
 from feedback.notifier import notice_sender
 from feedback.report import Report, collect, html_page, summary_text, xlsx_bytes
 from relay.config import Config
+from relay.hostname import relay_hostname
 from relay.store import Store, StoreError
 from relay.submit import spool_message
 from relay.timeutil import utcnow
@@ -92,7 +92,7 @@ class DailyReport:
         self.store = store
         self.config = config
         self.state = data_dir / STATE_FILE
-        self.sender = notice_sender(config, hostname or socket.getfqdn())
+        self.sender = notice_sender(config, hostname or relay_hostname(config))
         self.wake_sender = wake_sender
         self.clock = clock
         self._sent: date | None = None  # in memory too: an unwritable state file must not repeat it

@@ -108,7 +108,7 @@ class FeedbackEvent:
     kind: EventKind
     recipient: str | None  # normalised; lower-cased raw text when it does not normalise
     ses_message_id: str
-    timestamp: datetime  # aware UTC: the event's own time, else mail.timestamp
+    timestamp: datetime  # aware UTC: the event's own time, else mail.timestamp, else SNS's, else receipt
     dedupe_key: str
     ses_type: str  # eventType / notificationType exactly as SES sent it
     feedback_id: str | None = None
@@ -169,8 +169,12 @@ class ParsedBody:
 # --------------------------------------------------------------------------- entry points
 
 
-def parse_body(body: str | bytes) -> ParsedBody:
-    """Parse an SQS message body (SNS envelope, raw SES JSON, or a saved SQS record)."""
+def parse_body(body: str | bytes, *, received: datetime | None = None) -> ParsedBody:
+    """Parse an SQS message body (SNS envelope, raw SES JSON, or a saved SQS record).
+
+    `received` is when the body arrived: the time of last resort for an event that
+    carries no timestamp of its own (see `parse_ses`).
+    """
     if isinstance(body, bytes | bytearray | memoryview):
         try:
             body = bytes(body).decode("utf-8")
@@ -178,22 +182,22 @@ def parse_body(body: str | bytes) -> ParsedBody:
             raise ParseError(f"body is not UTF-8 ({exc})") from None
     if not isinstance(body, str):
         raise ParseError(f"body must be str or bytes, not {type(body).__name__}")
-    return parse_document(_load_json(body, "body"))
+    return parse_document(_load_json(body, "body"), received=received)
 
 
-def parse_document(doc: Any, *, _depth: int = 0) -> ParsedBody:
+def parse_document(doc: Any, *, received: datetime | None = None, _depth: int = 0) -> ParsedBody:
     """Like parse_body, for a body already decoded from JSON (replay files, tests)."""
     if not isinstance(doc, dict):
         raise ParseError(f"body is a JSON {_json_type(doc)}, expected an object")
     if "Type" in doc and ("Message" in doc or "TopicArn" in doc or "MessageId" in doc):
-        return _parse_sns(doc)
+        return _parse_sns(doc, received)
     if "eventType" in doc or "notificationType" in doc:
-        return _parse_ses_document(doc)
+        return _parse_ses_document(doc, received)
     inner = doc.get("Body", doc.get("body"))
     if inner is not None and _depth == 0:
         if not isinstance(inner, str):
             raise ParseError(f"SQS record Body is a JSON {_json_type(inner)}, expected a string")
-        return parse_document(_load_json(inner, "SQS record Body"), _depth=1)
+        return parse_document(_load_json(inner, "SQS record Body"), received=received, _depth=1)
     keys = ", ".join(sorted(map(str, doc))[:12]) or "none"
     raise ParseError(
         "JSON object is neither an SNS envelope (Type/Message), an SES event "
@@ -201,8 +205,14 @@ def parse_document(doc: Any, *, _depth: int = 0) -> ParsedBody:
     )
 
 
-def parse_ses(payload: Mapping[str, Any]) -> list[FeedbackEvent]:
-    """Turn one SES payload (either dialect) into one event per recipient."""
+def parse_ses(payload: Mapping[str, Any], *, fallback_time: datetime | None = None) -> list[FeedbackEvent]:
+    """Turn one SES payload (either dialect) into one event per recipient.
+
+    The event's time is its own (`bounce.timestamp`, ...), else `mail.timestamp`, else
+    `fallback_time` (the SNS envelope's `Timestamp`, else when the body was received),
+    else the current time. Minimal payloads (hand-made events, other libraries' test
+    fixtures) carry no timestamp at all, and a bounce must not be lost for that.
+    """
     type_name = payload.get("eventType", payload.get("notificationType"))
     if not isinstance(type_name, str) or not type_name.strip():
         raise ParseError("SES payload has no eventType or notificationType string")
@@ -222,11 +232,14 @@ def parse_ses(payload: Mapping[str, Any]) -> list[FeedbackEvent]:
     if not isinstance(detail, dict):
         raise ParseError(f"SES {type_name} event: {detail_key} is a JSON {_json_type(detail)}, not an object")
 
-    timestamp = _time(detail.get("timestamp")) or _time(mail.get("timestamp"))
-    if timestamp is None:
-        raise ParseError(f"SES {type_name} event {message_id} has no usable timestamp")
+    own_time = _time(detail.get("timestamp")) or _time(mail.get("timestamp"))
+    timestamp = own_time or fallback_time or datetime.now(UTC)
+    # The dedupe key must be the same on every redelivery: an SES time is, a receipt
+    # time is not, so without one the key is anchored on the payload's content.
+    anchor = own_time.isoformat() if own_time else f"content:{_digest(payload)}"
 
     common = _common(payload, mail, message_id.strip(), type_name, timestamp)
+    common["anchor"] = anchor
     if kind is EventKind.UNKNOWN:
         return [_event(kind, None, common, {}, discriminator=type_name)]
     events = _BUILDERS[kind](kind, type_name, detail, mail, common)
@@ -238,7 +251,7 @@ def parse_ses(payload: Mapping[str, Any]) -> list[FeedbackEvent]:
 # --------------------------------------------------------------------------- SNS / SES documents
 
 
-def _parse_sns(doc: dict[str, Any]) -> ParsedBody:
+def _parse_sns(doc: dict[str, Any], received: datetime | None) -> ParsedBody:
     sns_type = doc.get("Type")
     ids = {"sns_message_id": _opt_str(doc.get("MessageId")), "topic_arn": _opt_str(doc.get("TopicArn"))}
     if sns_type == "Notification":
@@ -255,7 +268,7 @@ def _parse_sns(doc: dict[str, Any]) -> ParsedBody:
             raise ParseError(f"SNS Message is a JSON {_json_type(inner)}, expected an SES event object")
         if "eventType" not in inner and "notificationType" not in inner:
             raise ParseError("SNS Message is JSON but not an SES event (no eventType/notificationType)")
-        parsed = _parse_ses_document(inner)
+        parsed = _parse_ses_document(inner, _time(doc.get("Timestamp")) or received)
         return ParsedBody(kind=parsed.kind, events=parsed.events, note=parsed.note, envelope=doc, **ids)
     if sns_type in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):
         kind = (
@@ -273,10 +286,10 @@ def _parse_sns(doc: dict[str, Any]) -> ParsedBody:
     raise ParseError(f"unknown SNS message Type {sns_type!r}")
 
 
-def _parse_ses_document(doc: dict[str, Any]) -> ParsedBody:
+def _parse_ses_document(doc: dict[str, Any], fallback_time: datetime | None) -> ParsedBody:
     if doc.get("notificationType") == _SUBSCRIPTION_SUCCEEDED:
         return ParsedBody(kind=BodyKind.EVENTS, note=_opt_str(doc.get("message")) or _SUBSCRIPTION_SUCCEEDED)
-    return ParsedBody(kind=BodyKind.EVENTS, events=parse_ses(doc))
+    return ParsedBody(kind=BodyKind.EVENTS, events=parse_ses(doc, fallback_time=fallback_time))
 
 
 # --------------------------------------------------------------------------- per-kind builders
@@ -457,7 +470,9 @@ def _event(
     discriminator: str = "",
 ) -> FeedbackEvent:
     recipient = _address(raw_recipient) if raw_recipient is not None else None
-    anchor = fields.get("feedback_id") or common["timestamp"].isoformat()
+    common = dict(common)
+    own_anchor = common.pop("anchor")
+    anchor = fields.get("feedback_id") or own_anchor
     parts = [kind.value, common["ses_message_id"], anchor, recipient or "", discriminator]
     dedupe_key = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
     return FeedbackEvent(kind=kind, recipient=recipient, dedupe_key=dedupe_key, **common, **fields)
@@ -543,6 +558,11 @@ def _time(value: Any) -> datetime | None:
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+def _digest(payload: Mapping[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _opt_str(value: Any) -> str | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import mailbox
 import os
 import smtplib
 import socket
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from relay import maildir
 
 __all__ = [
     "DEFAULT_MAILDIR_TEMPLATE",
@@ -170,14 +171,11 @@ def deliver_maildir(path: Path, message: bytes) -> None:
     """Add `message` to the Maildir at `path` (created with its parents), durably.
 
     Lines are stored LF-ended, as local delivery agents do. The file and new/ are
-    fsync'd before returning, because the caller marks the notice delivered next.
+    fsync'd before returning, because the caller marks the notice delivered next;
+    concurrent first deliveries to a new Maildir are safe (relay.maildir).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        box = mailbox.Maildir(path, factory=None, create=True)
-        key = box.add(message.replace(b"\r\n", b"\n"))
-        _fsync_file(path / "new" / key)
-        _fsync_dir(path / "new")
+        maildir.add(path, message.replace(b"\r\n", b"\n"))
     except OSError as exc:
         raise DeliveryError(f"Maildir {path}: {exc}", temporary=True) from exc
 
@@ -260,8 +258,11 @@ async def deliver(
     data_dir: Path,
     ses_send: SesSend | None = None,
     timeout: float = 30,  # noqa: ASYNC109 - a socket timeout: a thread cannot be cancelled
+    local_hostname: str | None = None,
 ) -> None:
     """Deliver one notice to `recipient` (the original envelope sender) along `route`.
+
+    `local_hostname` is the name given in LHLO/EHLO (the relay's hostname).
 
     Maildir, LMTP and SMTP use the null reverse-path, as RFC 3464 asks of delivery
     reports, so a failing notice cannot bounce back into another one. SES refuses a
@@ -274,7 +275,9 @@ async def deliver(
             raise DeliveryError(str(exc), temporary=False) from exc
         await asyncio.to_thread(deliver_maildir, path, b"Return-Path: <>\r\n" + message)
     elif route.kind == "lmtp":
-        await deliver_lmtp(route.target, route.port, "", recipient, message, timeout)
+        await deliver_lmtp(
+            route.target, route.port, "", recipient, message, timeout, local_hostname=local_hostname
+        )
     elif route.kind == "smtp":
         context = ssl.create_default_context(cafile=route.cafile) if route.cafile else None
         await deliver_smtp(
@@ -288,6 +291,7 @@ async def deliver(
             password=route.password,
             timeout=timeout,
             ssl_context=context,
+            local_hostname=local_hostname,
         )
     elif route.kind == "ses":
         if ses_send is None:
@@ -406,25 +410,6 @@ def _reply_error(where: str, what: str, code: int, text: bytes | str) -> Deliver
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # platforms without directory fds
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _hostname() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from feedback.mailboxes import DeliveryError, deliver, route_for
 from feedback.notices import NOTICE_REASONS, NoticeRequest, compose, should_notify
 from relay.backoff import backoff_delay
 from relay.config import Config
+from relay.hostname import relay_hostname
 from relay.store import NoticeRow, Store, StoreError
 from relay.submit import spool_message
 from relay.timeutil import utcnow
@@ -83,7 +83,7 @@ class Notifier:
         self.store = store
         self.config = config
         self.data_dir = data_dir
-        self.hostname = hostname or socket.getfqdn()
+        self.hostname = hostname or relay_hostname(config)
         self.sender = notice_sender(config, self.hostname)
         self._spool = spool_sender(store, config)
         self._wake_sender = wake_sender
@@ -136,6 +136,7 @@ class Notifier:
                 message=raw,
                 data_dir=self.data_dir,
                 ses_send=self._ses_send,
+                local_hostname=self.hostname,
             )
         except DeliveryError as exc:
             if exc.temporary:

@@ -15,15 +15,14 @@ backwards (a Delivery arriving after a Bounce leaves the recipient bounced).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import MappingProxyType
 
 from feedback.diagnostics import sender_fault
 from feedback.events import EventKind, FeedbackEvent
 from relay.config import PolicyConfig
 from relay.suppression import ALL, Cause, Level, Suppression
+from relay.vocabulary import STATUS_ORDER, STATUS_RANK, advance_status
 
 __all__ = [
     "STATUS_ORDER",
@@ -34,21 +33,6 @@ __all__ = [
     "advance_status",
     "decide",
 ]
-
-# Weakest first. A later event may only move a recipient to the right: what the
-# sender most needs to know (a complaint, a bounce) must not be hidden by a late
-# Delivery or a redelivered Send.
-STATUS_ORDER: tuple[str, ...] = (
-    "queued",
-    "sent",
-    "delayed",
-    "delivered",
-    "failed",
-    "rejected",
-    "bounced",
-    "complained",
-)
-STATUS_RANK: Mapping[str, int] = MappingProxyType({s: i for i, s in enumerate(STATUS_ORDER)})
 
 # Suppression reasons end up in SMTP replies and CLI listings: one line, bounded.
 REASON_LIMIT = 300
@@ -89,17 +73,6 @@ class Decision:
     counts_transient: bool = False  # record this event's timestamp in the transient history
     engagement: bool = False  # open / click
     reputation_hit: str | None = None  # class whose sending reputation this counts against
-
-
-def advance_status(current: str | None, new: str) -> str:
-    """The stronger of two statuses (see STATUS_ORDER); ValueError for unknown names."""
-    if new not in STATUS_RANK:
-        raise ValueError(f"unknown recipient status {new!r}; expected one of {', '.join(STATUS_ORDER)}")
-    if current is None:
-        return new
-    if current not in STATUS_RANK:
-        raise ValueError(f"unknown recipient status {current!r}; expected one of {', '.join(STATUS_ORDER)}")
-    return new if STATUS_RANK[new] > STATUS_RANK[current] else current
 
 
 _HARD_FOREVER = frozenset({"noemail", "suppressed", "onaccountsuppressionlist"})
@@ -270,8 +243,9 @@ def _bounce_reason(event: FeedbackEvent) -> str:
 
 
 def _complaint_reason(event: FeedbackEvent) -> str:
+    """The reason text after the cause: listings and replies show "complaint: abuse"."""
     details = [d for d in (event.complaint_feedback_type, event.complaint_subtype) if d]
-    return f"complaint: {', '.join(details)}" if details else "complaint"
+    return ", ".join(details) if details else "unspecified"
 
 
 def _unsubscribe_reason(event: FeedbackEvent) -> str:

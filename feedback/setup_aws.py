@@ -504,6 +504,8 @@ class Clients:
 
     @classmethod
     def create(cls, *, region: str, endpoint_url: str | None, api: SesApiVersion) -> Clients:
+        """`endpoint_url` (`[ses] endpoint_url`) is for the SES client only; SNS, SQS and
+        STS endpoints are botocore's to resolve (AWS_ENDPOINT_URL_<SERVICE>, AWS_ENDPOINT_URL)."""
         import boto3
         from botocore.config import Config as BotoConfig
 
@@ -512,10 +514,11 @@ class Clients:
             retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=30
         )
 
-        def make(service: str) -> Any:
-            return session.client(service, region_name=region, endpoint_url=endpoint_url, config=conf)
+        def make(service: str, endpoint: str | None = None) -> Any:
+            return session.client(service, region_name=region, endpoint_url=endpoint, config=conf)
 
-        return cls(make("sesv2" if api == "v2" else "ses"), make("sns"), make("sqs"), make("sts"), api)
+        ses = make("sesv2" if api == "v2" else "ses", endpoint_url or None)
+        return cls(ses, make("sns"), make("sqs"), make("sts"), api)
 
 
 def _error_code(exc: Exception) -> str:

@@ -91,7 +91,7 @@ class ClassConfig(_Section):
 
 class SesConfig(_Section):
     region: str = "us-east-1"
-    endpoint_url: str = ""  # AWS_ENDPOINT_URL is honoured when this is empty
+    endpoint_url: str = ""  # SES (v1 and v2) only; empty: AWS_ENDPOINT_URL_SES[V2], AWS_ENDPOINT_URL
     api: Literal["v1", "v2"] = "v1"
     max_send_rate: float | Literal["auto"] = "auto"  # recipients/s across all workers
     concurrency: int = Field(default=8, ge=1, le=256)
@@ -268,8 +268,13 @@ class GuardConfig(_Section):
     alert_to: tuple[str, ...] = ()
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+
+
 class Config(_Section):
     default_class: str = "transactional"
+    hostname: str = ""  # this relay's name (banner, notices, DSNs); "" = the machine's FQDN
     classes: dict[str, ClassConfig] = Field(
         default_factory=lambda: {
             "transactional": ClassConfig(configuration_set="tx"),
@@ -289,6 +294,14 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     notices: NoticesConfig = NoticesConfig()
     guard: GuardConfig = GuardConfig()
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        value = value.strip().rstrip(".")
+        if value and not _HOSTNAME.match(value):
+            raise ValueError(f"{value!r} is not a host name (letters, digits, '-', dots between labels)")
+        return value.lower()
 
     @field_validator("classes")
     @classmethod

@@ -21,8 +21,6 @@ from __future__ import annotations
 import email.policy
 import json
 import logging
-import mailbox
-import os
 import re
 import threading
 import urllib.parse
@@ -37,6 +35,7 @@ from email.utils import getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
 
+from relay import maildir
 from relay.addresses import AddressError, normalise
 from relay.feed import Feed
 from relay.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesError
@@ -441,24 +440,11 @@ class SandboxSes:
         return message_id
 
     def _deliver(self, address: str, raw: bytes, return_path: str) -> None:
-        """Store a copy as a final-delivery MTA would: Return-Path on top, then fsync,
+        """Store a copy as a final-delivery MTA would: Return-Path on top, durably,
         because the copy must survive a crash once the MessageId is returned."""
         newline = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
         data = b"Return-Path: <" + return_path.encode("utf-8", "replace") + b">" + newline + raw
-        path = mailbox_dir(self.root, address)
-        box = mailbox.Maildir(path, factory=None, create=True)
-        key = box.add(data)
-        copy = path / "new" / key
-        fd = os.open(copy, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fd = os.open(path / "new", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        maildir.add(mailbox_dir(self.root, address), data)
 
 
 def read_events(feed: Feed, limit: int = 1000) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ import collections
 import contextlib
 import ipaddress
 import logging
-import socket
 import ssl
 import time
 from base64 import b64decode
@@ -30,6 +29,7 @@ from relay.addresses import AddressError, normalise
 from relay.auth import Authenticator, Verdict
 from relay.classes import ClassError, message_tags, resolve
 from relay.config import Config, ListenerConfig
+from relay.hostname import relay_hostname
 from relay.limits import ClientLimits
 from relay.networks import in_networks, is_loopback_ip, peer_ip
 from relay.store import ClassState, NewRecipient, NewSubmission, NoticeRecord, Store, StoreError
@@ -486,7 +486,7 @@ async def start_listener(
     limits = handler.config.limits
     if listener.tls != "none" and tls_context is None:
         raise ValueError(f"listener {listener.listen} has tls = {listener.tls!r} but no TLS context")
-    name = hostname or socket.gethostname()
+    name = hostname or relay_hostname(handler.config)
     loop = asyncio.get_running_loop()
     implicit = listener.tls == "implicit"
 

@@ -9,7 +9,6 @@ max age in the spool rather than hidden inside one blocking call).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -183,9 +182,15 @@ def translate(exc: BaseException) -> SesError:
 # --- the client (IO) -----------------------------------------------------------
 
 
-def resolve_endpoint(endpoint_url: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
-    """Configured endpoint, else AWS_ENDPOINT_URL, else None (AWS's own); "" counts as unset."""
-    return (endpoint_url or "").strip() or (environ.get("AWS_ENDPOINT_URL") or "").strip() or None
+def configured_endpoint(endpoint_url: str | None) -> str | None:
+    """`[ses] endpoint_url` when set ("" counts as unset), else None.
+
+    None lets botocore resolve the endpoint as boto3 users expect:
+    AWS_ENDPOINT_URL_SES (v1) or AWS_ENDPOINT_URL_SESV2 (v2), then AWS_ENDPOINT_URL,
+    then the shared config file, then AWS's own endpoint for the region. Reading
+    AWS_ENDPOINT_URL here and passing it on would override the service's variable.
+    """
+    return (endpoint_url or "").strip() or None
 
 
 class BotoSes:
@@ -213,7 +218,6 @@ class BotoSes:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.api = api
-        self.endpoint_url = resolve_endpoint(endpoint_url)
         config = Config(
             max_pool_connections=concurrency,
             retries={"total_max_attempts": 1, "mode": "standard"},
@@ -225,9 +229,14 @@ class BotoSes:
         self._client: Any = session.client(
             "ses" if api == "v1" else "sesv2",
             region_name=region,
-            endpoint_url=self.endpoint_url,
+            endpoint_url=configured_endpoint(endpoint_url),
             config=config,
         )
+
+    @property
+    def endpoint_url(self) -> str:
+        """Where the calls go, however botocore resolved it."""
+        return str(self._client.meta.endpoint_url)
 
     def close(self) -> None:
         """Release pooled connections."""

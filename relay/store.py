@@ -39,6 +39,7 @@ import aiosqlite
 
 from relay.suppression import ALL, Cause, Level, Suppression, merge
 from relay.timeutil import from_text, maybe_text, maybe_time, to_text
+from relay.vocabulary import STATUS_RANK, advance_status
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
@@ -195,6 +196,22 @@ MIGRATIONS: tuple[str, ...] = (
         changed_by TEXT NOT NULL
     );
     """,
+    # 4: events that matched no recipient yet (applied before the sender recorded their
+    # SES message id), with the status and notice they owe the recipient once it does.
+    """
+    CREATE TABLE unmatched_events (
+        event_id       INTEGER PRIMARY KEY REFERENCES events(id),
+        ses_message_id TEXT NOT NULL,
+        recipient      TEXT NOT NULL,
+        status         TEXT,
+        detail         TEXT,
+        notice         TEXT,
+        notice_extra   TEXT,
+        received_at    TEXT NOT NULL
+    );
+    CREATE INDEX unmatched_by_message ON unmatched_events(ses_message_id, recipient);
+    CREATE INDEX unmatched_by_time ON unmatched_events(received_at);
+    """,
 )
 
 
@@ -325,6 +342,24 @@ class RecipientContext:
 
 
 @dataclass(frozen=True)
+class UnmatchedEvent:
+    """A logged event no recipient matched yet, and what it owes the recipient that will.
+
+    The feedback path decides these effects when it applies the event; the store
+    carries them out in the transaction that records the SES message id
+    (`record_outcome`), so the order of the two commits does not matter.
+    """
+
+    event_id: int
+    ses_message_id: str
+    recipient: str
+    status: str | None  # the status the event moves the recipient to
+    detail: str | None
+    notice: str | None = None  # reason of the notice owed to the original sender
+    notice_extra: str | None = None
+
+
+@dataclass(frozen=True)
 class NoticeRecord:
     """A notice owed to a sender; at most one per dedupe_key (submission, recipient, reason)."""
 
@@ -448,6 +483,24 @@ class FeedbackTx:
     def add_notice(self, rec: NoticeRecord) -> bool:
         """Queue a notice; False when one with the same dedupe key exists already."""
         return bool(self._db.execute(_NOTICE_INSERT, _notice_params(rec, self.now)).rowcount)
+
+    def hold_unmatched(self, held: UnmatchedEvent) -> None:
+        """Keep an event's effects until its SES message id is recorded for the recipient."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO unmatched_events (event_id, ses_message_id, recipient, status, detail, "
+            "notice, notice_extra, received_at) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                held.event_id, held.ses_message_id, held.recipient, held.status, held.detail, held.notice,
+                held.notice_extra, to_text(self.now),
+            ),
+        )  # fmt: skip
+
+    def forget_unmatched(self, received_before: datetime) -> int:
+        """Drop held events older than this: events of mail some other sender sent."""
+        cur = self._db.execute(
+            "DELETE FROM unmatched_events WHERE received_at < ?", (to_text(received_before),)
+        )
+        return cur.rowcount
 
     def dead_letter(self, source: str, body: str, error: str) -> None:
         self._db.execute(
@@ -1088,7 +1141,9 @@ class Store:
 
         Only `queued` rows change, so a retry path can never overwrite an earlier outcome;
         notices owed for the outcome commit with it, and so does dropping the message
-        bytes once no recipient is left queued (one commit per SES call, not two).
+        bytes once no recipient is left queued (one commit per SES call, not two). SES
+        events that arrived before the id was recorded (held as unmatched) are applied
+        to the recipients in the same transaction.
         """
         # Group-committed like accepts: concurrent sender workers share one transaction,
         # so the worker takes SQLite's write lock far less often than once per SES call.
@@ -1274,6 +1329,8 @@ def _write_batch(
                 "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ? AND status = 'queued'",
                 [(o.status, o.ses_message_id, o.detail, stamp, o.submission_id, a) for a in o.addresses],
             )
+            if o.ses_message_id is not None:
+                _match_unmatched(db, o.submission_id, o.ses_message_id, o.now)
             db.executemany(_NOTICE_INSERT, [_notice_params(n, o.now) for n in o.notices])
             db.execute(
                 "DELETE FROM spool WHERE submission_id = ? AND NOT EXISTS ("
@@ -1285,6 +1342,71 @@ def _write_batch(
         with contextlib.suppress(sqlite3.Error):
             db.execute("ROLLBACK")
         raise
+
+
+def _match_unmatched(db: sqlite3.Connection, submission_id: str, ses_message_id: str, now: datetime) -> None:
+    """Carry out what events logged before this SES message id was recorded owe its recipients.
+
+    Runs in the transaction that records the id, so an event is applied exactly once
+    whichever commits first: the feedback path (it finds no recipient and holds the
+    event) or the sender (the feedback path then finds the recipient itself). Statuses
+    only move forward; notices keep their dedupe keys (submission, recipient, reason).
+    """
+    held = db.execute(
+        "SELECT u.*, e.status AS dsn_status, e.diagnostic, e.bounce_type, e.bounce_subtype "
+        "FROM unmatched_events u JOIN events e ON e.id = u.event_id "
+        "WHERE u.ses_message_id = ? ORDER BY u.event_id",
+        (ses_message_id,),
+    ).fetchall()
+    if not held:
+        return
+    statuses = {
+        r["address"]: r["status"]
+        for r in db.execute(
+            "SELECT address, status FROM recipients WHERE submission_id = ? AND ses_message_id = ?",
+            (submission_id, ses_message_id),
+        )
+    }
+    sub = db.execute("SELECT mail_from, class FROM submissions WHERE id = ?", (submission_id,)).fetchone()
+    stamp, matched = to_text(now), []
+    for row in held:
+        address = row["recipient"]
+        if address not in statuses:
+            continue  # another chunk's recipient, or mail this relay did not send
+        matched.append(row["event_id"])
+        if row["status"] in STATUS_RANK and statuses[address] in STATUS_RANK:
+            status = advance_status(statuses[address], row["status"])
+            if status != statuses[address]:
+                statuses[address] = status
+                db.execute(
+                    "UPDATE recipients SET status = ?, detail = coalesce(?, detail), updated_at = ? "
+                    "WHERE submission_id = ? AND address = ?",
+                    (status, row["detail"], stamp, submission_id, address),
+                )
+        if row["notice"] and sub["mail_from"]:
+            notice = NoticeRecord(
+                dedupe_key=f"{submission_id}:{address}:{row['notice']}",
+                reason=row["notice"],
+                recipient=address,
+                sender=sub["mail_from"],
+                submission_id=submission_id,
+                ses_message_id=ses_message_id,
+                klass=sub["class"],
+                status=row["dsn_status"],
+                diagnostic=row["diagnostic"],
+                bounce_type=row["bounce_type"],
+                bounce_subtype=row["bounce_subtype"],
+                extra=row["notice_extra"],
+            )
+            db.execute(_NOTICE_INSERT, _notice_params(notice, now))
+    if not matched:
+        return
+    marks = ",".join("?" * len(matched))
+    db.execute(
+        f"UPDATE events SET submission_id = ?, class = ? WHERE id IN ({marks})",  # noqa: S608
+        (submission_id, sub["class"], *matched),
+    )
+    db.execute(f"DELETE FROM unmatched_events WHERE event_id IN ({marks})", matched)  # noqa: S608
 
 
 def _merge_suppression(db: sqlite3.Connection, new: Suppression) -> Suppression:

@@ -54,19 +54,28 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, data_dir: Path, config: Path | None = None, check: bool = False, **kw: Any):
-    """Run `ses-relay ARGS --data-dir D [--config C]` as a real process."""
+def run_cli(
+    *args: str,
+    data_dir: Path,
+    config: Path | None = None,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+    **kw: Any,
+):
+    """Run `ses-relay ARGS --data-dir D [--config C]` as a real process (`env`: added variables)."""
     cmd = [SES_RELAY, *args, "--data-dir", str(data_dir)]
     if config is not None:
         cmd += ["--config", str(config)]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=60, **kw)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=child_env(env), timeout=60, **kw)
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} exited {result.returncode}: {result.stderr}")
     return result
 
 
-def cli_json(*args: str, data_dir: Path, config: Path | None = None) -> Any:
-    result = run_cli(*args, "--json", data_dir=data_dir, config=config, check=True)
+def cli_json(
+    *args: str, data_dir: Path, config: Path | None = None, env: dict[str, str] | None = None
+) -> Any:
+    result = run_cli(*args, "--json", data_dir=data_dir, config=config, check=True, env=env)
     return json.loads(result.stdout)
 
 
@@ -79,12 +88,13 @@ class Relay:
     port: int
     proc: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None  # variables added to the relay's environment, and its CLI's
 
     def cli(self, *args: str, check: bool = False):
-        return run_cli(*args, data_dir=self.data_dir, config=self.config, check=check)
+        return run_cli(*args, data_dir=self.data_dir, config=self.config, check=check, env=self.env)
 
     def json(self, *args: str) -> Any:
-        return cli_json(*args, data_dir=self.data_dir, config=self.config)
+        return cli_json(*args, data_dir=self.data_dir, config=self.config, env=self.env)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
@@ -156,7 +166,7 @@ def start_relay(
     if sandbox:
         cmd.append("--sandbox")
     proc, output = spawn_until(cmd, "listening on", env=env, what="relay")
-    return Relay(data_dir, config, port, proc, output)
+    return Relay(data_dir, config, port, proc, output, env)
 
 
 @pytest.fixture

@@ -388,7 +388,7 @@ def test_sigkill_of_the_consumer_loses_no_event_and_applies_none_twice(
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     config = tmp_path / "consumer.toml"
-    config.write_text(f'[ses]\nendpoint_url = "{moto_server}"\nregion = "us-east-1"\n')
+    config.write_text('[ses]\nregion = "us-east-1"\n')  # SQS: AWS_ENDPOINT_URL_SQS
     seeded = asyncio.run(_seed_sent(data_dir, 100))
     bodies = _event_bodies(seeded, foreign=150)
     expected = {e.dedupe_key for body in bodies for e in parse_body(body).events}
@@ -410,7 +410,7 @@ def test_sigkill_of_the_consumer_loses_no_event_and_applies_none_twice(
     log_file = (tmp_path / "consumer.log").open("w")
     cmd = [SES_RELAY, "feedback", "consume", "--queue-url", url, "--data-dir", str(data_dir)]
     proc = subprocess.Popen([*cmd, "--config", str(config)], stdout=log_file, stderr=subprocess.STDOUT,
-                            env=child_env())  # fmt: skip
+                            env=child_env({"AWS_ENDPOINT_URL_SQS": moto_server}))  # fmt: skip
     try:
         wait_until(lambda: events_logged() >= 60, timeout=60, interval=0.005, what="some events applied")
         proc.kill()
@@ -428,7 +428,7 @@ def test_sigkill_of_the_consumer_loses_no_event_and_applies_none_twice(
     for _ in range(4):
         time.sleep(2.5)  # > VisibilityTimeout
         result = subprocess.run([*cmd, "--config", str(config), "--once"], capture_output=True, text=True,
-                                env=child_env(), timeout=60)  # fmt: skip
+                                env=child_env({"AWS_ENDPOINT_URL_SQS": moto_server}), timeout=60)  # fmt: skip
         assert result.returncode == 0, result.stderr
         runs.append(result.stdout.strip())
         if _queue_depth(sqs, url) == 0:

@@ -338,7 +338,7 @@ def test_complaint_on_a_bulk_submission_suppresses_class_bulk_only(tmp_path) -> 
             Cause.COMPLAINT,
             None,
         )
-        assert entry.reason == "complaint: abuse"
+        assert entry.reason == "abuse"
         assert await status_of(store, sid, addr) == "complained"
 
     in_store(tmp_path, scenario)

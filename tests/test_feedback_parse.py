@@ -470,11 +470,6 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("no bounce type", json.dumps(_without(BOUNCE, "bounce", "bounceType")), "bounceType"),
     ("bounce not object", json.dumps(_with(BOUNCE, [1], "bounce")), "bounce is a JSON array"),
     (
-        "no timestamps",
-        json.dumps(_without(_without(BOUNCE, "bounce", "timestamp"), "mail", "timestamp")),
-        "no usable timestamp",
-    ),
-    (
         "complaint without recipients",
         json.dumps(_without(load("event_complaint.json"), "complaint", "complainedRecipients")),
         "complainedRecipients",
@@ -523,3 +518,108 @@ def test_events_are_hashable_and_immutable() -> None:
     assert e in {e}
     with pytest.raises(AttributeError):
         e.recipient = "other@example.com"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- events without timestamps
+
+MINIMAL_BOUNCE: dict[str, Any] = {
+    "notificationType": "Bounce",
+    "mail": {"messageId": "minimal-0001"},
+    "bounce": {"bounceType": "Permanent", "bouncedRecipients": [{"emailAddress": "gone@example.org"}]},
+}
+MINIMAL_DELIVERY: dict[str, Any] = {
+    "eventType": "Delivery",
+    "mail": {"messageId": "minimal-0002", "destination": ["a@example.org"]},
+    "delivery": {"recipients": ["a@example.org"]},
+}
+RECEIVED = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+SNS_TIME = datetime(2024, 3, 5, 10, 41, 3, tzinfo=UTC)  # the Timestamp of sns()
+
+
+def _sns_at(payload: dict[str, Any], timestamp: Any) -> str:
+    envelope = json.loads(sns(payload))
+    if timestamp is None:
+        del envelope["Timestamp"]
+    else:
+        envelope["Timestamp"] = timestamp
+    return json.dumps(envelope)
+
+
+NO_TIMESTAMP_CASES = [
+    ("raw bounce: time received", json.dumps(MINIMAL_BOUNCE), RECEIVED),
+    ("bounce in SNS: envelope Timestamp", sns(MINIMAL_BOUNCE), SNS_TIME),
+    ("bounce in SQS record in SNS: envelope Timestamp", sqs_record(sns(MINIMAL_BOUNCE)), SNS_TIME),
+    ("raw bounce in SQS record: time received", sqs_record(json.dumps(MINIMAL_BOUNCE)), RECEIVED),
+    ("SNS Timestamp garbage: time received", _sns_at(MINIMAL_BOUNCE, "yesterday"), RECEIVED),
+    ("SNS Timestamp not a string: time received", _sns_at(MINIMAL_BOUNCE, 17), RECEIVED),
+    ("SNS without Timestamp: time received", _sns_at(MINIMAL_BOUNCE, None), RECEIVED),
+    ("SNS Timestamp with offset: in UTC", _sns_at(MINIMAL_BOUNCE, "2024-03-05T12:41:03+02:00"), SNS_TIME),
+    ("raw delivery: time received", json.dumps(MINIMAL_DELIVERY), RECEIVED),
+    ("delivery in SNS: envelope Timestamp", sns(MINIMAL_DELIVERY), SNS_TIME),
+    (
+        "mail.timestamp only: beats the envelope",
+        sns(_with(MINIMAL_BOUNCE, "2024-03-05T09:00:00Z", "mail", "timestamp")),
+        datetime(2024, 3, 5, 9, 0, tzinfo=UTC),
+    ),
+    (
+        "bounce.timestamp: beats everything",
+        sns(
+            _with(
+                _with(MINIMAL_BOUNCE, "2024-03-05T09:00:00Z", "mail", "timestamp"),
+                "2024-03-05T09:30:00Z", "bounce", "timestamp",
+            )
+        ),
+        datetime(2024, 3, 5, 9, 30, tzinfo=UTC),
+    ),
+    (
+        "blank own timestamps: envelope Timestamp",
+        sns(_with(_with(MINIMAL_BOUNCE, " ", "mail", "timestamp"), "", "bounce", "timestamp")),
+        SNS_TIME,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [(b, t) for _, b, t in NO_TIMESTAMP_CASES],
+    ids=[i for i, _, _ in NO_TIMESTAMP_CASES],
+)
+def test_an_event_without_its_own_timestamp_takes_the_envelopes_else_the_time_received(
+    body: str, expected: datetime
+) -> None:
+    [event] = parse_body(body, received=RECEIVED).events
+    assert event.timestamp == expected
+    assert event.timestamp.tzinfo is UTC
+    assert event.recipient in ("gone@example.org", "a@example.org")
+
+
+def test_a_minimal_bounce_keeps_what_the_policy_needs() -> None:
+    [event] = parse_body(json.dumps(MINIMAL_BOUNCE), received=RECEIVED).events
+    assert (event.kind, event.bounce_type, event.bounce_subtype) == (EventKind.BOUNCE, "Permanent", None)
+    assert (event.recipient, event.ses_message_id) == ("gone@example.org", "minimal-0001")
+
+
+def test_without_a_receipt_time_an_undated_event_is_dated_now() -> None:
+    before = datetime.now(UTC)
+    [event] = parse_ses(MINIMAL_BOUNCE)
+    assert before <= event.timestamp <= datetime.now(UTC)
+
+
+def test_undated_events_dedupe_on_content_not_on_when_they_arrived() -> None:
+    """A redelivered undated event must map to the same key although it arrives later."""
+    body = json.dumps(MINIMAL_BOUNCE)
+    [first] = parse_body(body, received=RECEIVED).events
+    [again] = parse_body(body, received=datetime(2025, 6, 2, tzinfo=UTC)).events
+    [wrapped] = parse_body(sns(MINIMAL_BOUNCE)).events  # SNS's Timestamp: another time, same event
+    assert first.dedupe_key == again.dedupe_key == wrapped.dedupe_key
+    other = _with(MINIMAL_BOUNCE, "Transient", "bounce", "bounceType")
+    [different] = parse_body(json.dumps(other), received=RECEIVED).events
+    assert different.dedupe_key != first.dedupe_key
+
+
+def test_dated_events_keep_their_dedupe_keys() -> None:
+    """Keys of events with an SES timestamp do not depend on where the time came from."""
+    payload = load("event_delivery.json")
+    [raw] = parse_ses(payload)
+    [late] = parse_body(sns(payload), received=RECEIVED).events
+    assert raw.dedupe_key == late.dedupe_key

@@ -29,8 +29,12 @@ SENDER = "app@example.com"
 
 
 def ses_config(endpoint: str) -> str:
-    """SES *and* SQS go to moto: the consumer builds its SQS clients from [ses] endpoint_url."""
+    """SES goes to moto by [ses] endpoint_url; SQS by AWS_ENDPOINT_URL_SQS (sqs_env)."""
     return f'[ses]\nendpoint_url = "{endpoint}"\nregion = "us-east-1"\nmax_send_rate = 200.0\n'
+
+
+def sqs_env(endpoint: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL_SQS": endpoint}
 
 
 @pytest.fixture
@@ -41,7 +45,7 @@ def queues(moto_server: str) -> FeedbackQueues:
     return feedback_queues(moto_server)
 
 
-def consume(relay_or_dir: Relay | tuple[Path, Path], *urls: str) -> tuple[str, str]:
+def consume(relay_or_dir: Relay | tuple[Path, Path, str], *urls: str) -> tuple[str, str]:
     """Run `feedback consume --once` for `urls`; it must exit 0. Returns (stdout, stderr)."""
     args = ["feedback", "consume", "--once"]
     for url in urls:
@@ -49,8 +53,8 @@ def consume(relay_or_dir: Relay | tuple[Path, Path], *urls: str) -> tuple[str, s
     if isinstance(relay_or_dir, Relay):
         result = relay_or_dir.cli(*args)
     else:
-        data_dir, config = relay_or_dir
-        result = run_cli(*args, data_dir=data_dir, config=config)
+        data_dir, config, endpoint = relay_or_dir
+        result = run_cli(*args, data_dir=data_dir, config=config, env=sqs_env(endpoint))
     assert result.returncode == 0, result.stderr
     return result.stdout, result.stderr
 
@@ -86,7 +90,7 @@ def events_of(relay: Relay, address: str | None = None) -> list[dict[str, Any]]:
 def test_bounce_and_delivery_published_to_sns_are_applied_once_from_both_queues(
     relay_factory, queues: FeedbackQueues
 ) -> None:
-    relay = relay_factory(ses_config(queues.endpoint))
+    relay = relay_factory(ses_config(queues.endpoint), env=sqs_env(queues.endpoint))
     gone, fine = "gone@example.org", "fine@example.org"
     sid, ses_id = sent_through_moto(relay, [gone, fine], "two recipients")
 
@@ -158,7 +162,7 @@ def test_bounce_and_delivery_published_to_sns_are_applied_once_from_both_queues(
 def test_one_bounce_naming_three_recipients_is_three_events_suppressions_and_notices(
     relay_factory, queues: FeedbackQueues
 ) -> None:
-    relay = relay_factory(ses_config(queues.endpoint))
+    relay = relay_factory(ses_config(queues.endpoint), env=sqs_env(queues.endpoint))
     rcpts = ["one@example.org", "two@example.org", "three@example.org"]
     sid, ses_id = sent_through_moto(relay, rcpts, "three recipients")
     mail = ses_mail(ses_id, rcpts, submission_id=sid, klass="transactional")
@@ -224,7 +228,7 @@ def test_bad_bodies_become_dead_letters_and_good_messages_around_them_still_appl
     queues.publish(bounce(ses_mail(foreign, [after], tags=False), [after], "Permanent", "General"))
     # 9 bodies per queue: with batches of 10 the good ones share a batch with the bad ones.
 
-    stdout, stderr = consume((data_dir, config), *queues.urls)
+    stdout, stderr = consume((data_dir, config, queues.endpoint), *queues.urls)
     assert "applied 2 event(s)" in stdout and f"{2 * len(bad)} dead letter(s)" in stdout, stdout
     assert "dead letter from sqs:" in stderr
     assert queues.empty(queues.envelope_url) and queues.empty(queues.raw_url)
@@ -249,7 +253,7 @@ def test_bad_bodies_become_dead_letters_and_good_messages_around_them_still_appl
     # A later run goes on applying good messages; the dead letters are not retried.
     late = "late@example.org"
     queues.publish(bounce(ses_mail(foreign, [late], tags=False), [late], "Transient", "MailboxFull"))
-    stdout, _ = consume((data_dir, config), *queues.urls)
+    stdout, _ = consume((data_dir, config, queues.endpoint), *queues.urls)
     assert "applied 1 event(s)" in stdout and "0 dead letter(s)" in stdout
     [entry] = cli_json("suppression", "show", late, data_dir=data_dir, config=config)["suppressions"]
     assert entry["level"] == "soft"
@@ -265,7 +269,7 @@ def test_subscription_confirmation_in_the_queue_is_logged_and_deleted_not_dead_l
     confirmation["TopicArn"] = queues.topic_arn
     queues.send_body(queues.envelope_url, json.dumps(confirmation))
 
-    stdout, stderr = consume((data_dir, config), queues.envelope_url)
+    stdout, stderr = consume((data_dir, config, queues.endpoint), queues.envelope_url)
     assert "applied 0 event(s)" in stdout and "0 dead letter(s)" in stdout
     assert "subscription_confirmation" in stderr and queues.topic_arn in stderr
     assert confirmation["SubscribeURL"] in stderr  # what the operator needs to confirm it
@@ -283,7 +287,9 @@ def test_consume_without_a_queue_is_a_usage_error(tmp_path: Path) -> None:
 def test_serve_consumes_the_configured_queues_itself(relay_factory, queues: FeedbackQueues) -> None:
     """[feedback] queue_urls: the running relay applies SES events without a separate consumer."""
     urls = ", ".join(f'"{u}"' for u in queues.urls)
-    relay = relay_factory(ses_config(queues.endpoint) + f"[feedback]\nqueue_urls = [{urls}]\n")
+    relay = relay_factory(
+        ses_config(queues.endpoint) + f"[feedback]\nqueue_urls = [{urls}]\n", env=sqs_env(queues.endpoint)
+    )
     gone = "served-gone@example.org"
     queues.publish(bounce(ses_mail("0102018eserve-0001", [gone], tags=False), [gone], "Permanent", "NoEmail"))
     shown = wait_until(

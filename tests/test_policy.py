@@ -283,7 +283,7 @@ def test_complaint_suppresses_permanently_in_the_message_class() -> None:
         Cause.COMPLAINT,
         None,
     )
-    assert s.reason == "complaint: abuse"
+    assert s.reason == "abuse"
     assert s.feedback_id == event.feedback_id
     assert decision.status == "complained"
     assert decision.notice is None and decision.review is None

@@ -16,13 +16,14 @@ from relay.ses import (
     RETRY_CODES,
     BotoSes,
     classify,
+    configured_endpoint,
     kind_of,
-    resolve_endpoint,
     translate,
     v1_params,
     v2_params,
 )
 from relay.ses_api import Disposition, SendRequest, SesError
+from tests.conftest import free_port
 from tests.support.fake_ses import Drop, Failure, FakeRequest, FakeSes
 from tests.support.moto_ses import recorded_sends, recording, sent_messages
 
@@ -396,19 +397,56 @@ def test_endpoint_falls_back_to_aws_endpoint_url(fake: FakeSes, monkeypatch: pyt
     assert len(fake.calls) == 1
 
 
-def test_resolve_endpoint() -> None:
-    assert resolve_endpoint("http://a:1", {"AWS_ENDPOINT_URL": "http://b:2"}) == "http://a:1"
-    assert resolve_endpoint("", {"AWS_ENDPOINT_URL": "http://b:2"}) == "http://b:2"
-    assert resolve_endpoint(None, {"AWS_ENDPOINT_URL": " "}) is None
-    assert resolve_endpoint("", {"AWS_ENDPOINT_URL": ""}) is None
-    assert resolve_endpoint("", {}) is None
+def dead_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens: a call there fails at once
+
+
+def test_configured_endpoint_is_the_ses_setting_or_none() -> None:
+    assert configured_endpoint("http://a:1") == "http://a:1"
+    assert configured_endpoint(" http://a:1 ") == "http://a:1"
+    assert configured_endpoint("") is None
+    assert configured_endpoint("  ") is None
+    assert configured_endpoint(None) is None
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_the_services_variable_beats_aws_endpoint_url(
+    fake: FakeSes, monkeypatch: pytest.MonkeyPatch, api: str
+) -> None:
+    """botocore's precedence: AWS_ENDPOINT_URL_SES (v1) / _SESV2 (v2) before AWS_ENDPOINT_URL."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead_url())
+    mine, other = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2")[:: 1 if api == "v1" else -1]
+    monkeypatch.setenv(mine, fake.url)
+    monkeypatch.setenv(other, dead_url())  # the other API's variable is not ours
+    with BotoSes(region=REGION, endpoint_url="", api=api, concurrency=1) as ses:  # type: ignore[arg-type]
+        assert ses.endpoint_url == fake.url
+        ses.send_raw(request())
+    assert [c.api for c in fake.calls] == [api]
+
+
+def test_the_configured_endpoint_beats_the_environment(
+    fake: FakeSes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead_url())
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SES", dead_url())
+    with BotoSes(region=REGION, endpoint_url=fake.url, api="v1", concurrency=1) as ses:
+        ses.send_raw(request())
+    assert len(fake.calls) == 1
+
+
+def test_a_dead_endpoint_is_a_retryable_failure(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control for the tests above: the dead URLs really fail."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead_url())
+    with BotoSes(region=REGION, endpoint_url="", api="v1", concurrency=1) as ses:
+        with pytest.raises(SesError) as info:
+            ses.send_raw(request())
+    assert info.value.retryable
 
 
 def test_empty_aws_endpoint_url_means_aws(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "")
     with BotoSes(region="eu-west-2", endpoint_url="", api="v1", concurrency=1) as ses:
-        assert ses.endpoint_url is None
-        assert ses._client.meta.endpoint_url == "https://email.eu-west-2.amazonaws.com"
+        assert ses.endpoint_url == "https://email.eu-west-2.amazonaws.com"
 
 
 def test_client_is_configured_lean(aws_env: None) -> None:
