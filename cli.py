@@ -1531,10 +1531,6 @@ def class_resume(ctx: Context, klass: str, reason: str) -> None:
     click.echo(f"class {klass} resumed")
 
 
-if __name__ == "__main__":
-    main(prog_name="ses-relay")
-
-
 # -- user ------------------------------------------------------------------------------
 
 
@@ -1654,3 +1650,9 @@ def user_remove(ctx: Context, name: str) -> None:
     except UsersFileError as exc:
         fail(str(exc), 2)
     click.echo(f"removed user {name} from {path}")
+
+
+# Last, after every command is defined: `python -m cli` (how serve starts its worker)
+# must see the same commands as the `ses-relay` entry point.
+if __name__ == "__main__":
+    main(prog_name="ses-relay")
