@@ -216,12 +216,21 @@ def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
     access = _access(config, ctx.data_dir)
     check_notice_routes(config)
     _check_dkim(ctx)
+    _warn_unalerted_guard(config)
     try:
         asyncio.run(_serve(Context(config, ctx.data_dir, ctx.config_file, ctx.log_level), sandbox, access))
     except StoreError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen: {exc}")
+
+
+def _warn_unalerted_guard(config: Config) -> None:
+    from relay.guard import unalerted
+
+    warning = unalerted(config)
+    if warning:
+        log.warning("%s", warning)
 
 
 def _multiprocess_metrics(data_dir: Path) -> None:
@@ -394,6 +403,8 @@ def worker(ctx: Context, sandbox: bool, wake_fd: int | None, parent_pid: int | N
     """
     check_notice_routes(ctx.config)
     dkim = _check_dkim(ctx)
+    if parent_pid is None:  # serve has warned already about the worker it starts
+        _warn_unalerted_guard(ctx.config)
     try:
         asyncio.run(_work(ctx, sandbox, dkim, wake_fd, parent_pid))
     except StoreError as exc:
@@ -1613,10 +1624,14 @@ def class_status(ctx: Context, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
+    from relay.guard import paused_by
+
     for r in rows:
-        extra = f" since {r['changed_at']} by {r['changed_by']}: {r['reason']}" if r["paused"] else ""
-        state = "PAUSED" if r["paused"] else "open"
-        click.echo(f"{r['class']:<14} set={r['configuration_set'] or '-':<10} {state}{extra}")
+        state = "open"
+        if r["paused"]:
+            reason = f": {r['reason']}" if r["reason"] else ""
+            state = f"PAUSED: paused by {paused_by(r['changed_by'])} since {r['changed_at']}{reason}"
+        click.echo(f"{r['class']:<14} set={r['configuration_set'] or '-':<10} {state}")
 
 
 def _set_paused(ctx: Context, klass: str, paused: bool, reason: str) -> None:
@@ -1632,12 +1647,15 @@ def _set_paused(ctx: Context, klass: str, paused: bool, reason: str) -> None:
 
 @class_group.command("pause")
 @click.argument("klass", metavar="CLASS")
-@click.option("--reason", default="paused by admin", show_default=True)
+@click.option("--reason", default="", help="Why; shown in the 451 reply and by `class status`.")
 @common_options
 def class_pause(ctx: Context, klass: str, reason: str) -> None:
-    """Pause CLASS: its new mail is refused with 451 4.7.1 (or held, per [guard] action)."""
+    """Pause CLASS: its new mail is refused with 451 4.7.1 (or held, per [guard] action).
+
+    The pause reads "paused by" the CLI user, as the audit log names them.
+    """
     _set_paused(ctx, _known_class(ctx, klass), True, reason)
-    click.echo(f"class {klass} paused")
+    click.echo(f"class {klass} paused by {_actor()}")
 
 
 @class_group.command("resume")

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,53 @@ def test_submission_show_names_the_authenticated_user_and_the_client_address(
     human = relay.cli("submission", "show", authed["id"], check=True).stdout
     assert "from 127.0.0.1 (user shop)" in human
     assert [s["auth_user"] for s in relay.json("submission", "list")] == [None, "shop"]
+
+
+# -- configuration: list-valued keys --------------------------------------------------------
+
+SINGLE_STRINGS = """\
+[guard]
+alert_to = "Ops@Example.com"
+[report]
+daily_to = "ops@example.com, postmaster@example.com"
+[feedback]
+queue_urls = "https://sqs.us-east-1.amazonaws.com/123456789012/ses-relay-bulk-events"
+sns_topic_arns = "arn:aws:sns:us-east-1:123456789012:ses-relay-bulk-events"
+[[listeners]]
+listen = "127.0.0.1:2525"
+allow_networks = "10.0.0.0/8"
+"""
+
+
+def test_every_list_valued_key_also_takes_a_single_string(tmp_path: Path) -> None:
+    from relay import config as configuration
+
+    config = tmp_path / "one.toml"
+    config.write_text(SINGLE_STRINGS)
+    data = tmp_path / "data"
+    paused = run([SES_RELAY, "class", "pause", "bulk", "--config", str(config), "--data-dir", str(data)])
+    assert paused.returncode == 0, paused.stderr
+    status = run([SES_RELAY, "--config", str(config), "class", "status", "--data-dir", str(data)])
+    assert status.returncode == 0, status.stderr
+
+    loaded = configuration.load(config)
+    assert loaded.guard.alert_to == ("ops@example.com",)
+    assert loaded.report.daily_to == ("ops@example.com", "postmaster@example.com")
+    assert loaded.feedback.queue_urls == (
+        "https://sqs.us-east-1.amazonaws.com/123456789012/ses-relay-bulk-events",
+    )
+    assert loaded.feedback.sns_topic_arns == ("arn:aws:sns:us-east-1:123456789012:ses-relay-bulk-events",)
+    assert loaded.listeners[0].allow_networks == ("10.0.0.0/8",)
+    # The list form still works and means the same.
+    listed = SINGLE_STRINGS.replace('"Ops@Example.com"', '["Ops@Example.com"]')
+    assert configuration.from_dict(tomllib.loads(listed)) == loaded
+
+    # Each string is still checked: a bad address or network is an error naming the key.
+    for key, bad, named in [
+        ('alert_to = "Ops@Example.com"', 'alert_to = "not an address"', "guard.alert_to: 'not an address'"),
+        ('allow_networks = "10.0.0.0/8"', 'allow_networks = "10.0.0.0/33"', "listeners[0].allow_networks"),
+        ('alert_to = "Ops@Example.com"', "alert_to = 7", "guard.alert_to: Input should be a valid tuple"),
+    ]:
+        config.write_text(SINGLE_STRINGS.replace(key, bad))
+        result = run([SES_RELAY, "class", "status", "--config", str(config), "--data-dir", str(data)])
+        assert result.returncode == 2 and named in result.stderr, (bad, result.stderr)
