@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SES_RELAY, child_env, wait_until
+from tests.conftest import SES_RELAY, child_env, free_port, wait_until
 from tests.support.security import PASSWORD, add_user
 from tests.test_intake import message, send, smtp, submission_id
 
@@ -79,7 +79,8 @@ def test_read_command_on_a_missing_data_dir_fails_names_it_and_creates_nothing(
     command: list[str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "not-there"
-    result = run([SES_RELAY, *command, "--data-dir", str(missing)])
+    nowhere = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}  # sync-ses must not reach AWS
+    result = run([SES_RELAY, *command, "--data-dir", str(missing)], env=nowhere)
     assert result.returncode == 2, result.stdout + result.stderr
     assert str(missing) in result.stderr
     assert "does not exist" in result.stderr
@@ -88,7 +89,7 @@ def test_read_command_on_a_missing_data_dir_fails_names_it_and_creates_nothing(
     assert not missing.exists()
 
     # The same through the environment, the way a service's shell has it set.
-    by_env = run([SES_RELAY, *command], cwd=tmp_path, env={"SES_RELAY_DATA_DIR": str(missing)})
+    by_env = run([SES_RELAY, *command], cwd=tmp_path, env={**nowhere, "SES_RELAY_DATA_DIR": str(missing)})
     assert by_env.returncode == 2 and str(missing) in by_env.stderr
     assert not missing.exists()
 
