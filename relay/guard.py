@@ -3,11 +3,11 @@
 SES judges the whole account; one bad list can get transactional mail paused with
 it. The guard watches each class's rates over a rolling window (with a minimum
 volume and a minimum count of bounces or complaints, so a few hundred sends and one
-complaint do not trip it) and pauses the class before SES would review the
-account. A paused class's new mail gets `451 4.7.1` (or is
-accepted and held in the spool, `[guard] action = "hold"`), the admins get an
-alert, and only a person resumes it (`ses-relay class resume CLASS`). Resuming
-restarts that class's window, so the old bounces do not pause it again at once.
+complaint do not trip it) and pauses the class before SES would review the account.
+A paused class's new mail gets `451 4.7.1` (or is accepted and held in the spool,
+`[guard] action = "hold"`), the admins get an alert, and only a person resumes it
+(`ses-relay class resume CLASS`). Resuming restarts that class's window, so the old
+bounces do not pause it again at once.
 """
 
 from __future__ import annotations
