@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import click
 
+from feedback.policy import STATUS_ORDER
 from relay import config as configuration
 from relay.addresses import AddressError, normalise
 from relay.config import Config, ConfigError
@@ -82,6 +83,9 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )
     @functools.wraps(func)
     def wrapper(config_path: str | None, data_dir: Path, log_level: str, **kwargs: Any) -> Any:
+        config_path = _before_subcommand("config_path", config_path)
+        data_dir = _before_subcommand("data_dir", data_dir)
+        log_level = _before_subcommand("log_level", log_level)
         logging.basicConfig(
             level=log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -98,11 +102,49 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _before_subcommand(name: str, value: T) -> T:
+    """The value of a common option, wherever it was given.
+
+    `ses-relay --data-dir D suppression list` and `ses-relay suppression list
+    --data-dir D` mean the same; given in both places, the one after the subcommand
+    wins (it is the more specific). Either beats the environment and the default.
+    """
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+        return value
+    outer = ctx.find_root().params.get(name)
+    return value if outer is None else outer
+
+
 def run(coro_fn: Callable[[Context], Awaitable[T]]) -> Callable[[Context], T]:
     return lambda ctx: asyncio.run(coro_fn(ctx))
 
 
-async def open_store(ctx: Context, *, fsync_every_commit: bool = True) -> Store:
+def require_store(ctx: Context) -> None:
+    """Commands that only read answer from an existing store, never from a new empty one.
+
+    Pointed at the wrong data dir, "no suppressions" would look like an answer; say
+    where we looked instead, and create nothing there.
+    """
+    if ctx.store_path.is_file():
+        return
+    data_dir = ctx.data_dir.resolve()
+    where = (
+        f"data dir {data_dir} does not exist"
+        if not data_dir.exists()
+        else f"data dir {data_dir} has no store ({STORE_FILE})"
+    )
+    fail(
+        f"{where}. Point this command at the relay's data dir with --data-dir DIR or "
+        "SES_RELAY_DATA_DIR=DIR (serve, worker and the commands that write create it)",
+        2,
+    )
+
+
+async def open_store(ctx: Context, *, fsync_every_commit: bool = True, create: bool = True) -> Store:
+    """The store in the data dir; `create=False` (read commands) fails if there is none yet."""
+    if not create:
+        require_store(ctx)
     try:
         return await Store.open(ctx.store_path, fsync_every_commit=fsync_every_commit)
     except StoreError as exc:
@@ -116,12 +158,31 @@ def emit_json(data: Any) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ses-relay")
-def main() -> None:
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file, for any command [env SES_RELAY_CONFIG].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The relay's data dir, for any command [env SES_RELAY_DATA_DIR; default ./ses-relay-data].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="How much to log, for any command [env SES_RELAY_LOG_LEVEL; default info].",
+)
+def main(config_path: str | None, data_dir: Path | None, log_level: str | None) -> None:
     """ses-relay: an SMTP relay in front of Amazon SES.
 
     Applications send by SMTP; ses-relay refuses suppressed recipients, sends
     the rest through SES with the configuration set of the message's class, and
     keeps every accepted message until it is sent or its sender is told why not.
+
+    --config, --data-dir and --log-level go before the command or after it; given
+    in both places, the one after it wins.
     """
 
 
@@ -154,12 +215,21 @@ def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
     access = _access(config, ctx.data_dir)
     check_notice_routes(config)
     _check_dkim(ctx)
+    _warn_unalerted_guard(config)
     try:
         asyncio.run(_serve(Context(config, ctx.data_dir, ctx.config_file, ctx.log_level), sandbox, access))
     except StoreError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen: {exc}")
+
+
+def _warn_unalerted_guard(config: Config) -> None:
+    from relay.guard import unalerted
+
+    warning = unalerted(config)
+    if warning:
+        log.warning("%s", warning)
 
 
 def _multiprocess_metrics(data_dir: Path) -> None:
@@ -332,6 +402,8 @@ def worker(ctx: Context, sandbox: bool, wake_fd: int | None, parent_pid: int | N
     """
     check_notice_routes(ctx.config)
     dkim = _check_dkim(ctx)
+    if parent_pid is None:  # serve has warned already about the worker it starts
+        _warn_unalerted_guard(ctx.config)
     try:
         asyncio.run(_work(ctx, sandbox, dkim, wake_fd, parent_pid))
     except StoreError as exc:
@@ -537,7 +609,7 @@ def suppression_list(
     _class_option(ctx, klass)
 
     async def go(ctx: Context) -> list[Suppression]:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.list_suppressions(
                 now=utcnow(),
@@ -574,7 +646,7 @@ def suppression_show(ctx: Context, address: str, as_json: bool) -> None:
     addr = _address(address)
 
     async def go(ctx: Context) -> list[Suppression]:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.suppressions_of(addr)
         finally:
@@ -660,7 +732,7 @@ def suppression_export(ctx: Context, file: str, fmt: str, klass: str | None, inc
     _class_option(ctx, klass)
 
     async def go(ctx: Context) -> list[Suppression]:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.list_suppressions(now=utcnow(), klass=klass, include_expired=include_expired)
         finally:
@@ -752,6 +824,9 @@ def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool) -> 
 
     if direction is None:
         fail("give --pull or --push", 2)
+    reads_only = direction == "push" or dry_run  # our list is read, never written here
+    if reads_only:
+        require_store(ctx)
     endpoint = ctx.config.ses.endpoint_url or None
     ses = sync.SesSuppressionList(region=ctx.config.ses.region, endpoint_url=endpoint)
     try:
@@ -761,7 +836,7 @@ def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool) -> 
     now = utcnow()
 
     async def read_ours(ctx: Context) -> Any:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=not reads_only)
         try:
             if direction == "pull":
                 addresses = [a for a in (normalise_or_none(i.address) for i in at_ses) if a]
@@ -919,24 +994,8 @@ def submission_group() -> None:
     """Inspect accepted messages."""
 
 
-@submission_group.command("show")
-@click.argument("submission_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@common_options
-def submission_show(ctx: Context, submission_id: str, as_json: bool) -> None:
-    """Show a submission and the status of each recipient."""
-
-    async def go(ctx: Context) -> Any:
-        store = await open_store(ctx)
-        try:
-            return await store.submission(submission_id)
-        finally:
-            await store.close()
-
-    sub = run(go)(ctx)
-    if sub is None:
-        fail(f"no submission {submission_id!r}")
-    data = {
+def submission_json(sub: Any) -> dict[str, Any]:
+    return {
         "id": sub.id,
         "mail_from": sub.mail_from,
         "class": sub.klass,
@@ -946,6 +1005,8 @@ def submission_show(ctx: Context, submission_id: str, as_json: bool) -> None:
         "message_id": sub.message_id,
         "size": sub.size,
         "created_at": to_text(sub.created_at),
+        "auth_user": sub.auth_user,
+        "client_ip": sub.client_ip,
         "recipients": [
             {
                 "address": r.address,
@@ -957,15 +1018,84 @@ def submission_show(ctx: Context, submission_id: str, as_json: bool) -> None:
             for r in sub.recipients
         ],
     }
+
+
+@submission_group.command("show")
+@click.argument("submission_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def submission_show(ctx: Context, submission_id: str, as_json: bool) -> None:
+    """Show a submission and the status of each recipient."""
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx, create=False)
+        try:
+            return await store.submission(submission_id)
+        finally:
+            await store.close()
+
+    sub = run(go)(ctx)
+    if sub is None:
+        fail(f"no submission {submission_id!r}")
     if as_json:
-        emit_json(data)
+        emit_json(submission_json(sub))
         return
     click.echo(f"submission {sub.id}  from <{sub.mail_from}>  class {sub.klass} ({sub.class_source})")
-    click.echo(f"  created {data['created_at']}, {sub.size} bytes, subject: {sub.subject or '-'}")
+    via = f"user {sub.auth_user}" if sub.auth_user else "no AUTH"
+    click.echo(f"  created {to_text(sub.created_at)} from {sub.client_ip or 'the relay itself'} ({via})")
+    click.echo(f"  {sub.size} bytes, subject: {sub.subject or '-'}")
     for r in sub.recipients:
         extra = f"  {r.ses_message_id}" if r.ses_message_id else ""
         detail = f"  ({r.detail})" if r.detail else ""
         click.echo(f"  {r.address}: {r.status}{extra}{detail}")
+
+
+RECIPIENT_STATUSES = ("suppressed", *STATUS_ORDER)  # "suppressed": dropped at DATA, never sent
+
+
+@submission_group.command("list")
+@click.option("--sender", help="Only mail from this envelope sender (MAIL FROM).")
+@click.option(
+    "--status",
+    type=click.Choice(RECIPIENT_STATUSES),
+    help="Only submissions with at least one recipient in this status.",
+)
+@click.option("--since", default="24h", show_default=True, help="How far back: e.g. 30m, 24h, 7d.")
+@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (each as `submission show --json`).")
+@common_options
+def submission_list(
+    ctx: Context, sender: str | None, status: str | None, since: str, limit: int, as_json: bool
+) -> None:
+    """Recent submissions, newest first, with their recipients' statuses."""
+    try:
+        window = configuration.parse_duration(since)
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+    addr = _address(sender) if sender else None
+
+    async def go(ctx: Context) -> Any:
+        store = await open_store(ctx, create=False)
+        try:
+            return await store.recent_submissions(utcnow() - window, sender=addr, status=status, limit=limit)
+        finally:
+            await store.close()
+
+    subs = run(go)(ctx)
+    if as_json:
+        emit_json([submission_json(sub) for sub in subs])
+        return
+    if not subs:
+        click.echo(f"no submissions in the last {since}")
+    for sub in subs:
+        counts: dict[str, int] = {}
+        for r in sub.recipients:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        statuses = ", ".join(f"{n} {name}" for name, n in counts.items())
+        click.echo(
+            f"{sub.id}  {to_text(sub.created_at)}  <{sub.mail_from}>  {sub.klass}  [{statuses}]  "
+            f"{sub.subject or '-'}"
+        )
 
 
 # -- dkim ------------------------------------------------------------------------
@@ -1090,7 +1220,7 @@ def feedback_dead_letters(ctx: Context, as_json: bool) -> None:
     """Queue messages that could not be parsed, with the error."""
 
     async def go(ctx: Context) -> Any:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.dead_letters()
         finally:
@@ -1119,7 +1249,7 @@ def feedback_review(ctx: Context, as_json: bool) -> None:
     """Events that need a person: undetermined bounces, sender-at-fault rejections."""
 
     async def go(ctx: Context) -> Any:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.review_items()
         finally:
@@ -1248,7 +1378,7 @@ def events_list(ctx: Context, address: str | None, since: str, limit: int, as_js
     addr = _address(address) if address else None
 
     async def go(ctx: Context) -> Any:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.events(address=addr, since=utcnow() - window, limit=limit)
         finally:
@@ -1304,7 +1434,7 @@ def notices_list(ctx: Context, pending: bool, as_json: bool) -> None:
     """List notices: pending (retried with backoff), sent, skipped (and why) or failed."""
 
     async def go(ctx: Context) -> Any:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.notices(pending_only=pending)
         finally:
@@ -1376,7 +1506,7 @@ def report_command(
     until = utcnow()
 
     async def go(ctx: Context) -> Any:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await reports.collect(store, since=until - window, until=until)
         finally:
@@ -1421,7 +1551,7 @@ def stats(ctx: Context, since: str, as_json: bool) -> None:
         fail(f"--since: {exc}", 2)
 
     async def go(ctx: Context) -> Any:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.outcome_counts(utcnow() - window)
         finally:
@@ -1470,7 +1600,7 @@ def class_status(ctx: Context, as_json: bool) -> None:
     """Each class, its configuration set, and whether it is paused (and why)."""
 
     async def go(ctx: Context) -> Any:
-        store = await open_store(ctx)
+        store = await open_store(ctx, create=False)
         try:
             return await store.class_states()
         finally:
@@ -1493,10 +1623,14 @@ def class_status(ctx: Context, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
+    from relay.guard import paused_by
+
     for r in rows:
-        extra = f" since {r['changed_at']} by {r['changed_by']}: {r['reason']}" if r["paused"] else ""
-        state = "PAUSED" if r["paused"] else "open"
-        click.echo(f"{r['class']:<14} set={r['configuration_set'] or '-':<10} {state}{extra}")
+        state = "open"
+        if r["paused"]:
+            reason = f": {r['reason']}" if r["reason"] else ""
+            state = f"PAUSED: paused by {paused_by(r['changed_by'])} since {r['changed_at']}{reason}"
+        click.echo(f"{r['class']:<14} set={r['configuration_set'] or '-':<10} {state}")
 
 
 def _set_paused(ctx: Context, klass: str, paused: bool, reason: str) -> None:
@@ -1512,12 +1646,15 @@ def _set_paused(ctx: Context, klass: str, paused: bool, reason: str) -> None:
 
 @class_group.command("pause")
 @click.argument("klass", metavar="CLASS")
-@click.option("--reason", default="paused by admin", show_default=True)
+@click.option("--reason", default="", help="Why; shown in the 451 reply and by `class status`.")
 @common_options
 def class_pause(ctx: Context, klass: str, reason: str) -> None:
-    """Pause CLASS: its new mail is refused with 451 4.7.1 (or held, per [guard] action)."""
+    """Pause CLASS: its new mail is refused with 451 4.7.1 (or held, per [guard] action).
+
+    The pause reads "paused by" the CLI user, as the audit log names them.
+    """
     _set_paused(ctx, _known_class(ctx, klass), True, reason)
-    click.echo(f"class {klass} paused")
+    click.echo(f"class {klass} paused by {_actor()}")
 
 
 @class_group.command("resume")
@@ -1528,10 +1665,6 @@ def class_resume(ctx: Context, klass: str, reason: str) -> None:
     """Resume CLASS; the guard counts its rates afresh from now."""
     _set_paused(ctx, _known_class(ctx, klass), False, reason)
     click.echo(f"class {klass} resumed")
-
-
-if __name__ == "__main__":
-    main(prog_name="ses-relay")
 
 
 # -- user ------------------------------------------------------------------------------
@@ -1613,6 +1746,8 @@ def user_list(ctx: Context, as_json: bool) -> None:
     """List users and their rules (never the hashes)."""
     from relay.users import UsersFileError, load_users
 
+    if not ctx.config.auth.users_file and not ctx.data_dir.is_dir():
+        require_store(ctx)  # the users file would be in a data dir that is not there
     try:
         users = load_users(_users_file(ctx), ctx.config.classes).users
     except UsersFileError as exc:
@@ -1653,3 +1788,9 @@ def user_remove(ctx: Context, name: str) -> None:
     except UsersFileError as exc:
         fail(str(exc), 2)
     click.echo(f"removed user {name} from {path}")
+
+
+# Last, after every command is defined: `python -m cli` (how serve starts its worker)
+# must see the same commands as the `ses-relay` entry point.
+if __name__ == "__main__":
+    main(prog_name="ses-relay")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -65,6 +66,28 @@ def parse_duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _one_or_many(value: Any) -> Any:
+    """A list-valued key also takes one string, `"a"` or `"a, b"` (split at commas)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _addresses(value: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for address in value:
+        try:
+            out.append(normalise(address))
+        except AddressError as exc:
+            raise ValueError(f"{address!r}: {exc.why}") from None
+    return tuple(out)
+
+
+# Every list-valued key: a TOML list of strings, or a single string.
+StrList = Annotated[tuple[str, ...], BeforeValidator(_one_or_many)]
+AddressList = Annotated[tuple[str, ...], BeforeValidator(_one_or_many), AfterValidator(_addresses)]
 
 
 def parse_hostport(value: str) -> tuple[str, int]:
@@ -123,7 +146,7 @@ class ListenerConfig(_Section):
     listen: str = DEFAULT_LISTEN
     tls: Literal["none", "starttls", "implicit"] = "none"
     require_auth: bool = False
-    allow_networks: tuple[str, ...] = LOOPBACK_NETWORKS
+    allow_networks: StrList = LOOPBACK_NETWORKS
     default_class: str | None = None
 
     @field_validator("listen")
@@ -186,8 +209,8 @@ class AuthConfig(_Section):
 
 
 class FeedbackConfig(_Section):
-    queue_urls: tuple[str, ...] = ()
-    sns_topic_arns: tuple[str, ...] = ()
+    queue_urls: StrList = ()
+    sns_topic_arns: StrList = ()
     sns_cert_dir: str = ""
 
 
@@ -203,29 +226,11 @@ class MetricsConfig(_Section):
         return value
 
 
-def _address_list(value: Any) -> Any:
-    """`daily_to = "a@x, b@y"` or a TOML list; both become a tuple of addresses."""
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
-
-
 class ReportConfig(_Section):
     """The daily dashboard mail: bounces and complaints of the last 24 hours."""
 
-    daily_to: Annotated[tuple[str, ...], BeforeValidator(_address_list)] = ()  # empty = no daily mail
+    daily_to: AddressList = ()  # empty = no daily mail
     hour: int = Field(default=7, ge=0, le=23)  # UTC hour from which the day's report is due
-
-    @field_validator("daily_to")
-    @classmethod
-    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for address in value:
-            try:
-                out.append(normalise(address))
-            except AddressError as exc:
-                raise ValueError(f"{address!r}: {exc.why}") from None
-        return tuple(out)
 
 
 class PolicyConfig(_Section):
@@ -255,17 +260,22 @@ class GuardConfig(_Section):
     """The reputation guard: pause a class before SES reviews the account.
 
     SES reviews at a 5 % bounce or 0.1 % complaint rate and may pause sending at
-    10 % / 0.5 %; the defaults act at half the review thresholds.
+    10 % / 0.5 %; the default rates act at half the review thresholds. SES judges
+    rates over a representative volume, so the guard waits for one too (min_volume)
+    and for enough events that a rate is not one unlucky send (min_bounces,
+    min_complaints): one complaint in 209 sends is 0.5 %, and still one person.
     """
 
     enabled: bool = True
     bounce_rate: float = Field(default=0.025, gt=0, le=1)  # permanent bounces / sent
     complaint_rate: float = Field(default=0.0005, gt=0, le=1)  # complaints / sent
-    min_volume: int = Field(default=200, ge=1)  # sends in the window before rates count
+    min_volume: int = Field(default=1000, ge=1)  # sends in the window before rates count
+    min_bounces: int = Field(default=10, ge=1)  # permanent bounces before the bounce rate counts
+    min_complaints: int = Field(default=3, ge=1)  # complaints before the complaint rate counts
     window: Duration = timedelta(hours=24)
     check_every: Duration = timedelta(minutes=1)
     action: Literal["refuse", "hold"] = "refuse"  # new mail: 451 4.7.1, or accept and hold
-    alert_to: tuple[str, ...] = ()
+    alert_to: AddressList = ()  # who is mailed when a class is paused
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

@@ -2,11 +2,12 @@
 
 SES judges the whole account; one bad list can get transactional mail paused with
 it. The guard watches each class's rates over a rolling window (with a minimum
-volume, so three sends and one bounce do not trip it) and pauses the class before
-SES would review the account. A paused class's new mail gets `451 4.7.1` (or is
-accepted and held in the spool, `[guard] action = "hold"`), the admins get an
-alert, and only a person resumes it (`ses-relay class resume CLASS`). Resuming
-restarts that class's window, so the old bounces do not pause it again at once.
+volume and a minimum count of bounces or complaints, so a few hundred sends and one
+complaint do not trip it) and pauses the class before SES would review the account.
+A paused class's new mail gets `451 4.7.1` (or is accepted and held in the spool,
+`[guard] action = "hold"`), the admins get an alert, and only a person resumes it
+(`ses-relay class resume CLASS`). Resuming restarts that class's window, so the old
+bounces do not pause it again at once.
 """
 
 from __future__ import annotations
@@ -33,17 +34,32 @@ def verdict(counts: Counts, cfg: GuardConfig) -> str | None:
     """Why this class must pause, or None. Pure: the whole rule is here."""
     if counts.sent < cfg.min_volume:
         return None
-    if counts.bounce_rate >= cfg.bounce_rate:
+    if counts.bounced_permanent >= cfg.min_bounces and counts.bounce_rate >= cfg.bounce_rate:
         return (
             f"bounce rate {counts.bounce_rate:.2%} >= {cfg.bounce_rate:.2%} "
             f"({counts.bounced_permanent} permanent bounces / {counts.sent} sent)"
         )
-    if counts.complaint_rate >= cfg.complaint_rate:
+    if counts.complained >= cfg.min_complaints and counts.complaint_rate >= cfg.complaint_rate:
         return (
             f"complaint rate {counts.complaint_rate:.3%} >= {cfg.complaint_rate:.3%} "
             f"({counts.complained} complaints / {counts.sent} sent)"
         )
     return None
+
+
+def paused_by(actor: str) -> str:
+    """Who paused a class, in replies and listings: the guard, or the person the audit names."""
+    return "the reputation guard" if actor == ACTOR else actor
+
+
+def unalerted(config: Config) -> str | None:
+    """The warning for a guard that would pause classes without telling anyone, or None."""
+    if not config.guard.enabled or config.guard.alert_to:
+        return None
+    return (
+        "[guard] alert_to is not set: when the reputation guard pauses a class, nobody is mailed "
+        "(the pause is logged and shown by `ses-relay class status`)"
+    )
 
 
 def alert_message(klass: str, reason: str, *, sender: str, to: tuple[str, ...], now: datetime) -> bytes:

@@ -20,9 +20,14 @@ BAD_RECIPIENT = "501 5.1.3 Bad recipient address syntax"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 STORE_UNAVAILABLE = "451 4.3.0 Temporary failure: message store unavailable, try again later"
 INTERNAL_ERROR = "451 4.3.0 Temporary failure: internal error, try again later"
-CLASS_PAUSED = "451 4.7.1 Class {klass} is paused by the reputation guard ({reason}); try again later"
 ALL_SUPPRESSED = "550 5.7.1 All recipients are suppressed for class {klass}; message not sent"
 BAD_CONTENT = "550 5.6.0 {detail}"
+
+
+def class_paused(klass: str, by: str, reason: str) -> str:
+    """`by` is "the reputation guard" or the person who paused the class; one line always."""
+    why = " ".join(reason.split())
+    return f"451 4.7.1 Class {klass} is paused by {by}{f' ({why})' if why else ''}; try again later"
 
 
 def too_big(limit: int) -> str:

@@ -29,6 +29,7 @@ from relay.addresses import AddressError, normalise
 from relay.auth import Authenticator, Verdict
 from relay.classes import ClassError, message_tags, resolve
 from relay.config import Config, ListenerConfig
+from relay.guard import paused_by
 from relay.hostname import relay_hostname
 from relay.limits import ClientLimits
 from relay.networks import in_networks, is_loopback_ip, peer_ip
@@ -386,7 +387,7 @@ class IntakeHandler:
         if held is not None and self.config.guard.action == "refuse":
             log.info("refused DATA for paused class %s", klass)
             metrics.refused(metrics.CLASS_PAUSED, len(envelope.rcpt_tos))
-            return replies.CLASS_PAUSED.format(klass=klass, reason=held.reason)
+            return replies.class_paused(klass, paused_by(held.changed_by), held.reason)
         now = utcnow()
         try:
             found = await self.store.suppressions_for(envelope.rcpt_tos, now)

@@ -38,7 +38,7 @@ from typing import TypeVar
 import aiosqlite
 
 from relay.suppression import ALL, Cause, Level, Suppression, merge
-from relay.timeutil import from_text, maybe_text, maybe_time, to_text
+from relay.timeutil import from_text, id_floor, maybe_text, maybe_time, to_text
 from relay.vocabulary import STATUS_RANK, advance_status
 
 T = TypeVar("T")
@@ -273,6 +273,8 @@ class SubmissionRow:
     size: int
     created_at: datetime
     recipients: tuple[RecipientRow, ...]
+    client_ip: str | None = None
+    auth_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1073,6 +1075,32 @@ class Store:
         )
         return _submission(rows[0], recips)
 
+    async def recent_submissions(
+        self,
+        since: datetime,
+        *,
+        sender: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[SubmissionRow]:
+        """Submissions accepted since `since`, newest first, each with its recipients.
+
+        `sender` is the envelope sender; `status` keeps the submissions that have at
+        least one recipient in that status. Ids begin with their time (`new_id`), so
+        the primary key both orders the rows and bounds the scan to the window.
+        """
+        params = [id_floor(since), to_text(since), sender, sender, status, status, limit]
+        rows = await self._read(
+            f"SELECT * FROM submissions WHERE id IN ({_RECENT}) ORDER BY id DESC", params  # noqa: S608
+        )
+        recips = await self._read(
+            f"SELECT * FROM recipients WHERE submission_id IN ({_RECENT}) ORDER BY rowid", params  # noqa: S608
+        )
+        by_id: dict[str, list[sqlite3.Row]] = {}
+        for r in recips:
+            by_id.setdefault(r["submission_id"], []).append(r)
+        return [_submission(row, by_id.get(row["id"], ())) for row in rows]
+
     # -- sending -----------------------------------------------------------
 
     async def make_all_due(self) -> int:
@@ -1250,7 +1278,18 @@ def _submission(row: sqlite3.Row, recips: Iterable[sqlite3.Row]) -> SubmissionRo
             )
             for r in recips
         ),
+        client_ip=row["client_ip"],
+        auth_user=row["auth_user"],
     )
+
+
+# The ids of recent_submissions(since, sender, status, limit); a None filter matches all.
+_RECENT = (
+    "SELECT s.id FROM submissions s WHERE s.id >= ? AND s.created_at >= ? "
+    "AND (? IS NULL OR s.mail_from = ?) "
+    "AND (? IS NULL OR EXISTS (SELECT 1 FROM recipients x WHERE x.submission_id = s.id AND x.status = ?)) "
+    "ORDER BY s.id DESC LIMIT ?"
+)
 
 
 @dataclass(frozen=True)

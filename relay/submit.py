@@ -32,7 +32,7 @@ async def spool_message(
     `submission show` tells the relay's own mail from clients' mail.
     """
     now = utcnow()
-    msg = hdr.parse(raw)
+    msg = hdr.parse_raw(raw)
     klass = klass or config.default_class
     sub = NewSubmission(
         id=new_id(now),
@@ -42,7 +42,7 @@ async def spool_message(
         configuration_set=config.classes[klass].configuration_set,
         tags=(),
         header_from=hdr.first(msg, "From"),
-        subject=hdr.first(msg, "Subject"),
+        subject=hdr.decoded(hdr.first(msg, "Subject")),  # as the intake stores a client's
         message_id=hdr.first(msg, "Message-ID"),
         headers=hdr.header_text(raw),
         size=len(raw),

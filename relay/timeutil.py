@@ -39,3 +39,9 @@ def new_id(now: datetime | None = None) -> str:
     (8 random hex digits), short enough to quote in a `250 ... queued as` reply."""
     ms = int((now or utcnow()).timestamp() * 1000)
     return f"{ms:012x}{secrets.token_hex(4)}"
+
+
+def id_floor(at: datetime) -> str:
+    """The smallest id `new_id` gives at `at` or later: ids sort by time, so
+    `id >= id_floor(t)` limits a scan of submissions to those since `t`."""
+    return f"{int(at.timestamp() * 1000):012x}"

@@ -1,8 +1,9 @@
 """The deployment files: docker/compose.yaml, docker/Dockerfile, docker/ses-relay.toml, systemd units.
 
 No Docker engine runs here, so the image is never built in tests; what can be
-checked without one is: compose.yaml is valid YAML with the two services sharing
-the data volume and taking AWS settings from the environment; the Dockerfile's
+checked without one is: compose.yaml is valid YAML with the relay service on the
+data volume, taking AWS settings from the environment; compose and systemd start
+exactly one consumer of [feedback] queue_urls (serve's worker); the Dockerfile's
 final stage runs as a numeric non-root user with a HEALTHCHECK on /healthz, and
 everything it copies exists; the mounted configuration is one the relay accepts
 (including the open-relay rule for a 0.0.0.0 listener) and allows exactly the
@@ -61,12 +62,21 @@ def final_stage(steps: list[tuple[str, str]]) -> list[tuple[str, str]]:
 # -- compose.yaml -------------------------------------------------------------------------
 
 
-def test_compose_has_the_relay_and_the_consumer_sharing_the_data_volume() -> None:
+def consumers(commands: dict[str, list[str]]) -> list[str]:
+    """The services among `commands` that read [feedback] queue_urls: `serve` (through the
+    worker it starts), `worker`, and `feedback consume`."""
+    return [
+        name
+        for name, command in commands.items()
+        if command[:1] in (["serve"], ["worker"]) or command[:2] == ["feedback", "consume"]
+    ]
+
+
+def test_compose_runs_the_relay_on_the_data_volume() -> None:
     doc = compose()
     services = doc["services"]
-    assert set(services) == {"relay", "feedback"}
+    assert set(services) == {"relay"}
     assert services["relay"]["command"][:1] == ["serve"]
-    assert services["feedback"]["command"] == ["feedback", "consume"]
     for name, service in services.items():
         mounts = {v.split(":")[0]: v.split(":", 1)[1] for v in service["volumes"]}
         assert mounts["data"] == "/data", name
@@ -80,7 +90,6 @@ def test_compose_has_the_relay_and_the_consumer_sharing_the_data_volume() -> Non
         assert service["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
         assert service["image"] == "ses-relay:latest"
     assert "data" in doc["volumes"]
-    assert services["feedback"]["healthcheck"] == {"disable": True}
     # SMTP and metrics are published on the host's loopback only.
     assert all(p.startswith("127.0.0.1:") for p in services["relay"]["ports"])
 
@@ -157,7 +166,21 @@ def test_everything_the_dockerfile_copies_exists() -> None:
 
 # -- systemd ------------------------------------------------------------------------------
 
-UNITS = {"ses-relay.service": ["serve"], "ses-relay-feedback.service": ["feedback", "consume"]}
+UNITS = {"ses-relay.service": ["serve"]}
+
+
+def test_compose_and_systemd_run_exactly_one_consumer_of_the_queues() -> None:
+    """serve's worker consumes [feedback] queue_urls; a second consumer beside it would
+    apply each event twice over and race the first one's deletes."""
+    services = compose()["services"]
+    assert consumers({name: s.get("command") or [] for name, s in services.items()}) == ["relay"]
+    units = {}
+    for path in sorted((DOCKER / "systemd").glob("*.service")):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read(path)
+        units[path.name] = parser["Service"]["ExecStart"].split()[1:]
+    assert set(units) == set(UNITS)
+    assert consumers(units) == ["ses-relay.service"]
 
 
 @pytest.mark.parametrize("unit", sorted(UNITS))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import mailbox
+import signal
+import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from relay.sandbox import Bounce, bounce_event, build_mail, complaint_event, del
 from relay.ses_api import SendRequest
 from relay.stats import Counts
 from relay.timeutil import utcnow
-from tests.conftest import cli_json, run_cli, wait_until
+from tests.conftest import SES_RELAY, child_env, cli_json, free_port, run_cli, wait_until
 from tests.test_intake import message, send
 
 PERMANENT = Bounce("Permanent", "General", "5.1.1", "smtp; 550 5.1.1 user unknown")
@@ -105,21 +109,51 @@ def test_stats_json_gives_exact_counts_and_rates(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("counts", "paused"),
     [
-        (Counts(sent=100, bounced_permanent=3), True),  # 3 % >= 2.5 %
-        (Counts(sent=100, bounced_permanent=2), False),
-        (Counts(sent=10, bounced_permanent=5), False),  # under min_volume
-        (Counts(sent=1000, complained=1), True),  # 0.1 % >= 0.05 %
-        (Counts(sent=10000, complained=4), False),
+        # the issue's sandbox case: one complaint in 209 sends is 0.48 %, and still one person
+        (Counts(sent=209, complained=1), False),
+        # under the default minimum volume of 1,000 sends nothing counts, whatever the rates
+        (Counts(sent=999, bounced_permanent=500, complained=500), False),
+        (Counts(sent=1000, bounced_permanent=25), True),  # 2.5 % >= 2.5 %, 25 >= 10 bounces
+        (Counts(sent=1000, bounced_permanent=24), False),  # 2.4 %
+        (Counts(sent=1000, complained=3), True),  # 0.3 % and 3 complaints
+        (Counts(sent=1000, complained=2), False),  # 0.2 %, but only 2 complaints
+        (Counts(sent=6000, complained=3), True),  # 0.05 % >= 0.05 %
+        (Counts(sent=10000, complained=4), False),  # 0.04 %
+        (Counts(sent=100000, complained=40, bounced_permanent=100), False),  # 0.04 % / 0.1 %
     ],
 )
-def test_guard_verdict_table(counts: Counts, paused: bool) -> None:
-    cfg = GuardConfig(min_volume=50)
-    assert (verdict(counts, cfg) is not None) is paused
+def test_guard_verdict_with_the_default_minimums(counts: Counts, paused: bool) -> None:
+    assert (verdict(counts, GuardConfig()) is not None) is paused
+
+
+@pytest.mark.parametrize(
+    ("counts", "cfg", "paused"),
+    [
+        # A lower bounce threshold is where min_bounces binds: 9 bounces in 1,000 is 0.9 %.
+        (Counts(sent=1000, bounced_permanent=9), {"bounce_rate": 0.005}, False),
+        (Counts(sent=1000, bounced_permanent=10), {"bounce_rate": 0.005}, True),
+        (Counts(sent=1000, bounced_permanent=9), {"bounce_rate": 0.005, "min_bounces": 5}, True),
+        (Counts(sent=100, bounced_permanent=3), {"min_volume": 50, "min_bounces": 3}, True),
+        (Counts(sent=100, bounced_permanent=3), {"min_volume": 101, "min_bounces": 3}, False),
+        (Counts(sent=209, complained=1), {"min_volume": 100, "min_complaints": 1}, True),
+        (Counts(sent=209, complained=1), {"min_volume": 100}, False),
+        (Counts(sent=5000, complained=5), {"min_complaints": 6}, False),
+    ],
+)
+def test_guard_verdict_with_configured_minimums(counts: Counts, cfg: dict, paused: bool) -> None:
+    assert (verdict(counts, GuardConfig(**cfg)) is not None) is paused
+
+
+def test_guard_defaults() -> None:
+    cfg = GuardConfig()
+    assert (cfg.min_volume, cfg.min_bounces, cfg.min_complaints) == (1000, 10, 3)
+    assert (cfg.bounce_rate, cfg.complaint_rate) == (0.025, 0.0005)
 
 
 def test_guard_pauses_a_class_alerts_and_resumes_by_cli(relay_factory, tmp_path: Path) -> None:
     config = (
-        '[guard]\nmin_volume = 10\nbounce_rate = 0.2\ncheck_every = "1s"\nalert_to = ["admin@example.com"]\n'
+        '[guard]\nmin_volume = 10\nmin_bounces = 5\nbounce_rate = 0.2\ncheck_every = "1s"\n'
+        'alert_to = "admin@example.com"\n'  # one string for a list-valued key
     )
     relay = relay_factory(config, sandbox=True)
     events = events_file(tmp_path / "bad.jsonl", "bulk", sent=10, permanent=5)
@@ -139,7 +173,7 @@ def test_guard_pauses_a_class_alerts_and_resumes_by_cli(relay_factory, tmp_path:
         lambda: (r := send(relay, ["reader@example.org"], bulk_mail))[0] == 451 and r,
         what="the intake to refuse bulk mail",
     )
-    assert reply[:6] == b"4.7.1 "
+    assert reply[:6] == b"4.7.1 " and b"paused by the reputation guard (bounce rate" in reply
     code, _ = send(relay, ["buyer@example.org"], message("receipt"))
     assert code == 250
 
@@ -151,3 +185,65 @@ def test_guard_pauses_a_class_alerts_and_resumes_by_cli(relay_factory, tmp_path:
 
     relay.cli("class", "resume", "bulk", check=True)
     wait_until(lambda: send(relay, ["reader@example.org"], bulk_mail)[0] == 250, what="bulk accepted again")
+
+
+def test_an_admin_pause_reads_paused_by_the_cli_user(relay_factory) -> None:
+    relay = relay_factory(sandbox=True)
+    actor = f"cli:{getpass.getuser()}"
+    paused = relay.cli("class", "pause", "bulk", "--reason", "list cleanup\nunder way", check=True)
+    assert paused.stdout.strip() == f"class bulk paused by {actor}"
+
+    status = relay.cli("class", "status", check=True).stdout
+    [bulk] = [line for line in status.splitlines() if line.startswith("bulk ")]
+    assert f"paused by {actor} since " in bulk and bulk.endswith(": list cleanup")
+    assert "reputation guard" not in status
+    [state] = [c for c in relay.json("class", "status") if c["class"] == "bulk"]
+    assert (state["paused"], state["changed_by"]) == (True, actor)
+
+    bulk_mail = message("news", "X-Message-Class: bulk\r\n")
+    _code, reply = wait_until(
+        lambda: (r := send(relay, ["reader@example.org"], bulk_mail))[0] == 451 and r,
+        what="the intake to refuse bulk mail",
+    )
+    assert reply.decode() == (
+        f"4.7.1 Class bulk is paused by {actor} (list cleanup under way); try again later"
+    )
+
+    relay.cli("class", "resume", "bulk", check=True)
+    relay.cli("class", "pause", "bulk", check=True)  # no reason given
+    _code, reply = wait_until(
+        lambda: (r := send(relay, ["reader@example.org"], bulk_mail))[0] == 451 and b"(" not in r[1] and r,
+        what="the reply without a reason",
+    )
+    assert reply.decode() == f"4.7.1 Class bulk is paused by {actor}; try again later"
+
+
+def serve_stderr(tmp_path: Path, config_text: str) -> str:
+    """Start `serve --sandbox`, wait until it listens, stop it, and return what it wrote to stderr."""
+    tmp_path.mkdir()
+    config = tmp_path / "guard.toml"
+    config.write_text(config_text)
+    cmd = [SES_RELAY, "serve", "--sandbox", "--listen", f"127.0.0.1:{free_port()}",
+           "--data-dir", str(tmp_path / "data"), "--config", str(config)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        for line in proc.stdout:
+            if "listening on" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=45)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return err
+
+
+def test_serve_warns_at_start_when_guard_alerts_go_nowhere(tmp_path: Path) -> None:
+    warning = "[guard] alert_to is not set: when the reputation guard pauses a class, nobody is mailed"
+    err = serve_stderr(tmp_path / "bare", "")
+    assert err.count(warning) == 1, err  # serve warns; the worker it starts does not repeat it
+    assert warning not in serve_stderr(tmp_path / "alerted", '[guard]\nalert_to = "ops@example.com"\n')
+    assert warning not in serve_stderr(tmp_path / "off", "[guard]\nenabled = false\n")

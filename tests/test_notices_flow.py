@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox
+import smtplib
 import threading
 from pathlib import Path
 
@@ -163,3 +164,37 @@ def test_bad_notice_route_is_a_config_error(tmp_path: Path, route: str) -> None:
     result = run_cli("serve", "--sandbox", data_dir=tmp_path / "d", config=config)
     assert result.returncode == 2, result.stderr
     assert "notices.routes.example.com" in result.stderr
+
+
+def test_a_raw_utf8_subject_reads_right_in_submission_show_and_in_the_notice(relay_factory) -> None:
+    """Postfix's sendmail passes a raw UTF-8 Subject on unchanged (8-bit octets in the header)."""
+    relay = relay_factory(sandbox=True)
+    subject = "Grüße aus Köln: 注文 #7"
+    raw = (
+        f"From: Shop <{SENDER}>\r\nTo: {BOUNCE}\r\nSubject: {subject}\r\n"
+        "Message-ID: <utf8-subject@example.com>\r\n\r\nHallo.\r\n"
+    ).encode()
+    assert not raw.isascii()
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as client:
+        refused = client.sendmail(SENDER, [BOUNCE], raw)
+        assert refused == {}
+    [submission] = relay.json("submission", "list")
+    assert submission["subject"] == subject
+    assert relay.json("submission", "show", submission["id"])["subject"] == subject
+
+    [notice] = wait_until(lambda: notice_box(relay), timeout=15, what="a notice in the sender's Maildir")
+    msg = email.message_from_bytes(notice.as_bytes(), policy=email.policy.default)
+    assert str(msg["Subject"]) == f"Undelivered Mail Returned to Sender: {subject}"
+    found = parts(notice.as_bytes())
+    assert f"Subject:    {subject}" in found["text/plain"].get_content()
+    assert f"Subject: {subject}" in found["text/rfc822-headers"].get_content()
+    assert "\ufffd" not in msg.as_string()
+
+
+def test_latin1_octets_that_are_not_utf8_are_read_as_latin1(relay_factory) -> None:
+    relay = relay_factory(sandbox=True)
+    raw = b"From: <app@example.com>\r\nTo: <a@example.org>\r\nSubject: caf\xe9 cr\xe8me\r\n\r\nx\r\n"
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as client:
+        assert client.sendmail("app@example.com", ["a@example.org"], raw) == {}
+    [submission] = relay.json("submission", "list")
+    assert submission["subject"] == "café crème"

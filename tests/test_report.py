@@ -28,6 +28,7 @@ from feedback.report import COLUMNS, build, csv_text, hourly, html_page, row_of,
 from relay.store import EventRecord
 from relay.timeutil import utcnow
 from tests.conftest import ROOT, run_cli, wait_until
+from tests.support.relaydb import create_store
 
 FIXTURES = ROOT / "tests" / "fixtures" / "ses"
 
@@ -206,6 +207,7 @@ def test_report_refuses_a_bad_window(tmp_path, since) -> None:
 
 
 def test_report_says_why_it_cannot_write_a_file(tmp_path) -> None:
+    create_store(tmp_path / "data")
     result = run_cli("report", "--csv", str(tmp_path / "missing" / "r.csv"), data_dir=tmp_path / "data")
     assert result.returncode == 1
     assert "cannot write" in result.stderr

@@ -45,6 +45,15 @@ def suppress(
     asyncio.run(go())
 
 
+def create_store(data_dir: Path) -> None:
+    """An empty store, as a relay that has run but seen nothing leaves it (read commands need one)."""
+
+    async def go() -> None:
+        await (await Store.open(data_dir / "relay.db")).close()
+
+    asyncio.run(go())
+
+
 def count_rows(data_dir: Path, table: str) -> int:
     """Row count by plain sqlite3: what is on disk, whatever the relay process believes."""
     db = sqlite3.connect(data_dir / "relay.db")
