@@ -78,7 +78,9 @@ class IntakeHandler:
         session.host_name = hostname
         if self.authenticator is None or not self.authenticator.has_users():
             responses = [r for r in responses if not r.startswith("250-AUTH")]
-        return responses
+        # Both are true of every session: commands are read one at a time from a buffered
+        # stream, and every reply after EHLO carries an enhanced code (relay/replies.py).
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]

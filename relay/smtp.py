@@ -68,6 +68,7 @@ class RelaySMTP(SMTP):
         # Per-connection copies of aiosmtpd class attributes: its class-level dict is
         # shared by every connection (and grows with each EHLO).
         self.line_length_limit = line_length + 1  # + the transparency dot
+        self._hello_reply = False  # set while answering EHLO/HELO (the greeting is plain too)
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
         super().__init__(handler, **kwargs)
         self.event_handler: IntakeHandler = handler
@@ -84,13 +85,27 @@ class RelaySMTP(SMTP):
         return RelaySession(self.loop)
 
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str):
+        if isinstance(status, str) and not self._hello_reply:
             enhanced = replies.enhance(status, self.data_size_limit, self.line_length)
             if enhanced != status:
                 log.info("%s: replied %s", client_of(self.session), enhanced)
             await super().push(enhanced)
         else:
             await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._hello_reply = True  # RFC 2034: the reply to EHLO/HELO carries no enhanced codes
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._hello_reply = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._hello_reply = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._hello_reply = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         after_starttls = self._original_transport is not None

@@ -1,0 +1,102 @@
+"""What mail clients and connection pools expect of the intake: ESMTP extensions, many connections.
+
+A real `ses-relay serve --sandbox`; smtplib for what a library sees, a raw socket
+for the byte-level pipelining exchange.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+from typing import Any
+
+import pytest
+
+from relay import replies
+from tests.test_hardening import Conversation
+
+ENHANCED = re.compile(rb"^[245]\d\d [245]\.\d{1,3}\.\d{1,3} ")
+MESSAGE = b"From: App <app@example.com>\r\nSubject: %s\r\n\r\nHello.\r\n"
+
+
+# -- EHLO: PIPELINING and ENHANCEDSTATUSCODES ------------------------------------------------------
+
+
+def test_ehlo_advertises_pipelining_and_enhanced_status_codes(relay_factory: Any) -> None:
+    relay = relay_factory(sandbox=True)
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as client:
+        code, _ = client.ehlo("client.example.com")
+        assert code == 250
+        assert client.has_extn("pipelining") and client.has_extn("enhancedstatuscodes")
+        assert client.has_extn("size") and client.has_extn("8bitmime")
+        assert not client.has_extn("auth")  # no users: nothing to authenticate as
+
+
+def test_every_reply_after_ehlo_carries_an_enhanced_code(relay_factory: Any) -> None:
+    """ENHANCEDSTATUSCODES is a promise about every reply (RFC 2034), aiosmtpd's own ones too."""
+    relay = relay_factory(sandbox=True)
+    commands = [
+        b"NOOP",
+        b"RSET",
+        b"HELP",
+        b"VRFY someone@example.org",
+        b"EXPN list",
+        b"FROB",  # unknown command
+        b"DATA",  # no recipients yet
+        b"RCPT TO:<r@example.org>",  # no MAIL yet
+        b"MAIL FROM:<app@example.com> FROB=1",  # unknown parameter
+        b"MAIL FROM:<app@example.com>",
+        b"MAIL FROM:<app@example.com>",  # nested
+        b"RCPT TO:<not an address>",
+        b"RCPT TO:<r@example.org>",
+        b"DATA now",  # DATA takes no argument
+        b"STARTTLS",  # not configured
+        b"QUIT",
+    ]
+    with Conversation(relay) as conv:
+        assert conv.greeting.startswith(b"220 ")
+        assert conv.cmd(b"EHLO client.example.com").startswith(b"250-")
+        for command in commands:
+            reply = conv.cmd(command)
+            assert ENHANCED.match(reply), (command, reply)
+
+
+def test_a_pipelined_exchange_on_a_raw_socket(relay_factory: Any) -> None:
+    """RFC 2920: the envelope in one write, the replies in order; then RSET, NOOP, QUIT in one write."""
+    relay = relay_factory(sandbox=True)
+    with Conversation(relay) as conv:
+        conv.cmd(b"EHLO client.example.com")
+        conv.send(
+            b"MAIL FROM:<app@example.com>\r\nRCPT TO:<one@example.org>\r\nRCPT TO:<not an address>\r\n"
+            b"RCPT TO:<two@example.org>\r\nDATA\r\n"
+        )
+        replies = [conv.reply() for _ in range(5)]
+        expected = [b"250 2.1.0", b"250 2.1.5", b"501 5.1.3", b"250 2.1.5", b"354 End d"]
+        assert [r[:9] for r in replies] == expected
+        conv.send(MESSAGE % b"pipelined" + b".\r\nRSET\r\nNOOP\r\nQUIT\r\n")
+        replies = [conv.reply() for _ in range(4)]
+        assert replies[0].startswith(b"250 2.0.0 Ok: queued as "), replies
+        assert [r[:9] for r in replies[1:]] == [b"250 2.0.0", b"250 2.0.0", b"221 2.0.0"]
+    sid = replies[0].rsplit(b" ", 1)[1].decode()
+    shown = relay.json("submission", "show", sid)
+    assert [r["address"] for r in shown["recipients"]] == ["one@example.org", "two@example.org"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "enhanced"),
+    [
+        ("250 OK", "250 2.0.0 Ok"),
+        ("221 Bye", "221 2.0.0 Bye"),
+        ("503 Error: need MAIL command", "503 5.5.1 Error: need MAIL command"),
+        ("501 Syntax: MAIL FROM: <address>", "501 5.5.4 Syntax: MAIL FROM: <address>"),
+        ('500 Error: command "FROB" not recognized', '500 5.5.2 Error: command "FROB" not recognized'),
+        ("252 Cannot VRFY user", "252 2.0.0 Cannot VRFY user"),
+        ("451 Try later", "451 4.0.0 Try later"),
+        ("250 2.1.0 Sender ok", "250 2.1.0 Sender ok"),  # already has one
+        ("220 relay.example.com ses-relay", "220 relay.example.com ses-relay"),  # the greeting
+        ("354 End data with <CR><LF>.<CR><LF>", "354 End data with <CR><LF>.<CR><LF>"),
+        ("250", "250 2.0.0"),
+    ],
+)
+def test_enhance_gives_every_final_reply_a_code(sent: str, enhanced: str) -> None:
+    assert replies.enhance(sent, 1024) == enhanced
