@@ -52,8 +52,9 @@ class RelaySMTP(SMTP):
 
     Enhanced status codes on the replies aiosmtpd composes itself; AUTH PLAIN/LOGIN
     checked off the event loop with lockout (relay/auth.py); a connection limit per
-    client address; a separate, longer timeout for the DATA transfer; a configurable
-    line length. Implicit TLS (port 465 style) counts as TLS for AUTH.
+    client address outside allow_networks; a separate, longer timeout for the DATA
+    transfer; a configurable line length. Implicit TLS (port 465 style) counts as
+    TLS for AUTH.
     """
 
     def __init__(
@@ -113,7 +114,9 @@ class RelaySMTP(SMTP):
         if after_starttls:
             return
         client = client_of(self.session)
-        if self.event_handler.client_limits.connections.acquire(client):
+        if self.event_handler.may_relay(self.session):
+            pass  # allow_networks: an application's connection pool, not counted (Postfix's mynetworks)
+        elif self.event_handler.client_limits.connections.acquire(client):
             self._slot = client
         else:
             self._admitted = False

@@ -183,17 +183,21 @@ def test_arn_headers_from_clients_are_dropped_before_storage(relay_factory: Any)
 
 
 def test_connections_per_ip_over_the_limit_get_421(relay_factory: Any) -> None:
-    relay = relay_factory("[limits]\nconnections_per_ip = 2\n", sandbox=True)
-    first, second = Conversation(relay), Conversation(relay)
+    """127.0.0.2 is outside allow_networks here, so it is counted (tests/test_intake_clients.py:
+    clients inside allow_networks are not)."""
+    untrusted = "127.0.0.2"
+    config = '[limits]\nconnections_per_ip = 2\n[[listeners]]\nallow_networks = ["127.0.0.1/32"]\n'
+    relay = relay_factory(config, sandbox=True)
+    first, second = Conversation(relay, source=untrusted), Conversation(relay, source=untrusted)
     try:
         assert first.greeting.startswith(b"220") and second.greeting.startswith(b"220")
-        with Conversation(relay) as third:
+        with Conversation(relay, source=untrusted) as third:
             assert third.greeting.startswith(b"421 4.7.0 "), third.greeting
         first.cmd(b"QUIT")
         first.close()
 
         def admitted() -> bool:
-            with Conversation(relay) as conv:
+            with Conversation(relay, source=untrusted) as conv:
                 return conv.greeting.startswith(b"220")
 
         wait_until(admitted, what="a slot to free up after QUIT")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from relay import replies
+from tests.conftest import Relay
+from tests.support.relaydb import count_rows
 from tests.test_hardening import Conversation
 
 ENHANCED = re.compile(rb"^[245]\d\d [245]\.\d{1,3}\.\d{1,3} ")
@@ -100,3 +104,58 @@ def test_a_pipelined_exchange_on_a_raw_socket(relay_factory: Any) -> None:
 )
 def test_enhance_gives_every_final_reply_a_code(sent: str, enhanced: str) -> None:
     assert replies.enhance(sent, 1024) == enhanced
+
+
+# -- connection pools: allow_networks is not counted per address --------------------------------
+
+
+def open_clients(relay: Relay, count: int, source: str | None = None) -> list[smtplib.SMTP]:
+    clients: list[smtplib.SMTP] = []
+    for _ in range(count):
+        client = smtplib.SMTP(timeout=30, source_address=(source, 0) if source else None)
+        clients.append(client)
+        code, banner = client.connect("127.0.0.1", relay.port)
+        assert code == 220, (len(clients), code, banner)
+    return clients
+
+
+def test_fifty_concurrent_connections_from_allow_networks_are_all_served(relay_factory: Any) -> None:
+    relay = relay_factory(sandbox=True)  # the default config: connections_per_ip = 20
+    clients = open_clients(relay, 50)  # all 50 open at once, each greeted with 220
+    try:
+
+        def send(index: int) -> int:
+            client = clients[index]
+            client.ehlo("pool.example.com")
+            client.sendmail("app@example.com", [f"pool{index}@example.org"], MESSAGE % b"pool %d" % index)
+            return index
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            assert sorted(pool.map(send, range(50), timeout=120)) == list(range(50))
+    finally:
+        for client in clients:
+            client.close()
+    assert count_rows(relay.data_dir, "submissions") == 50
+    assert "Too many connections" not in relay.log() and "limits.connections_per_ip" not in relay.log()
+
+
+def test_clients_outside_allow_networks_keep_the_per_address_limit(relay_factory: Any) -> None:
+    """127.0.0.2 must AUTH here (it is outside allow_networks): 20 connections, then 421.
+    127.0.0.1, inside, is not held back by them or by its own count."""
+    relay = relay_factory('[[listeners]]\nallow_networks = ["127.0.0.1/32"]\n', sandbox=True)
+    try:
+        socket.create_connection(("127.0.0.1", relay.port), source_address=("127.0.0.2", 0)).close()
+    except OSError:
+        pytest.skip("127.0.0.2 is not usable as a source address here")
+    outsiders = open_clients(relay, 20, source="127.0.0.2")
+    insiders: list[smtplib.SMTP] = []
+    try:
+        with Conversation(relay, source="127.0.0.2") as refused:
+            assert refused.greeting.startswith(b"421 4.7.0 Too many connections"), refused.greeting
+        insiders = open_clients(relay, 25)
+        insiders[0].sendmail("app@example.com", ["inside@example.org"], MESSAGE % b"inside")
+    finally:
+        for client in outsiders + insiders:
+            client.close()
+    assert count_rows(relay.data_dir, "submissions") == 1
+    assert relay.wait_log("refused connection from 127.0.0.2: 20 connections already open")
