@@ -61,6 +61,10 @@ class IntakeHandler:
             return False
         return in_networks(peer_ip(session.peer), self._networks)
 
+    def trusted(self, session: Session) -> bool:
+        """May relay: authenticated, or in allow_networks on a listener without require_auth."""
+        return self.user_of(session) is not None or self.may_relay(session)
+
     def plaintext_auth_allowed(self, session: Session) -> bool:
         return self.config.auth.allow_plaintext_loopback and is_loopback_ip(peer_ip(session.peer))
 
@@ -152,7 +156,6 @@ class IntakeHandler:
             if self.config.limits.bare_line_endings == "reject":
                 log.warning("refused DATA from %s: bare CR or LF in the message", client)
                 return data, replies.BARE_LINE_ENDINGS
-            log.info("normalised bare CR/LF line endings in a message from %s", client)
             data = inputcheck.normalise_line_endings(data)
         if (user is None or not user.may_set_arns) and inputcheck.arn_headers_present(data):
             who = "unauthenticated clients" if user is None else f"user {user.name}"
@@ -187,6 +190,8 @@ class IntakeHandler:
         assert isinstance(data, bytes)
         client = client_of(session)
         user = self.user_of(session)
+        # Bare LFs were normalised while reading (relay/dataread.py); a bare CR is left for _screen.
+        normalised = getattr(envelope, "bare_line_ends", 0) > 0 or inputcheck.has_bare_line_endings(data)
         data, refused_why = self._screen(data, user, client)
         if refused_why is not None:
             return refused_why
@@ -277,7 +282,7 @@ class IntakeHandler:
             return replies.STORE_UNAVAILABLE
         suppressed = len(recipients) - sum(r.status == "queued" for r in recipients)
         log.info(
-            "accepted %s from <%s> class=%s (%s) recipients=%d suppressed=%d size=%d",
+            "accepted %s from <%s> class=%s (%s) recipients=%d suppressed=%d size=%d%s",
             submission.id,
             mail_from,
             klass,
@@ -285,6 +290,7 @@ class IntakeHandler:
             len(recipients),
             suppressed,
             len(data),
+            " (bare line endings normalised)" if normalised else "",
         )
         self.on_accepted(submission.id)
         metrics.accepted(klass)

@@ -1,8 +1,9 @@
 """The SMTP session: aiosmtpd's protocol plus what a relay exposed to a network needs.
 
 The policy (who may send what, to whom) is the handler's (relay/server.py); this
-module is the protocol around it: enhanced status codes, connection limits,
-timeouts, and AUTH with an awaitable password check.
+module is the protocol around it: enhanced status codes on every reply, connection
+limits, timeouts, AUTH with an awaitable password check, and DATA read the way
+Postfix reads it from clients it trusts (relay/dataread.py).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import logging
 from base64 import b64decode
 from typing import TYPE_CHECKING, Any, AnyStr
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
 from relay import replies
 from relay.auth import Verdict
+from relay.dataread import DataAssembler, Outcome, read_data
 from relay.networks import peer_ip
 
 if TYPE_CHECKING:
@@ -39,6 +41,14 @@ class RelaySession(Session):
         self._login_data = value
 
 
+class RelayEnvelope(Envelope):
+    """aiosmtpd's Envelope plus how many lines of DATA ended in a bare LF."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bare_line_ends = 0
+
+
 def client_of(session: Session | None) -> str:
     """The client's address for logs and per-client counters."""
     if session is None:
@@ -53,8 +63,8 @@ class RelaySMTP(SMTP):
     Enhanced status codes on the replies aiosmtpd composes itself; AUTH PLAIN/LOGIN
     checked off the event loop with lockout (relay/auth.py); a connection limit per
     client address outside allow_networks; a separate, longer timeout for the DATA
-    transfer; a configurable line length. Implicit TLS (port 465 style) counts as
-    TLS for AUTH.
+    transfer; a configurable line length, judged on the lines as stored. Implicit TLS
+    (port 465 style) counts as TLS for AUTH.
     """
 
     def __init__(
@@ -84,6 +94,9 @@ class RelaySMTP(SMTP):
 
     def _create_session(self) -> Session:
         return RelaySession(self.loop)
+
+    def _create_envelope(self) -> Envelope:
+        return RelayEnvelope()
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and not self._hello_reply:
@@ -157,11 +170,54 @@ class RelaySMTP(SMTP):
         self._in_data = True
         self._reset_timeout(self.data_timeout)
         try:
-            await super().smtp_DATA(arg)
+            if self.event_handler.trusted(self.session):
+                await self._data_from_trusted(arg)
+            else:
+                await super().smtp_DATA(arg)
         finally:
             self._in_data = False
             if self.transport is not None:
                 self._reset_timeout()
+
+    async def _data_from_trusted(self, arg: str) -> None:
+        """aiosmtpd's DATA with relay/dataread.py reading the lines: bare LF line ends
+        are accepted (normalised, or kept for the handler to refuse), dots un-stuffed
+        after either line end, and the message still ends only at <CRLF>.<CRLF>."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None and self.session is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        limits = self.event_handler.config.limits
+        normalise = limits.bare_line_endings == "normalize"
+        assembler = DataAssembler(normalise, self.line_length, self.data_size_limit)
+        try:
+            await read_data(self._reader, assembler)
+        except (asyncio.CancelledError, ConnectionResetError):
+            log.info("lost connection during DATA from %s", client_of(self.session))
+            self._writer.close()
+            raise
+        if assembler.outcome is not Outcome.COMPLETE:
+            self._set_post_data_state()
+            if assembler.outcome is Outcome.TOO_LONG:
+                reply = replies.line_too_long(self.line_length)
+            else:
+                reply = replies.too_big(self.data_size_limit or 0)
+            log.warning("refused DATA from %s: %s", client_of(self.session), reply)
+            await self.push(reply)
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, RelayEnvelope)
+        envelope.original_content = envelope.content = assembler.message()
+        envelope.bare_line_ends = assembler.bare_line_ends
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(replies.OK if status is MISSING else status)
 
     # AUTH: our own PLAIN and LOGIN so that the password check can be awaited (it runs
     # scrypt in a thread); aiosmtpd's built-ins call a synchronous authenticator.
