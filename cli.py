@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -25,9 +26,9 @@ from typing import Any, TypeVar
 import click
 
 from relay import config as configuration
+from relay import logsetup
 from relay.addresses import AddressError, normalise
 from relay.config import Config, ConfigError
-from relay.logredact import install as install_log_redaction
 from relay.store import Store, StoreError
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import maybe_text, to_text, utcnow
@@ -44,6 +45,7 @@ class Context:
     data_dir: Path
     config_file: Path | None = None  # where `config` came from, for the worker process
     log_level: str = "info"
+    log_format: logsetup.LogFormat = "text"
 
     @property
     def store_path(self) -> Path:
@@ -81,20 +83,25 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="How much to log (to standard error) [env SES_RELAY_LOG_LEVEL].",
     )
+    @click.option(
+        "--log-format",
+        envvar="SES_RELAY_LOG_FORMAT",
+        type=click.Choice(logsetup.LOG_FORMATS),
+        default="text",
+        show_default=True,
+        help="text, or json: one JSON object a line for log shippers [env SES_RELAY_LOG_FORMAT].",
+    )
     @functools.wraps(func)
-    def wrapper(config_path: str | None, data_dir: Path, log_level: str, **kwargs: Any) -> Any:
-        logging.basicConfig(
-            level=log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        install_log_redaction()  # no password, AUTH exchange or AWS secret in any log line
+    def wrapper(
+        config_path: str | None, data_dir: Path, log_level: str, log_format: logsetup.LogFormat, **kwargs: Any
+    ) -> Any:
+        logsetup.configure(log_level, log_format)
         located = configuration.locate(config_path)
         try:
             config = configuration.load(located)
         except ConfigError as exc:
             fail(f"configuration error: {exc}", 2)
-        return func(Context(config, data_dir, located, log_level), **kwargs)
+        return func(Context(config, data_dir, located, log_level, log_format), **kwargs)
 
     return wrapper
 
@@ -156,7 +163,7 @@ def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
     check_notice_routes(config)
     _check_dkim(ctx)
     try:
-        asyncio.run(_serve(Context(config, ctx.data_dir, ctx.config_file, ctx.log_level), sandbox, access))
+        asyncio.run(_serve(dataclasses.replace(ctx, config=config), sandbox, access))
     except StoreError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -312,7 +319,7 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
 
 def _worker_command(ctx: Context, sandbox: bool) -> list[str]:
     cmd = [sys.executable, "-m", "cli", "worker", "--data-dir", str(ctx.data_dir)]
-    cmd += ["--log-level", ctx.log_level]
+    cmd += ["--log-level", ctx.log_level, "--log-format", ctx.log_format]
     if ctx.config_file is not None:
         cmd += ["--config", str(ctx.config_file)]
     if sandbox:

@@ -282,9 +282,10 @@ class IntakeHandler:
             return replies.STORE_UNAVAILABLE
         suppressed = len(recipients) - sum(r.status == "queued" for r in recipients)
         log.info(
-            "accepted %s from <%s> class=%s (%s) recipients=%d suppressed=%d size=%d%s",
+            "accepted %s from <%s> client=%s class=%s (%s) recipients=%d suppressed=%d size=%d%s",
             submission.id,
             mail_from,
+            client if user is None else f"{client} user={user.name}",
             klass,
             resolution.source,
             len(recipients),

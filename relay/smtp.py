@@ -102,7 +102,7 @@ class RelaySMTP(SMTP):
         if isinstance(status, str) and not self._hello_reply:
             enhanced = replies.enhance(status, self.data_size_limit, self.line_length)
             if enhanced != status:
-                log.info("%s: replied %s", client_of(self.session), enhanced)
+                log.debug("%s: replied %s", client_of(self.session), enhanced)
             await super().push(enhanced)
         else:
             await super().push(status)
