@@ -10,6 +10,7 @@ import re
 import smtplib
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from relay import replies
 from tests.conftest import Relay
 from tests.support.relaydb import count_rows
+from tests.support.security import make_cert
 from tests.test_hardening import Conversation
 
 ENHANCED = re.compile(rb"^[245]\d\d [245]\.\d{1,3}\.\d{1,3} ")
@@ -84,6 +86,30 @@ def test_a_pipelined_exchange_on_a_raw_socket(relay_factory: Any) -> None:
     sid = replies[0].rsplit(b" ", 1)[1].decode()
     shown = relay.json("submission", "show", sid)
     assert [r["address"] for r in shown["recipients"]] == ["one@example.org", "two@example.org"]
+
+
+def test_pipelined_plaintext_after_starttls_is_discarded(relay_factory: Any, tmp_path: Path) -> None:
+    """A command injected after STARTTLS in the same write (RFC 3207 5, CVE-2011-0411) must not
+    run inside the TLS session: PIPELINING is advertised, so this stays tested."""
+    cert = make_cert(tmp_path / "tls")
+    relay = relay_factory(cert.toml() + '[[listeners]]\ntls = "starttls"\n', sandbox=True)
+    with Conversation(relay) as conv:
+        assert b"250-STARTTLS" in conv.cmd(b"EHLO client.example.com")
+        conv.send(b"STARTTLS\r\nMAIL FROM:<injected@example.com>\r\n")
+        assert conv.reply().startswith(b"220 2.0.0 ")
+        assert conv.buffer == b""
+        tls = cert.client_context().wrap_socket(conv.sock, server_hostname="localhost")
+        tls.settimeout(10)
+        tls.sendall(b"EHLO client.example.com\r\n")  # the first reply inside TLS answers this
+        reply = b""
+        while not re.search(rb"(^|\r\n)250 [^\r\n]*\r\n$", reply):
+            chunk = tls.recv(4096)
+            assert chunk, reply
+            reply += chunk
+        assert reply.startswith(b"250-") and b"injected" not in reply
+        tls.sendall(b"MAIL FROM:<app@example.com>\r\n")  # not "nested MAIL": nothing was injected
+        assert tls.recv(4096).startswith(b"250 2.1.0 ")
+        tls.close()
 
 
 @pytest.mark.parametrize(
