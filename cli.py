@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -25,9 +26,9 @@ import click
 
 from feedback.policy import STATUS_ORDER
 from relay import config as configuration
+from relay import logsetup
 from relay.addresses import AddressError, normalise
 from relay.config import Config, ConfigError
-from relay.logredact import install as install_log_redaction
 from relay.store import Store, StoreError
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import maybe_text, to_text, utcnow
@@ -44,6 +45,7 @@ class Context:
     data_dir: Path
     config_file: Path | None = None  # where `config` came from, for the worker process
     log_level: str = "info"
+    log_format: logsetup.LogFormat = "text"
 
     @property
     def store_path(self) -> Path:
@@ -81,23 +83,29 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="How much to log (to standard error) [env SES_RELAY_LOG_LEVEL].",
     )
+    @click.option(
+        "--log-format",
+        envvar="SES_RELAY_LOG_FORMAT",
+        type=click.Choice(logsetup.LOG_FORMATS),
+        default="text",
+        show_default=True,
+        help="text, or json: one JSON object a line for log shippers [env SES_RELAY_LOG_FORMAT].",
+    )
     @functools.wraps(func)
-    def wrapper(config_path: str | None, data_dir: Path, log_level: str, **kwargs: Any) -> Any:
+    def wrapper(
+        config_path: str | None, data_dir: Path, log_level: str, log_format: logsetup.LogFormat, **kwargs: Any
+    ) -> Any:
         config_path = _before_subcommand("config_path", config_path)
         data_dir = _before_subcommand("data_dir", data_dir)
         log_level = _before_subcommand("log_level", log_level)
-        logging.basicConfig(
-            level=log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        install_log_redaction()  # no password, AUTH exchange or AWS secret in any log line
+        log_format = _before_subcommand("log_format", log_format)
+        logsetup.configure(log_level, log_format)
         located = configuration.locate(config_path)
         try:
             config = configuration.load(located)
         except ConfigError as exc:
             fail(f"configuration error: {exc}", 2)
-        return func(Context(config, data_dir, located, log_level), **kwargs)
+        return func(Context(config, data_dir, located, log_level, log_format), **kwargs)
 
     return wrapper
 
@@ -174,15 +182,22 @@ def emit_json(data: Any) -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="How much to log, for any command [env SES_RELAY_LOG_LEVEL; default info].",
 )
-def main(config_path: str | None, data_dir: Path | None, log_level: str | None) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(logsetup.LOG_FORMATS),
+    help="text, or json (one object a line), for any command [env SES_RELAY_LOG_FORMAT; default text].",
+)
+def main(
+    config_path: str | None, data_dir: Path | None, log_level: str | None, log_format: str | None
+) -> None:
     """ses-relay: an SMTP relay in front of Amazon SES.
 
     Applications send by SMTP; ses-relay refuses suppressed recipients, sends
     the rest through SES with the configuration set of the message's class, and
     keeps every accepted message until it is sent or its sender is told why not.
 
-    --config, --data-dir and --log-level go before the command or after it; given
-    in both places, the one after it wins.
+    --config, --data-dir, --log-level and --log-format go before the command or
+    after it; given in both places, the one after it wins.
     """
 
 
@@ -217,7 +232,7 @@ def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
     _check_dkim(ctx)
     _warn_unalerted_guard(config)
     try:
-        asyncio.run(_serve(Context(config, ctx.data_dir, ctx.config_file, ctx.log_level), sandbox, access))
+        asyncio.run(_serve(dataclasses.replace(ctx, config=config), sandbox, access))
     except StoreError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -381,7 +396,7 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
 
 def _worker_command(ctx: Context, sandbox: bool) -> list[str]:
     cmd = [sys.executable, "-m", "cli", "worker", "--data-dir", str(ctx.data_dir)]
-    cmd += ["--log-level", ctx.log_level]
+    cmd += ["--log-level", ctx.log_level, "--log-format", ctx.log_format]
     if ctx.config_file is not None:
         cmd += ["--config", str(ctx.config_file)]
     if sandbox:

@@ -1,13 +1,16 @@
 """Checks on what a client sends in DATA (pure).
 
 Why each rule exists:
-- A bare CR or LF in the header section is how header injection survives into a
-  message ("Subject: hi\\nBcc: victim"); RFC 5321 2.3.8 forbids them anyway, so the
-  message is refused rather than guessed at.
+- A bare CR or LF left in the header section is how header injection survives into
+  a message ("Subject: hi\\rBcc: victim"); RFC 5321 2.3.8 forbids them, so the
+  message is refused rather than guessed at. (From clients the relay trusts, lines
+  ending in a bare LF were already read as lines and ended with CRLF, as Postfix
+  does: relay/dataread.py. What is left here is a bare CR, or any bare line end
+  under `bare_line_endings = "reject"`.)
 - A bare CR or LF in the body is what SMTP smuggling needs (`\\n.\\r\\n` read as the
-  end of data by some later hop). aiosmtpd already ends DATA only at CRLF.CRLF, so
-  the message stays one message here; normalising bare line ends to CRLF (or
-  refusing them, by configuration) keeps that ambiguity from leaving the relay.
+  end of data by some later hop). DATA ends only at CRLF.CRLF here, so the message
+  stays one message; normalising bare line ends to CRLF (or refusing them, by
+  configuration) keeps that ambiguity from leaving the relay.
 - Decoded header values (RFC 2047 encoded words) may still carry CR/LF; those are
   refused too, since the values are stored and copied into notices.
 - X-SES-*-ARN headers let a client send through another account's identity; they

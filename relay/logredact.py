@@ -8,7 +8,11 @@ botocore logs request headers, which carry session tokens.
 
 This filter sits on the root handlers (installed by the CLI's logging set-up), so
 it sees every record from every library, and rewrites a record whose text:
-- has an AUTH exchange argument (any mechanism) -> `AUTH PLAIN ********`;
+- is a client's AUTH command as aiosmtpd logs it -> `AUTH <mech> ********`, whatever
+  the mechanism or case;
+- has an AUTH exchange anywhere else -> `AUTH PLAIN ********`: a mechanism is a
+  registered SASL name in any case, or an upper-case token, so that prose such as
+  "requires AUTH and is not authenticated" keeps its words;
 - is a client line from aiosmtpd that is not a known SMTP verb -> redacted;
 - is a DATA line at debug -> its length only;
 - contains the value of AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN from the
@@ -32,7 +36,12 @@ SMTP_VERBS = frozenset(
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 MIN_SECRET = 6
 
-_AUTH_ARG = re.compile(r"(?i)(\bAUTH\s+[A-Z0-9_-]+\s+)[^\s'\"\\]+")
+_SASL_NAMES = (
+    r"PLAIN|LOGIN|CRAM-MD5|DIGEST-MD5|XOAUTH2?|OAUTHBEARER|SCRAM-SHA-\d+(?:-PLUS)?|GSSAPI|NTLM|EXTERNAL"
+)
+_AUTH_ARG = re.compile(
+    rf"((?i:\bAUTH)\s+(?:(?i:{_SASL_NAMES})|[A-Z0-9][A-Z0-9_-]*)\s+)[^\s'\"\\]+"
+)
 _KEYED = re.compile(
     r"(?i)((?:x-amz-security-token|aws_secret_access_key|aws_session_token|secretaccesskey|sessiontoken|password)"
     r"['\"]?\s*[:=]\s*b?['\"]?)[^\s'\",}&]+"
@@ -45,6 +54,16 @@ _ALWAYS_REDACT_FORMATS = ("%r can't decode base64: %s",)
 def _verb(line: object) -> str:
     raw = line.decode("ascii", "replace") if isinstance(line, bytes | bytearray) else str(line)
     return raw.strip().split(" ", 1)[0].upper()
+
+
+def _auth_command(line: object) -> object:
+    """`AUTH <mech> <anything>` -> `AUTH <mech> ********`, in the type it came in."""
+    raw = line.decode("ascii", "replace") if isinstance(line, bytes | bytearray) else str(line)
+    words = raw.split(None, 2)
+    if len(words) < 3:
+        return line
+    masked = f"{words[0]} {words[1]} {MASK}"
+    return masked.encode("ascii", "replace") if isinstance(line, bytes | bytearray) else masked
 
 
 class RedactSecrets(logging.Filter):
@@ -76,6 +95,8 @@ class RedactSecrets(logging.Filter):
             record.msg, record.args = "DATA line of %d octets", (len(args[0]),)
         elif fmt in _CLIENT_LINE_FORMATS and args and _verb(args[-1]) not in SMTP_VERBS:
             record.args = (*args[:-1], "[client line redacted: not an SMTP command]")
+        elif fmt in _CLIENT_LINE_FORMATS and args and _verb(args[-1]) == "AUTH":
+            record.args = (*args[:-1], _auth_command(args[-1]))
         elif fmt in _ALWAYS_REDACT_FORMATS and args:
             record.args = (*args[:-1], MASK)
 

@@ -5,6 +5,8 @@ Tests compare against these constants, so a reply's wording can change in one pl
 
 from __future__ import annotations
 
+import re
+
 OK = "250 2.0.0 Ok"
 SENDER_OK = "250 2.1.0 Sender ok"
 RECIPIENT_OK = "250 2.1.5 Recipient ok"
@@ -76,13 +78,44 @@ _AIOSMTPD: dict[str, str] = {
     "554 Command refused due to lack of security": "554 5.7.0 Command refused due to lack of security",
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
     "454 TLS not available": "454 4.7.0 TLS not available",
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
+    "221 Bye": "221 2.0.0 Bye",
+    "250 OK": OK,
 }
 
 
+def line_too_long(line_length: int | None) -> str:
+    limit = f"at most {line_length} octets a line" if line_length else "a line is too long"
+    return f"500 5.5.2 Line too long: {limit} (RFC 5321 4.5.3.1.6); message not accepted"
+
+
+# The enhanced code for a reply aiosmtpd composes without one, by basic code (RFC 3463).
+_DEFAULT_ENHANCED: dict[str, str] = {
+    "500": "5.5.2",  # syntax error
+    "501": "5.5.4",  # bad arguments
+    "502": "5.5.1",  # command not implemented
+    "503": "5.5.1",  # bad sequence of commands
+    "504": "5.5.4",
+    "552": "5.3.4",
+    "555": "5.5.4",
+}
+# Replies that carry no enhanced code (RFC 2034): the greeting, and the intermediate
+# 334 (an AUTH challenge) and 354 (go ahead with DATA).
+_PLAIN_CODES = frozenset({"220", "334", "354"})
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(?: |$)")
+_BASIC = re.compile(r"^([2-5])\d\d(?:[ -]|$)")
+
+
 def enhance(line: str, size_limit: int | None, line_length: int | None = None) -> str:
+    """`line` with an enhanced status code, as ENHANCEDSTATUSCODES (advertised) promises."""
     if line.startswith("552 Error: ") and size_limit:
         return too_big(size_limit)
     if line.startswith("500 Line too long"):
-        limit = f"at most {line_length} octets a line" if line_length else "a line is too long"
-        return f"500 5.5.2 Line too long: {limit} (RFC 5321 4.5.3.1.6); message not accepted"
-    return _AIOSMTPD.get(line, line)
+        return line_too_long(line_length)
+    if line in _AIOSMTPD:
+        return _AIOSMTPD[line]
+    basic = _BASIC.match(line)
+    if basic is None or line[:3] in _PLAIN_CODES or _HAS_ENHANCED.match(line):
+        return line
+    code = _DEFAULT_ENHANCED.get(line[:3], f"{basic.group(1)}.0.0")
+    return f"{line[:3]}{line[3:4] or ' '}{code}{' ' + line[4:] if line[4:] else ''}"

@@ -1,4 +1,4 @@
-"""SMTP intake: aiosmtpd does the protocol, this handler answers one question per stage.
+"""SMTP intake: aiosmtpd does the protocol (relay/smtp.py), this handler answers one question per stage.
 
 RCPT: is the address usable and not suppressed in every class? DATA: which class is
 the message, which recipients are suppressed for it, and is everything durably
@@ -9,30 +9,27 @@ failure is a 451 with nothing half-written (the store's transaction guarantees i
 from __future__ import annotations
 
 import asyncio
-import binascii
-import collections
-import contextlib
 import ipaddress
 import logging
 import ssl
 import time
-from base64 import b64decode
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, AnyStr
+from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import headers as hdr
 from relay import inputcheck, metrics, replies
 from relay.addresses import AddressError, normalise
-from relay.auth import Authenticator, Verdict
+from relay.auth import Authenticator
 from relay.classes import ClassError, message_tags, resolve
 from relay.config import Config, ListenerConfig
 from relay.guard import paused_by
 from relay.hostname import relay_hostname
 from relay.limits import ClientLimits
 from relay.networks import in_networks, is_loopback_ip, peer_ip
+from relay.smtp import RelaySMTP, client_of
 from relay.store import ClassState, NewRecipient, NewSubmission, NoticeRecord, Store, StoreError
 from relay.suppression import blocking, refusal
 from relay.timeutil import new_id, utcnow
@@ -41,180 +38,6 @@ from relay.users import ANY_SENDER, User
 log = logging.getLogger("ses_relay.smtp")
 
 NULL_SENDER = ""
-
-
-class RelaySession(Session):
-    """aiosmtpd's Session without the deprecation warning it logs on every successful AUTH."""
-
-    @property
-    def login_data(self) -> Any:
-        return self._login_data
-
-    @login_data.setter
-    def login_data(self, value: Any) -> None:
-        self._login_data = value
-
-
-def client_of(session: Session | None) -> str:
-    """The client's address for logs and per-client counters."""
-    if session is None:
-        return "unknown"
-    ip = peer_ip(session.peer)
-    return str(ip) if ip is not None else str(session.peer)
-
-
-class RelaySMTP(SMTP):
-    """aiosmtpd's SMTP plus what a relay exposed to a network needs.
-
-    Enhanced status codes on the replies aiosmtpd composes itself; AUTH PLAIN/LOGIN
-    checked off the event loop with lockout (relay/auth.py); a connection limit per
-    client address; a separate, longer timeout for the DATA transfer; a configurable
-    line length. Implicit TLS (port 465 style) counts as TLS for AUTH.
-    """
-
-    def __init__(
-        self,
-        handler: IntakeHandler,
-        *,
-        implicit_tls: bool = False,
-        data_timeout: float = 600.0,
-        line_length: int = 1000,
-        **kwargs: Any,
-    ) -> None:
-        # Per-connection copies of aiosmtpd class attributes: its class-level dict is
-        # shared by every connection (and grows with each EHLO).
-        self.line_length_limit = line_length + 1  # + the transparency dot
-        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
-        super().__init__(handler, **kwargs)
-        self.event_handler: IntakeHandler = handler
-        self.implicit_tls = implicit_tls
-        self.data_timeout = data_timeout
-        self.line_length = line_length
-        self._slot: str | None = None  # the connection-counter key while this connection is counted
-        self._admitted = True
-        self._in_data = False
-        if implicit_tls:
-            self._auth_require_tls = False  # the whole connection is already encrypted
-
-    def _create_session(self) -> Session:
-        return RelaySession(self.loop)
-
-    async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str):
-            enhanced = replies.enhance(status, self.data_size_limit, self.line_length)
-            if enhanced != status:
-                log.info("%s: replied %s", client_of(self.session), enhanced)
-            await super().push(enhanced)
-        else:
-            await super().push(status)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        after_starttls = self._original_transport is not None
-        super().connection_made(transport)
-        if after_starttls:
-            return
-        client = client_of(self.session)
-        if self.event_handler.client_limits.connections.acquire(client):
-            self._slot = client
-        else:
-            self._admitted = False
-        if self.event_handler.plaintext_auth_allowed(self.session):
-            self._auth_require_tls = False
-
-    def connection_lost(self, error: Exception | None) -> None:
-        if self._slot is not None:
-            self.event_handler.client_limits.connections.release(self._slot)
-            self._slot = None
-        super().connection_lost(error)
-
-    async def _handle_client(self) -> None:
-        if not self._admitted:
-            limit = self.event_handler.client_limits.connections.per_key
-            log.warning(
-                "refused connection from %s: %d connections already open (limits.connections_per_ip)",
-                client_of(self.session),
-                limit,
-            )
-            await self.push(replies.TOO_MANY_CONNECTIONS)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        await super()._handle_client()
-
-    def _timeout_cb(self) -> None:
-        if self.transport is None:
-            return
-        reply = replies.DATA_TIMEOUT if self._in_data else replies.TIMEOUT
-        which = "limits.data_timeout" if self._in_data else "limits.command_timeout"
-        log.warning("closing connection from %s: %s (%s)", client_of(self.session), reply, which)
-        with contextlib.suppress(Exception):
-            self._writer.write(reply.encode("ascii") + b"\r\n")
-        super()._timeout_cb()
-
-    async def smtp_DATA(self, arg: str) -> None:
-        self._in_data = True
-        self._reset_timeout(self.data_timeout)
-        try:
-            await super().smtp_DATA(arg)
-        finally:
-            self._in_data = False
-            if self.transport is not None:
-                self._reset_timeout()
-
-    # AUTH: our own PLAIN and LOGIN so that the password check can be awaited (it runs
-    # scrypt in a thread); aiosmtpd's built-ins call a synchronous authenticator.
-
-    async def _b64(self, text: str) -> bytes | None:
-        try:
-            return b64decode(text.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            await self.push("501 5.5.2 Cannot decode base64")
-            return None
-
-    async def auth_PLAIN(self, _: SMTP, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            blob = await self.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            blob = await self._b64(args[1])
-            if blob is None:
-                return AuthResult(success=False, handled=True)
-        assert isinstance(blob, bytes)
-        parts = blob.split(b"\0")
-        if len(parts) != 3:
-            await self.push("501 5.5.2 Cannot split the PLAIN response into authzid, login and password")
-            return AuthResult(success=False, handled=True)
-        authzid, login, password = parts
-        if authzid and authzid != login:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_BAD_AUTHZID)
-        return await self._check(login, password)
-
-    async def auth_LOGIN(self, _: SMTP, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            login = await self.challenge_auth("Username:")
-            if login is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            login = await self._b64(args[1])
-            if login is None:
-                return AuthResult(success=False, handled=True)
-        password = await self.challenge_auth("Password:")
-        if password is MISSING:
-            return AuthResult(success=False, handled=True)
-        assert isinstance(login, bytes) and isinstance(password, bytes)
-        return await self._check(login, password)
-
-    async def _check(self, login: bytes, password: bytes) -> AuthResult:
-        authenticator = self.event_handler.authenticator
-        if authenticator is None:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID)
-        outcome = await authenticator.login(client_of(self.session), login, password)
-        if outcome.verdict is Verdict.OK:
-            return AuthResult(success=True, auth_data=outcome.user)
-        if outcome.verdict is Verdict.LOCKED:
-            return AuthResult(success=False, handled=False, message=replies.AUTH_LOCKED)
-        return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID)
 
 
 @dataclass
@@ -239,6 +62,10 @@ class IntakeHandler:
             return False
         return in_networks(peer_ip(session.peer), self._networks)
 
+    def trusted(self, session: Session) -> bool:
+        """May relay: authenticated, or in allow_networks on a listener without require_auth."""
+        return self.user_of(session) is not None or self.may_relay(session)
+
     def plaintext_auth_allowed(self, session: Session) -> bool:
         return self.config.auth.allow_plaintext_loopback and is_loopback_ip(peer_ip(session.peer))
 
@@ -256,7 +83,9 @@ class IntakeHandler:
         session.host_name = hostname
         if self.authenticator is None or not self.authenticator.has_users():
             responses = [r for r in responses if not r.startswith("250-AUTH")]
-        return responses
+        # Both are true of every session: commands are read one at a time from a buffered
+        # stream, and every reply after EHLO carries an enhanced code (relay/replies.py).
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
@@ -328,7 +157,6 @@ class IntakeHandler:
             if self.config.limits.bare_line_endings == "reject":
                 log.warning("refused DATA from %s: bare CR or LF in the message", client)
                 return data, replies.BARE_LINE_ENDINGS
-            log.info("normalised bare CR/LF line endings in a message from %s", client)
             data = inputcheck.normalise_line_endings(data)
         if (user is None or not user.may_set_arns) and inputcheck.arn_headers_present(data):
             who = "unauthenticated clients" if user is None else f"user {user.name}"
@@ -363,6 +191,8 @@ class IntakeHandler:
         assert isinstance(data, bytes)
         client = client_of(session)
         user = self.user_of(session)
+        # Bare LFs were normalised while reading (relay/dataread.py); a bare CR is left for _screen.
+        normalised = getattr(envelope, "bare_line_ends", 0) > 0 or inputcheck.has_bare_line_endings(data)
         data, refused_why = self._screen(data, user, client)
         if refused_why is not None:
             return refused_why
@@ -453,14 +283,16 @@ class IntakeHandler:
             return replies.STORE_UNAVAILABLE
         suppressed = len(recipients) - sum(r.status == "queued" for r in recipients)
         log.info(
-            "accepted %s from <%s> class=%s (%s) recipients=%d suppressed=%d size=%d",
+            "accepted %s from <%s> client=%s class=%s (%s) recipients=%d suppressed=%d size=%d%s",
             submission.id,
             mail_from,
+            client if user is None else f"{client} user={user.name}",
             klass,
             resolution.source,
             len(recipients),
             suppressed,
             len(data),
+            " (bare line endings normalised)" if normalised else "",
         )
         self.on_accepted(submission.id)
         metrics.accepted(klass)

@@ -113,7 +113,7 @@ def test_smuggling_attempt_yields_exactly_one_message(relay_factory: Any) -> Non
         assert b"NO SMUGGLING" in body and b"MAIL FROM:<ceo@example.com>" in body
         assert not inputcheck.has_bare_line_endings(body)  # normalised before it went anywhere
     assert not (relay.data_dir / "sandbox" / "smuggled@example.org").exists()
-    assert relay.wait_log("normalised bare CR/LF")
+    assert relay.wait_log("(bare line endings normalised)", len(attempts))
 
 
 def test_bare_line_endings_can_be_refused_instead(relay_factory: Any) -> None:
@@ -121,6 +121,9 @@ def test_bare_line_endings_can_be_refused_instead(relay_factory: Any) -> None:
     with Conversation(relay) as conv:
         envelope(conv, ["r@example.org"])
         conv.send(b"From: app@example.com\r\nSubject: x\r\n\r\nline\n.\r\nMAIL FROM:<x@example.com>\r\n.\r\n")
+        assert conv.reply().startswith(b"550 5.6.0 ")
+        envelope(conv, ["r@example.org"])
+        conv.send(b"From: app@example.com\r\nSubject: hi\nBcc: victim@example.org\r\n\r\nbody\r\n.\r\n")
         assert conv.reply().startswith(b"550 5.6.0 ")
     assert count_rows(relay.data_dir, "submissions") == 0
 
@@ -146,9 +149,8 @@ def test_smtputf8_8bit_and_control_characters_are_refused_cleanly(relay_factory:
 
 def test_cr_lf_or_nul_in_header_values_is_refused(relay_factory: Any) -> None:
     relay = relay_factory(sandbox=True)
-    bad_headers = [
-        b"Subject: hi\nBcc: victim@example.org\r\n",  # bare LF inside the header section
-        b"Subject: hi\rBcc: victim@example.org\r\n",  # bare CR
+    bad_headers = [  # (a bare LF ends a header line from a trusted client: tests/test_line_endings.py)
+        b"Subject: hi\rBcc: victim@example.org\r\n",  # bare CR inside the header section
         b"Subject: =?utf-8?q?hi=0D=0ABcc:_victim@example.org?=\r\n",  # CR LF hidden in an encoded word
         b"Subject: hi\x00there\r\n",
     ]
@@ -183,17 +185,21 @@ def test_arn_headers_from_clients_are_dropped_before_storage(relay_factory: Any)
 
 
 def test_connections_per_ip_over_the_limit_get_421(relay_factory: Any) -> None:
-    relay = relay_factory("[limits]\nconnections_per_ip = 2\n", sandbox=True)
-    first, second = Conversation(relay), Conversation(relay)
+    """127.0.0.2 is outside allow_networks here, so it is counted (tests/test_intake_clients.py:
+    clients inside allow_networks are not)."""
+    untrusted = "127.0.0.2"
+    config = '[limits]\nconnections_per_ip = 2\n[[listeners]]\nallow_networks = ["127.0.0.1/32"]\n'
+    relay = relay_factory(config, sandbox=True)
+    first, second = Conversation(relay, source=untrusted), Conversation(relay, source=untrusted)
     try:
         assert first.greeting.startswith(b"220") and second.greeting.startswith(b"220")
-        with Conversation(relay) as third:
+        with Conversation(relay, source=untrusted) as third:
             assert third.greeting.startswith(b"421 4.7.0 "), third.greeting
         first.cmd(b"QUIT")
         first.close()
 
         def admitted() -> bool:
-            with Conversation(relay) as conv:
+            with Conversation(relay, source=untrusted) as conv:
                 return conv.greeting.startswith(b"220")
 
         wait_until(admitted, what="a slot to free up after QUIT")
