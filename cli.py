@@ -240,7 +240,7 @@ def serve(ctx: Context, listen: str | None, sandbox: bool) -> None:
 
 
 def _warn_unalerted_guard(config: Config) -> None:
-    from relay.guard import unalerted
+    from relay.ops.guard import unalerted
 
     warning = unalerted(config)
     if warning:
@@ -262,7 +262,7 @@ def _multiprocess_metrics(data_dir: Path) -> None:
 
 def check_notice_routes(config: Config) -> None:
     """Bad notice routes are configuration errors: found at start, exit 2, key named."""
-    from feedback.mailboxes import parse_route
+    from feedback.notices.mailboxes import parse_route
 
     for key, text in [("notices.default", config.notices.default)] + [
         (f"notices.routes.{domain}", route) for domain, route in config.notices.routes.items()
@@ -284,10 +284,10 @@ class Access:
 
 def _access(config: Config, data_dir: Path) -> Access:
     """Listener checks (again, after --listen), TLS and users: any problem exits 2 before binding."""
-    from relay.auth import Authenticator, UserSource
-    from relay.limits import ClientLimits
-    from relay.tls import server_context
-    from relay.users import UsersFileError, users_path
+    from relay.intake.auth import Authenticator, UserSource
+    from relay.intake.limits import ClientLimits
+    from relay.intake.tls import server_context
+    from relay.intake.users import UsersFileError, users_path
 
     auth = config.auth
     try:
@@ -318,7 +318,7 @@ def _access(config: Config, data_dir: Path) -> Access:
 
 def _check_dkim(ctx: Context) -> Any:
     """Configured DKIM keys must be readable: found at start (exit 2), not at the first message."""
-    from relay.dkim import DkimError, DkimKeys
+    from relay.sending.dkim import DkimError, DkimKeys
 
     try:
         return DkimKeys({d: (c.selector, c.key_file) for d, c in ctx.config.dkim.items()}, ctx.data_dir)
@@ -330,9 +330,9 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
     """The SMTP intake. Sending and feedback run in a worker process of their own (see
     `worker`), as Postfix keeps smtpd apart from its delivery agents: boto3's CPU cost
     and the GIL then never slow the intake, and the intake needs no AWS credentials."""
-    from relay.guard import ClassGuard
-    from relay.server import IntakeHandler, start_listener
-    from relay.supervisor import WorkerSupervisor
+    from relay.intake.handler import IntakeHandler, start_listener
+    from relay.ops.guard import ClassGuard
+    from relay.ops.supervisor import WorkerSupervisor
 
     config = ctx.config
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
@@ -343,8 +343,8 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
 
     servers = []
     monitor = None
-    if config.metrics.listen:  # /metrics, /healthz, /readyz on this loop (relay/monitor.py)
-        from relay.monitor import Monitor
+    if config.metrics.listen:  # /metrics, /healthz, /readyz on this loop (relay/ops/monitor.py)
+        from relay.ops.monitor import Monitor
 
         monitor = Monitor(store, config)
         servers.append(await monitor.start(config.metrics.listen))
@@ -426,13 +426,13 @@ def worker(ctx: Context, sandbox: bool, wake_fd: int | None, parent_pid: int | N
 
 
 async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, parent_pid: int | None) -> None:
-    from feedback.consumer import consume
-    from feedback.notifier import Notifier, notice_sender
-    from relay.guard import ClassGuard
+    from feedback.ingest.consumer import consume
+    from feedback.notices.notifier import Notifier, notice_sender
     from relay.hostname import relay_hostname
-    from relay.sender import Sender
-    from relay.ses_api import SesApi
-    from relay.supervisor import hold_worker_lock, watch_parent
+    from relay.ops.guard import ClassGuard
+    from relay.ops.supervisor import hold_worker_lock, watch_parent
+    from relay.sending.sender import Sender
+    from relay.sending.ses_api import SesApi
 
     config = ctx.config
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
@@ -446,15 +446,15 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
     ses: SesApi
     feedback_sources: list[Any] = []
     if sandbox:
-        from feedback.consumer import FeedSource
-        from relay.feed import Feed
-        from relay.sandbox import SandboxSes
+        from feedback.ingest.consumer import FeedSource
+        from relay.sandbox.feed import Feed
+        from relay.sandbox.stand_in import SandboxSes
 
         feed = Feed(ctx.data_dir / "sandbox" / "feed")
         ses = SandboxSes(ctx.data_dir / "sandbox", feed)
         feedback_sources.append(FeedSource(feed))
     else:
-        from relay.ses import BotoSes
+        from relay.sending.ses_client import BotoSes
 
         ses = BotoSes(
             region=config.ses.region,
@@ -487,7 +487,7 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
         tasks.append(asyncio.create_task(consume(store, source, config, stop=stop, idle_seconds=idle)))
         log.info("feedback consumer reading %s", source.name)
     if config.report.daily_to:
-        from feedback.daily import DailyReport
+        from feedback.reports.daily import DailyReport
 
         daily = DailyReport(store, config, ctx.data_dir, wake_sender=sender.wake)
         tasks.append(asyncio.create_task(daily.run(stop)))
@@ -721,7 +721,7 @@ def suppression_clear(ctx: Context, address: str, klass: str | None, reason: str
         click.echo(f"cleared {addr} in class {e.klass} (was {e.level} {e.cause}: {e.reason})")
 
 
-# -- suppression import / export / sync-ses (relay/suppression_csv.py, feedback/ses_suppression_sync.py)
+# -- suppression import / export / sync-ses (relay/ops/suppression_csv.py, relay/ops/ses_sync.py)
 
 IMPORT_CHUNK = 500  # rows a transaction: keeps the writer lock short while the relay runs
 
@@ -742,7 +742,7 @@ IMPORT_CHUNK = 500  # rows a transaction: keeps the writer lock short while the 
 @common_options
 def suppression_export(ctx: Context, file: str, fmt: str, klass: str | None, include_expired: bool) -> None:
     """Write suppressions as CSV to FILE (default standard output)."""
-    from relay.suppression_csv import write_csv
+    from relay.ops.suppression_csv import write_csv
 
     _class_option(ctx, klass)
 
@@ -783,7 +783,7 @@ def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> No
     status is 1 when any row was bad. Existing entries are merged: a level never
     goes down and an expiry only extends. Every import is in the audit log.
     """
-    from relay.suppression_csv import CsvFormatError, parse_csv
+    from relay.ops.suppression_csv import CsvFormatError, parse_csv
 
     _class_option(ctx, klass)
     try:
@@ -835,7 +835,7 @@ def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> No
 @common_options
 def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool) -> None:
     """Sync with SES's account-level suppression list (SESv2); never deletes on either side."""
-    from feedback import ses_suppression_sync as sync
+    from relay.ops import ses_sync as sync
 
     if direction is None:
         fail("give --pull or --push", 2)
@@ -910,7 +910,7 @@ def normalise_or_none(address: str) -> str | None:
         return None
 
 
-# -- setup-aws (feedback/setup_aws.py) ------------------------------------------------
+# -- setup-aws (relay/ops/setup_aws.py) ------------------------------------------------
 
 
 @main.command("setup-aws")
@@ -936,8 +936,8 @@ def setup_aws(ctx: Context, prefix: str, ses_api: str, dry_run: bool, write_conf
     Prints what it created and what already existed, then the configuration with
     the queue URLs in [feedback] (the whole output is valid TOML).
     """
-    from feedback import setup_aws as aws
-    from relay.config_toml import config_data, dumps
+    from relay.ops import setup_aws as aws
+    from relay.ops.config_toml import config_data, dumps
 
     try:
         names = aws.class_names(ctx.config, prefix)
@@ -1129,7 +1129,7 @@ def dkim_group() -> None:
 @common_options
 def dkim_keygen(ctx: Context, domain: str, selector: str, bits: int, force: bool) -> None:
     """Make a key for DOMAIN under the data dir and print the DNS TXT record to publish."""
-    from relay import dkim as dkim_mod
+    from relay.sending import dkim as dkim_mod
 
     try:
         info = dkim_mod.keygen(ctx.data_dir, domain, selector, bits=bits, force=force)
@@ -1150,7 +1150,7 @@ def feedback_group() -> None:
 
 
 def _sqs_sources(ctx: Context, queue_urls: tuple[str, ...]) -> list[Any]:
-    from feedback.consumer import SqsSource
+    from feedback.ingest.consumer import SqsSource
 
     return [SqsSource(url, region=ctx.config.ses.region) for url in queue_urls]  # SQS: botocore's endpoint
 
@@ -1176,7 +1176,7 @@ def _print_result(result: Any) -> None:
 def feedback_consume(ctx: Context, queue_urls: tuple[str, ...], once: bool) -> None:
     """Apply SES events from SQS: statuses, the events log, suppressions, notices."""
     from feedback.apply import BatchResult
-    from feedback.consumer import consume
+    from feedback.ingest.consumer import consume
 
     urls = queue_urls or ctx.config.feedback.queue_urls
     if not urls:
@@ -1213,7 +1213,7 @@ def feedback_consume(ctx: Context, queue_urls: tuple[str, ...], once: bool) -> N
 @common_options
 def feedback_replay(ctx: Context, files: tuple[Path, ...]) -> None:
     """Apply saved events from FILES (JSON or JSON Lines: SES events, SNS envelopes or SQS records)."""
-    from feedback.replay import replay
+    from feedback.ingest.replay import replay
 
     async def go(ctx: Context) -> Any:
         store = await open_store(ctx)
@@ -1303,7 +1303,7 @@ def feedback_http(ctx: Context, listen: str, tls: bool) -> None:
     confirmed); anything unsigned, forged or for another topic gets 403 and changes
     nothing. Certificates are read from [feedback] sns_cert_dir first.
     """
-    from feedback.sns_http import run_sns_http, tls_context
+    from feedback.ingest.sns_http import run_sns_http, tls_context
 
     try:
         host, port = configuration.parse_hostport(listen)
@@ -1355,7 +1355,7 @@ def feedback_verify(ctx: Context, files: tuple[Path, ...], cert_dir: Path | None
     document or JSON Lines. The topic allow list is not checked (that is the
     endpoint's business).
     """
-    from feedback.sns_verify import SnsVerifier, check_file, fetch_https
+    from feedback.ingest.sns_verify import SnsVerifier, check_file, fetch_https
 
     directory = cert_dir
     if directory is None and ctx.config.feedback.sns_cert_dir:
@@ -1484,7 +1484,7 @@ def notices_list(ctx: Context, pending: bool, as_json: bool) -> None:
         click.echo(f"#{n.id} {n.state:<8} {rec.reason:<24} to <{rec.sender}> about {rec.recipient}{error}")
 
 
-# -- report (feedback/report.py) -------------------------------------------------------
+# -- report (feedback/reports/report.py) -------------------------------------------------------
 
 
 @main.command("report")
@@ -1510,7 +1510,7 @@ def report_command(
 
     With no file option, prints the summary.
     """
-    from feedback import report as reports
+    from feedback.reports import report as reports
 
     try:
         window = configuration.parse_duration(since)
@@ -1558,7 +1558,7 @@ def report_command(
 @common_options
 def stats(ctx: Context, since: str, as_json: bool) -> None:
     """Sends, deliveries, bounces and complaints per class, with SES's review and pause thresholds."""
-    from relay.stats import SES_PAUSE, SES_REVIEW, standing, summarise
+    from relay.ops.stats import SES_PAUSE, SES_REVIEW, standing, summarise
 
     try:
         window = configuration.parse_duration(since)
@@ -1638,7 +1638,7 @@ def class_status(ctx: Context, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    from relay.guard import paused_by
+    from relay.ops.guard import paused_by
 
     for r in rows:
         state = "open"
@@ -1691,7 +1691,7 @@ def user_group() -> None:
 
 
 def _users_file(ctx: Context) -> Path:
-    from relay.users import users_path
+    from relay.intake.users import users_path
 
     return users_path(ctx.config.auth.users_file, ctx.data_dir)
 
@@ -1730,7 +1730,14 @@ def user_add(
     replace: bool,
 ) -> None:
     """Add user NAME; prompts for the password twice unless --password-stdin."""
-    from relay.users import User, UsersFileError, check_name, editing, hash_password, normalise_sender_rule
+    from relay.intake.users import (
+        User,
+        UsersFileError,
+        check_name,
+        editing,
+        hash_password,
+        normalise_sender_rule,
+    )
 
     try:
         check_name(name)
@@ -1759,7 +1766,7 @@ def user_add(
 @common_options
 def user_list(ctx: Context, as_json: bool) -> None:
     """List users and their rules (never the hashes)."""
-    from relay.users import UsersFileError, load_users
+    from relay.intake.users import UsersFileError, load_users
 
     if not ctx.config.auth.users_file and not ctx.data_dir.is_dir():
         require_store(ctx)  # the users file would be in a data dir that is not there
@@ -1793,7 +1800,7 @@ def user_list(ctx: Context, as_json: bool) -> None:
 @common_options
 def user_remove(ctx: Context, name: str) -> None:
     """Remove user NAME (a relay that is running notices within one AUTH)."""
-    from relay.users import UsersFileError, editing
+    from relay.intake.users import UsersFileError, editing
 
     path = _users_file(ctx)
     try:

@@ -2,7 +2,7 @@
 
 Generates N realistic SES events (event-publishing JSON; half wrapped in SNS envelopes,
 as they arrive from an SNS -> SQS subscription, half raw, as with raw message delivery)
-into a temporary JSON Lines file, then replays them with `feedback.replay.replay` into a
+into a temporary JSON Lines file, then replays them with `feedback.ingest.replay.replay` into a
 fresh store in a temporary directory: the same apply path as `feedback consume`, minus
 SQS. The mix: 60 % Delivery, 25 % Send, 10 % Bounce (Permanent General/NoEmail and
 Transient General/MailboxFull), 5 % Complaint, over a pool of recipients small enough
@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from feedback.replay import replay
+from feedback.ingest.replay import replay
 from relay.config import Config
 from relay.store import Store
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
-from feedback.notices import suppression_note
+from feedback.notices.compose import suppression_note
 from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide
-from relay import metrics
 from relay.config import Config
+from relay.ops import metrics
 from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store, UnmatchedEvent
 
 log = logging.getLogger("ses_relay.feedback")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.sender import spooled_arns
+from relay.sending.sender import spooled_arns
 from tests.support.fake_ses import FakeSes
 from tests.support.security import PASSWORD, add_user, make_cert, tls_client
 

@@ -290,7 +290,7 @@ def test_user_commands_manage_the_users_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(users_file.stat().st_mode) == 0o600
     text = users_file.read_text()
     assert PASSWORD not in text and "scrypt$" in text
-    from relay.users import load_users, verify_password
+    from relay.intake.users import load_users, verify_password
 
     assert verify_password(PASSWORD.encode(), load_users(users_file).users["bob"].password_hash)
     listed = json.loads(cli("user", "list", "--json", data_dir=data).output)

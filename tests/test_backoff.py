@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from relay.backoff import RateLimiter, TokenBucket, backoff_delay
+from relay.sending.backoff import RateLimiter, TokenBucket, backoff_delay
 
 # --- backoff_delay -----------------------------------------------------------------
 

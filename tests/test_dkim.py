@@ -13,7 +13,7 @@ import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from relay.dkim import (
+from relay.sending.dkim import (
     NEVER_SIGNED,
     DkimError,
     DkimKeys,

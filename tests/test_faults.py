@@ -316,7 +316,7 @@ TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:ses-events"
 
 async def _seed_sent(data_dir: Path, n: int) -> list[tuple[str, str, str]]:
     """n one-recipient submissions recorded as sent; [(submission id, recipient, SES id)]."""
-    from relay.sandbox import ses_id
+    from relay.sandbox.stand_in import ses_id
     from relay.store import NewRecipient, NewSubmission, Store
     from relay.timeutil import new_id, utcnow
 
@@ -343,8 +343,15 @@ async def _seed_sent(data_dir: Path, n: int) -> list[tuple[str, str, str]]:
 
 def _event_bodies(seeded: list[tuple[str, str, str]], foreign: int) -> list[str]:
     """SNS-envelope bodies, one SES event each, as the relay's SES would publish them."""
-    from relay.sandbox import Bounce, bounce_event, build_mail, complaint_event, delivery_event, ses_id
-    from relay.ses_api import SendRequest
+    from relay.sandbox.stand_in import (
+        Bounce,
+        bounce_event,
+        build_mail,
+        complaint_event,
+        delivery_event,
+        ses_id,
+    )
+    from relay.sending.ses_api import SendRequest
     from relay.timeutil import utcnow
 
     def mail(mid: str, rcpt: str, sid: str | None) -> dict[str, Any]:
@@ -369,7 +376,7 @@ def _event_bodies(seeded: list[tuple[str, str, str]], foreign: int) -> list[str]
         now = utcnow()
         rcpt = f"f{j}@example.net"
         events.append(bounce_event(mail(ses_id(now), rcpt, None), rcpt, soft, now))
-    from relay.sandbox import sns_envelope
+    from relay.sandbox.stand_in import sns_envelope
 
     return [sns_envelope(e, topic_arn=TOPIC_ARN, at=utcnow()) for e in events]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.feed import Feed, FeedItem
+from relay.sandbox.feed import Feed, FeedItem
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_unreadable_items_are_skipped_with_one_warning(feed: Feed, caplog: pytes
     (new / ".00000000000000000003-hidden.json").write_text("editor droppings")
     (new / "00000000000000000004-notes.txt").write_text("not an item")
     good = feed.put("good")
-    with caplog.at_level(logging.WARNING, logger="relay.feed"):
+    with caplog.at_level(logging.WARNING, logger="relay.sandbox.feed"):
         assert [i.id for i in feed.receive()] == [good]
         assert [i.id for i in feed.receive()] == [good]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

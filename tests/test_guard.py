@@ -14,10 +14,17 @@ from pathlib import Path
 import pytest
 
 from relay.config import GuardConfig
-from relay.guard import verdict
-from relay.sandbox import Bounce, bounce_event, build_mail, complaint_event, delivery_event, send_event
-from relay.ses_api import SendRequest
-from relay.stats import Counts
+from relay.ops.guard import verdict
+from relay.ops.stats import Counts
+from relay.sandbox.stand_in import (
+    Bounce,
+    bounce_event,
+    build_mail,
+    complaint_event,
+    delivery_event,
+    send_event,
+)
+from relay.sending.ses_api import SendRequest
 from relay.timeutil import utcnow
 from tests.conftest import SES_RELAY, child_env, cli_json, free_port, run_cli, wait_until
 from tests.test_intake import message, send

@@ -12,13 +12,11 @@ from typing import Any
 
 import pytest
 
-from relay import inputcheck
-from relay.auth import FailureTracker
 from relay.config import ConfigError, from_dict
-from relay.limits import ConnectionCounter, RateLimiter
-from relay.logredact import RedactSecrets, redact
-from relay.networks import wide_network
-from relay.users import (
+from relay.intake import inputcheck
+from relay.intake.auth import FailureTracker
+from relay.intake.limits import ConnectionCounter, RateLimiter
+from relay.intake.users import (
     UsersFileError,
     hash_password,
     normalise_sender_rule,
@@ -26,6 +24,8 @@ from relay.users import (
     sender_permitted,
     verify_password,
 )
+from relay.logredact import RedactSecrets, redact
+from relay.networks import wide_network
 from tests.conftest import Relay, free_port, run_cli, wait_until
 from tests.support.relaydb import count_rows
 from tests.support.security import make_cert
@@ -326,7 +326,7 @@ def test_plaintext_auth_on_a_loopback_listener_needs_the_flag() -> None:
 
 def test_unreadable_or_mismatched_tls_files_exit_2_naming_the_key(tmp_path: Path) -> None:
     from relay.config import TlsConfig
-    from relay.tls import server_context
+    from relay.intake.tls import server_context
 
     one, two = make_cert(tmp_path / "one"), make_cert(tmp_path / "two")
     ctx = server_context(TlsConfig(cert_file=str(one.cert), key_file=str(one.key)))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from relay import replies
+from relay.intake import replies
 from tests.conftest import Relay
 from tests.support.relaydb import count_rows
 from tests.support.security import make_cert

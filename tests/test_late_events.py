@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from feedback.apply import UNMATCHED_KEEP
-from feedback.notifier import Notifier
+from feedback.notices.notifier import Notifier
 from relay.config import Config
 from relay.store import NewRecipient, NewSubmission, Store
 from relay.timeutil import new_id, utcnow

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from relay import inputcheck
-from relay.dataread import DataAssembler, Outcome
+from relay.intake import inputcheck
+from relay.intake.dataread import DataAssembler, Outcome
 from tests.conftest import Relay, wait_until
 from tests.support.relaydb import count_rows
 from tests.test_hardening import Conversation, envelope
@@ -175,7 +175,7 @@ def assemble(*chunks: bytes, normalise: bool = True, line_length: int = 1000, si
         ((b"a\r\n", b".\n", b"b\r\n", b".\r\n"), 3, b"a\r\nb\r\n"),  # \r\n.\n: dropped
         ((b"a\n", b".\n", b".\r\n", b".\r\n"), 3, b"a\r\n"),  # the third "." follows a CRLF "."
         ((b"..x\n", b"..\r\n", b".\r\n"), 2, b".x\r\n.\r\n"),  # un-stuffed after either line end
-        ((b"a\r\r\n", b".\r\n"), 1, b"a\r\r\n"),  # a bare CR stays for relay/inputcheck.py
+        ((b"a\r\r\n", b".\r\n"), 1, b"a\r\r\n"),  # a bare CR stays for relay/intake/inputcheck.py
         ((b"x" * 1000, b"\r", b"\n", b".\r\n"), 3, b""),  # fragments: the CR pairs with the LF
         ((b"no end\r\n",), None, b"no end\r\n"),
     ],

@@ -22,7 +22,8 @@ from aiosmtpd.controller import Controller, UnixSocketController
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from feedback.mailboxes import (
+from feedback.notices.compose import NoticeRequest, compose, should_notify
+from feedback.notices.mailboxes import (
     DeliveryError,
     Route,
     deliver,
@@ -34,7 +35,6 @@ from feedback.mailboxes import (
     parse_routes,
     route_for,
 )
-from feedback.notices import NoticeRequest, compose, should_notify
 from tests.conftest import free_port
 from tests.support.security import make_cert
 

@@ -12,11 +12,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from feedback.mailboxes import deliver_maildir
+from feedback.notices.mailboxes import deliver_maildir
 from relay import maildir
-from relay.feed import Feed
-from relay.sandbox import SandboxSes, mailbox_dir, read_events
-from relay.ses_api import SendRequest
+from relay.sandbox.feed import Feed
+from relay.sandbox.stand_in import SandboxSes, mailbox_dir, read_events
+from relay.sending.ses_api import SendRequest
 from tests.conftest import wait_until
 from tests.support.load import Load, Stage
 

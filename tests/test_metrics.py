@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.metrics import (
+from relay.ops.metrics import (
     MALFORMED,
     SUPPRESSED_BOUNCE,
     SUPPRESSED_CLASS,
@@ -27,7 +27,7 @@ from relay.metrics import (
     refusal_reason,
     spool_snapshot,
 )
-from relay.monitor import parse_head, spool_problem
+from relay.ops.monitor import parse_head, spool_problem
 from relay.suppression import Cause, Level, Suppression
 from tests.conftest import Relay, free_port, wait_until
 from tests.support.relaydb import suppress

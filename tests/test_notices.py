@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from feedback.notices import NOTICE_REASONS, NoticeRequest, compose, should_notify, suppression_note
+from feedback.notices.compose import NOTICE_REASONS, NoticeRequest, compose, should_notify, suppression_note
 
 GOLDEN = Path(__file__).parent / "golden" / "notices"
 NOW = datetime(2026, 11, 24, 4, 4, 31, tzinfo=UTC)

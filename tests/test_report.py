@@ -23,8 +23,8 @@ from typing import Any
 import openpyxl
 import pytest
 
-from feedback.daily import due, read_last, write_last
-from feedback.report import COLUMNS, build, csv_text, hourly, html_page, row_of, workbook
+from feedback.reports.daily import due, read_last, write_last
+from feedback.reports.report import COLUMNS, build, csv_text, hourly, html_page, row_of, workbook
 from relay.store import EventRecord
 from relay.timeutil import utcnow
 from tests.conftest import ROOT, run_cli, wait_until

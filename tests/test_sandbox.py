@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from relay.feed import Feed
-from relay.sandbox import (
+from relay.sandbox.feed import Feed
+from relay.sandbox.stand_in import (
     DELIVERED,
     GENERAL_DIAGNOSTIC,
     SUPPRESSION_DIAGNOSTIC,
@@ -29,7 +29,7 @@ from relay.sandbox import (
     ses_timestamp,
     simulate,
 )
-from relay.ses_api import Disposition, SendRequest, SesApi, SesError
+from relay.sending.ses_api import Disposition, SendRequest, SesApi, SesError
 
 SIM = "simulator.amazonses.com"
 MESSAGE_ID = re.compile(
@@ -174,7 +174,7 @@ def test_sandbox_is_an_ses_api(sandbox: SandboxSes) -> None:
 
 
 def test_construction_warns_loudly_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="relay.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="relay.sandbox.stand_in"):
         SandboxSes(tmp_path / "sb", Feed(tmp_path / "sb" / "feed"))
     [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "SANDBOX" in record.getMessage()

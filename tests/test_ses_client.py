@@ -11,7 +11,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from relay.ses import (
+from relay.sending.ses_api import Disposition, SendRequest, SesError
+from relay.sending.ses_client import (
     PERMANENT_CODES,
     RETRY_CODES,
     BotoSes,
@@ -22,7 +23,6 @@ from relay.ses import (
     v1_params,
     v2_params,
 )
-from relay.ses_api import Disposition, SendRequest, SesError
 from tests.conftest import free_port
 from tests.support.fake_ses import Drop, Failure, FakeRequest, FakeSes
 from tests.support.moto_ses import recorded_sends, recording, sent_messages

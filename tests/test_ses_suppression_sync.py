@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from feedback.ses_suppression_sync import SesSuppressed, plan_pull, plan_push, ses_index
+from relay.ops.ses_sync import SesSuppressed, plan_pull, plan_push, ses_index
 from relay.store import Store
 from relay.suppression import ALL, Cause, Level
 from tests.conftest import cli_json, run_cli

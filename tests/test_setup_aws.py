@@ -22,10 +22,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from feedback import setup_aws as sa
 from relay import config as configuration
 from relay.config import Config
-from relay.config_toml import config_data, dumps
+from relay.ops import setup_aws as sa
+from relay.ops.config_toml import config_data, dumps
 from tests.conftest import cli_json, run_cli
 from tests.support.sesv2_gaps import SesV2Gaps
 from tests.support.sns_sqs import bounce, ses_mail

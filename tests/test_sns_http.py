@@ -1,4 +1,5 @@
-"""The SNS HTTP endpoint (feedback.sns_http): a real server on 127.0.0.1, real HTTP clients, a real store.
+"""The SNS HTTP endpoint (feedback.ingest.sns_http): a real server on 127.0.0.1, real HTTP
+clients, a real store.
 
 Envelopes are signed with a local certificate placed in a tmp cert dir, so nothing is
 fetched; subscription confirmations go to an injected function that records the URL.
@@ -29,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 import relay.store
-from feedback import sns_http
-from feedback.sns_http import MAX_BODY, serve_sns, tls_context
+from feedback.ingest import sns_http
+from feedback.ingest.sns_http import MAX_BODY, serve_sns, tls_context
 from relay.config import Config, from_dict
 from relay.store import Store
 from tests.support.sns_signing import (

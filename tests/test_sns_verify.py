@@ -1,4 +1,4 @@
-"""SNS signature checks (feedback.sns_verify): what verifies, and exactly why the rest does not.
+"""SNS signature checks (feedback.ingest.sns_verify): what verifies, and exactly why the rest does not.
 
 Envelopes are signed here with a locally made certificate kept in a tmp cert dir,
 named as the SigningCertURL's last path part; nothing is ever fetched (a `fetch`
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from feedback.events import BodyKind, parse_body
-from feedback.sns_verify import (
+from feedback.ingest.sns_verify import (
     CertificateUnavailable,
     SnsVerifier,
     VerifyError,

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from relay.ops.suppression_csv import COLUMNS, CsvFormatError, export_rows, parse_csv
 from relay.store import Store
 from relay.suppression import Cause, Level
-from relay.suppression_csv import COLUMNS, CsvFormatError, export_rows, parse_csv
 from tests.conftest import ROOT, cli_json, run_cli
 from tests.support.entries import NOW, suppression
 from tests.support.relaydb import suppress

@@ -80,7 +80,7 @@ def add_user(
     may_set_arns: bool = False,
 ) -> None:
     """Write a user into <data-dir>/users.json in-process (the CLI path has its own test)."""
-    from relay.users import User, editing, hash_password, normalise_sender_rule
+    from relay.intake.users import User, editing, hash_password, normalise_sender_rule
 
     with editing(data_dir / "users.json") as users:
         rules = tuple(normalise_sender_rule(s) for s in senders)

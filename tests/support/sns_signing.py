@@ -1,6 +1,6 @@
 """Signing SNS envelopes the way SNS does, with a locally made certificate.
 
-The string to sign is written out here independently of feedback.sns_verify (field
+The string to sign is written out here independently of feedback.ingest.sns_verify (field
 list per message type, "Name\\nvalue\\n" each), so a mistake in the module under
 test cannot be mirrored by the tests. The certificate is self-signed (no CA): the
 verifier trusts a certificate because of where it comes from (a checked

@@ -5,7 +5,7 @@ Why each rule exists:
   a message ("Subject: hi\\rBcc: victim"); RFC 5321 2.3.8 forbids them, so the
   message is refused rather than guessed at. (From clients the relay trusts, lines
   ending in a bare LF were already read as lines and ended with CRLF, as Postfix
-  does: relay/dataread.py. What is left here is a bare CR, or any bare line end
+  does: relay/intake/dataread.py. What is left here is a bare CR, or any bare line end
   under `bare_line_endings = "reject"`.)
 - A bare CR or LF in the body is what SMTP smuggling needs (`\\n.\\r\\n` read as the
   end of data by some later hop). DATA ends only at CRLF.CRLF here, so the message

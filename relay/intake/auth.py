@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from relay.users import User, UsersFileError, dummy_hash, load_users, verify_password
+from relay.intake.users import User, UsersFileError, dummy_hash, load_users, verify_password
 
 log = logging.getLogger("ses_relay.auth")
 

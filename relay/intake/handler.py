@@ -1,4 +1,5 @@
-"""SMTP intake: aiosmtpd does the protocol (relay/smtp.py), this handler answers one question per stage.
+"""SMTP intake: aiosmtpd does the protocol (relay/intake/smtp.py); this handler answers one
+question per stage.
 
 RCPT: is the address usable and not suppressed in every class? DATA: which class is
 the message, which recipients are suppressed for it, and is everything durably
@@ -20,20 +21,21 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import headers as hdr
-from relay import inputcheck, metrics, replies
 from relay.addresses import AddressError, normalise
-from relay.auth import Authenticator
-from relay.classes import ClassError, message_tags, resolve
 from relay.config import Config, ListenerConfig
-from relay.guard import paused_by
 from relay.hostname import relay_hostname
-from relay.limits import ClientLimits
+from relay.intake import inputcheck, replies
+from relay.intake.auth import Authenticator
+from relay.intake.classes import ClassError, message_tags, resolve
+from relay.intake.limits import ClientLimits
+from relay.intake.smtp import RelaySMTP, client_of
+from relay.intake.users import ANY_SENDER, User
 from relay.networks import in_networks, is_loopback_ip, peer_ip
-from relay.smtp import RelaySMTP, client_of
+from relay.ops import metrics
+from relay.ops.guard import paused_by
 from relay.store import ClassState, NewRecipient, NewSubmission, NoticeRecord, Store, StoreError
 from relay.suppression import blocking, refusal
 from relay.timeutil import new_id, utcnow
-from relay.users import ANY_SENDER, User
 
 log = logging.getLogger("ses_relay.smtp")
 
@@ -84,7 +86,7 @@ class IntakeHandler:
         if self.authenticator is None or not self.authenticator.has_users():
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         # Both are true of every session: commands are read one at a time from a buffered
-        # stream, and every reply after EHLO carries an enhanced code (relay/replies.py).
+        # stream, and every reply after EHLO carries an enhanced code (relay/intake/replies.py).
         return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_MAIL(
@@ -148,7 +150,7 @@ class IntakeHandler:
         return replies.RECIPIENT_OK
 
     def _screen(self, data: bytes, user: User | None, client: str) -> tuple[bytes, str | None]:
-        """Bad-input rules (relay/inputcheck.py): the bytes to keep, or a refusal."""
+        """Bad-input rules (relay/intake/inputcheck.py): the bytes to keep, or a refusal."""
         problem = inputcheck.header_problem(data)
         if problem is not None:
             log.warning("refused DATA from %s: %s", client, problem)
@@ -191,7 +193,7 @@ class IntakeHandler:
         assert isinstance(data, bytes)
         client = client_of(session)
         user = self.user_of(session)
-        # Bare LFs were normalised while reading (relay/dataread.py); a bare CR is left for _screen.
+        # Bare LFs were normalised while reading (relay/intake/dataread.py); a bare CR is left for _screen.
         normalised = getattr(envelope, "bare_line_ends", 0) > 0 or inputcheck.has_bare_line_endings(data)
         data, refused_why = self._screen(data, user, client)
         if refused_why is not None:

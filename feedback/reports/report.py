@@ -26,7 +26,7 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
-from relay.stats import UNKNOWN_CLASS, Counts, summarise
+from relay.ops.stats import UNKNOWN_CLASS, Counts, summarise
 from relay.store import EventRecord, Store
 from relay.timeutil import to_text
 

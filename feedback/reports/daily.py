@@ -18,12 +18,12 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from feedback.notifier import notice_sender
-from feedback.report import Report, collect, html_page, summary_text, xlsx_bytes
+from feedback.notices.notifier import notice_sender
+from feedback.reports.report import Report, collect, html_page, summary_text, xlsx_bytes
 from relay.config import Config
 from relay.hostname import relay_hostname
+from relay.intake.pickup import spool_message
 from relay.store import Store, StoreError
-from relay.submit import spool_message
 from relay.timeutil import utcnow
 
 log = logging.getLogger("ses_relay.report")

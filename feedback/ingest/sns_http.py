@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from feedback.apply import Incoming, apply_batch
-from feedback.sns_verify import (
+from feedback.ingest.sns_verify import (
     NOTIFICATION,
     SUBSCRIPTION_CONFIRMATION,
     CertificateUnavailable,

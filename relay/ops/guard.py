@@ -19,9 +19,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from relay.config import Config, GuardConfig
-from relay.stats import Counts, summarise
+from relay.intake.pickup import spool_message
+from relay.ops.stats import Counts, summarise
 from relay.store import ClassState, Store, StoreError
-from relay.submit import spool_message
 from relay.timeutil import utcnow
 
 log = logging.getLogger("ses_relay.guard")

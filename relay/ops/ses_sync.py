@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relay.addresses import AddressError, normalise
+from relay.ops.suppression_csv import ses_reason
 from relay.suppression import ALL, Cause, Level, Suppression
-from relay.suppression_csv import ses_reason
 
 PAGE_SIZE = 1000  # SESv2's largest page
 MAX_PAGES = 10_000  # ten million addresses: a bound, not an expectation

@@ -40,7 +40,7 @@ def suppressed(code: int, text: str) -> str:
     return f"{code} {text}"
 
 
-# Access control and limits (relay/auth.py, relay/limits.py).
+# Access control and limits (relay/intake/auth.py, relay/intake/limits.py).
 AUTH_LOCKED = "454 4.7.0 Too many failed authentication attempts; try again later"
 AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 AUTH_BAD_AUTHZID = "535 5.7.8 Authorization identity must be empty or the login name"

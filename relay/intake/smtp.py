@@ -1,9 +1,9 @@
 """The SMTP session: aiosmtpd's protocol plus what a relay exposed to a network needs.
 
-The policy (who may send what, to whom) is the handler's (relay/server.py); this
+The policy (who may send what, to whom) is the handler's (relay/intake/handler.py); this
 module is the protocol around it: enhanced status codes on every reply, connection
 limits, timeouts, AUTH with an awaitable password check, and DATA read the way
-Postfix reads it from clients it trusts (relay/dataread.py).
+Postfix reads it from clients it trusts (relay/intake/dataread.py).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
-from relay import replies
-from relay.auth import Verdict
-from relay.dataread import DataAssembler, Outcome, read_data
+from relay.intake import replies
+from relay.intake.auth import Verdict
+from relay.intake.dataread import DataAssembler, Outcome, read_data
 from relay.networks import peer_ip
 
 if TYPE_CHECKING:
-    from relay.server import IntakeHandler
+    from relay.intake.handler import IntakeHandler
 
 log = logging.getLogger("ses_relay.smtp")
 
@@ -61,7 +61,7 @@ class RelaySMTP(SMTP):
     """aiosmtpd's SMTP plus what a relay exposed to a network needs.
 
     Enhanced status codes on the replies aiosmtpd composes itself; AUTH PLAIN/LOGIN
-    checked off the event loop with lockout (relay/auth.py); a connection limit per
+    checked off the event loop with lockout (relay/intake/auth.py); a connection limit per
     client address outside allow_networks; a separate, longer timeout for the DATA
     transfer; a configurable line length, judged on the lines as stored. Implicit TLS
     (port 465 style) counts as TLS for AUTH.
@@ -180,7 +180,7 @@ class RelaySMTP(SMTP):
                 self._reset_timeout()
 
     async def _data_from_trusted(self, arg: str) -> None:
-        """aiosmtpd's DATA with relay/dataread.py reading the lines: bare LF line ends
+        """aiosmtpd's DATA with relay/intake/dataread.py reading the lines: bare LF line ends
         are accepted (normalised, or kept for the handler to refuse), dots un-stuffed
         after either line end, and the message still ends only at <CRLF>.<CRLF>."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):

@@ -946,7 +946,7 @@ class Store:
         return ClassState(klass, paused, reason, now, actor)
 
     async def outcome_counts(self, since: datetime) -> list[tuple[str | None, str, int]]:
-        """(class, measure, count) since a time, for relay.stats.
+        """(class, measure, count) since a time, for relay.ops.stats.
 
         Measures: "sent" (recipients SES accepted from this relay, plus Send events of
         messages it did not send), "delivered", "bounced_permanent",

@@ -2,7 +2,7 @@
 
 The feedback consumer and the sender only *record* notices (in the same transaction
 as the outcome they explain). This worker composes each pending one
-(feedback.notices), routes it by the sender's domain (feedback.mailboxes), and
+(feedback.notices.compose), routes it by the sender's domain (feedback.notices.mailboxes), and
 delivers it. A temporary failure keeps it pending with backoff; a final refusal
 (5xx from the sender's mail server) or a notice that must not be sent (null or
 daemon sender, an auto-submitted original) is settled with the reason, so it stays
@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from feedback.mailboxes import DeliveryError, deliver, route_for
-from feedback.notices import NOTICE_REASONS, NoticeRequest, compose, should_notify
-from relay.backoff import backoff_delay
+from feedback.notices.compose import NOTICE_REASONS, NoticeRequest, compose, should_notify
+from feedback.notices.mailboxes import DeliveryError, deliver, route_for
 from relay.config import Config
 from relay.hostname import relay_hostname
+from relay.intake.pickup import spool_message
+from relay.sending.backoff import backoff_delay
 from relay.store import NoticeRow, Store, StoreError
-from relay.submit import spool_message
 from relay.timeutil import utcnow
 
 log = logging.getLogger("ses_relay.notices")

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay import headers as hdr
-from relay import metrics
 from relay.addresses import AddressError, domain_of, normalise
-from relay.backoff import RateLimiter, backoff_delay
 from relay.config import Config
-from relay.dkim import DkimError, DkimKeys, sign
-from relay.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesApi, SesError
+from relay.ops import metrics
+from relay.sending.backoff import RateLimiter, backoff_delay
+from relay.sending.dkim import DkimError, DkimKeys, sign
+from relay.sending.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesApi, SesError
 from relay.store import NoticeRecord, SpoolItem, Store, StoreError
 from relay.timeutil import utcnow
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from feedback.apply import BatchResult, Incoming, apply_batch
 from relay.config import Config
-from relay.feed import Feed, FeedItem
+from relay.sandbox.feed import Feed, FeedItem
 from relay.store import Store, StoreError
 from relay.timeutil import utcnow
 
@@ -79,7 +79,7 @@ class SqsSource:
 
 
 class FeedSource:
-    """The sandbox's durable local feed (relay.feed)."""
+    """The sandbox's durable local feed (relay.sandbox.feed)."""
 
     def __init__(self, feed: Feed) -> None:
         self.feed = feed

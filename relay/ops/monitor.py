@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay.config import Config, parse_hostport
-from relay.metrics import CONTENT_TYPE, METRICS, Metrics, SpoolSnapshot, spool_snapshot
+from relay.ops.metrics import CONTENT_TYPE, METRICS, Metrics, SpoolSnapshot, spool_snapshot
 from relay.store import Store
 from relay.timeutil import utcnow
 

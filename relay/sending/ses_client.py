@@ -24,7 +24,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from relay.ses_api import Disposition, SendRequest, SesError
+from relay.sending.ses_api import Disposition, SendRequest, SesError
 
 # --- classification (pure) -------------------------------------------------
 

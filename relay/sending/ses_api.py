@@ -1,6 +1,6 @@
 """The narrow interface between the sender worker and whatever plays SES.
 
-The real boto3 client (relay.ses), the sandbox stand-in (relay.sandbox) and test
+The real boto3 client (relay.sending.ses_client), the sandbox stand-in (relay.sandbox.stand_in) and test
 doubles all implement `SesApi`, so the worker's retry and bookkeeping logic is the
 same whichever upstream is behind it. Calls are synchronous: the worker runs them
 in threads (or its own process), keeping the SMTP intake's event loop free.

@@ -37,8 +37,8 @@ from typing import Any
 
 from relay import maildir
 from relay.addresses import AddressError, normalise
-from relay.feed import Feed
-from relay.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesError
+from relay.sandbox.feed import Feed
+from relay.sending.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesError
 
 log = logging.getLogger(__name__)
 
