@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check relay feedback cli.py tests bench
+	$(BIN)/ruff check relay feedback cli tests bench
 
 clean:
 	rm -rf $(VENV) ses-relay-data .pytest_cache
