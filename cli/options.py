@@ -2,7 +2,8 @@
 
 --config, --data-dir, --log-level and --log-format (also from the environment) are
 on every command and resolve into one Context; a bad configuration exits with status
-2 and names the key. A bad value of any option exits 2 and names the option.
+2 and names the key. Values several commands take (--json, --since, an address) are
+declared and parsed here once; a bad one exits 2.
 """
 
 from __future__ import annotations
