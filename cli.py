@@ -29,6 +29,7 @@ from relay import config as configuration
 from relay import logsetup
 from relay.addresses import AddressError, normalise
 from relay.config import Config, ConfigError
+from relay.ops.provider_imports import FORMAT_NAMES as PROVIDER_FORMATS
 from relay.store import Store, StoreError
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import maybe_text, to_text, utcnow
@@ -772,18 +773,31 @@ def suppression_export(ctx: Context, file: str, fmt: str, klass: str | None, inc
     "klass",
     default=ALL,
     show_default=True,
-    help="Class for rows without a class column ('*' = all).",
+    help="Class for rows without one ('*' = all); providers' bounces are always all-class.",
 )
-@click.option("--dry-run", is_flag=True, help="Validate and report; change nothing.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(PROVIDER_FORMATS),
+    default="auto",
+    show_default=True,
+    help="What FILE is; auto recognises it by its header row (or JSON keys).",
+)
+@click.option("--dry-run", is_flag=True, help="Print what each row would do; change nothing.")
 @common_options
-def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> None:
-    """Import suppressions from a CSV FILE (ses-relay's export or SES's email,reason).
+def suppression_import(ctx: Context, file: str, klass: str, fmt: str, dry_run: bool) -> None:
+    """Import suppressions from FILE: ses-relay's CSV, SES's email,reason, the CSV exports
+    of SendGrid, Mailgun and Postmark, or the JSON of SES's list-suppressed-destinations
+    or Postmark's suppression dump.
 
     Bad rows are reported with their line numbers and the rest imported; the exit
     status is 1 when any row was bad. Existing entries are merged: a level never
-    goes down and an expiry only extends. Every import is in the audit log.
+    goes down and an expiry only extends; rows already covered change nothing and
+    are not audited, so importing a file twice writes it once.
     """
-    from relay.ops.suppression_csv import CsvFormatError, parse_csv
+    from relay.ops import import_plan, suppression_io
+    from relay.ops.provider_imports import Options, read_import
+    from relay.ops.suppression_csv import CsvFormatError
 
     _class_option(ctx, klass)
     try:
@@ -794,34 +808,52 @@ def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> No
                 text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
+    name = "standard input" if file == "-" else Path(file).name
+    now = utcnow()
+    opts = Options(now, ctx.config.classes, klass, ctx.config.policy.soft_bounce_expiry)
     try:
-        parsed = parse_csv(text, now=utcnow(), classes=ctx.config.classes, default_class=klass)
+        read = read_import(text, filename=name, fmt_name=fmt, opts=opts)
     except CsvFormatError as exc:
         fail(f"{file}: {exc}", 2)
-    for problem in parsed.errors:
-        click.echo(f"{file}: {problem}", err=True)
-    for problem in parsed.skipped:
-        click.echo(f"{file}: {problem}: skipped", err=True)
-    name = "standard input" if file == "-" else Path(file).name
+    parsed = read.parsed
+    click.echo(f"{file}: read as {read.source}", err=True)
+    if read.note:
+        click.echo(f"{file}: {read.note}", err=True)
+    for problem in sorted([*parsed.errors, *parsed.skipped], key=lambda p: p.line):
+        skipped = problem in parsed.skipped and not problem.message.endswith("skipped")
+        click.echo(f"{file}: {problem}{': skipped' if skipped else ''}", err=True)
 
-    async def go(ctx: Context) -> None:
+    async def go(ctx: Context) -> list[import_plan.PlannedRow]:
+        if dry_run and not ctx.store_path.is_file():
+            return import_plan.plan(parsed.entries, parsed.lines, {}, now)  # a dry run creates nothing
         store = await open_store(ctx)
         try:
-            for start in range(0, len(parsed.entries), IMPORT_CHUNK):
-                chunk = parsed.entries[start : start + IMPORT_CHUNK]
-                await store.merge_suppressions(chunk, actor=_actor(), action="import", detail=f"from {name}")
+            held = await suppression_io.on_file(store, (e.address for e in parsed.entries), now)
+            rows = import_plan.plan(parsed.entries, parsed.lines, held, now)
+            if not dry_run:
+                await suppression_io.merge_all(
+                    store, import_plan.to_write(rows), actor=_actor(), action="import",
+                    detail=f"from {name}, {read.source}",
+                )  # fmt: skip
+            return rows
         finally:
             await store.close()
 
-    if not dry_run and parsed.entries:
+    rows: list[import_plan.PlannedRow] = []
+    if parsed.entries:
         try:
-            run(go)(ctx)
+            rows = run(go)(ctx)
         except StoreError as exc:
             fail(str(exc))
-    verb = "would import" if dry_run else "imported"
+    if dry_run:
+        for row in rows:
+            click.echo(import_plan.describe(row, dry_run=True))
+    tally = import_plan.counts(rows)
+    new, raised, covered = (tally[o] for o in import_plan.Outcome)
     click.echo(
-        f"{verb} {len(parsed.entries)} suppression(s); {len(parsed.errors)} bad row(s), "
-        f"{len(parsed.skipped)} expired row(s) skipped"
+        f"{'would import' if dry_run else 'imported'} {new + raised} suppression(s); "
+        f"{len(parsed.errors)} bad row(s), {len(parsed.skipped)} expired row(s) skipped; "
+        f"{new} new, {raised} {'would raise' if dry_run else 'raised'}, {covered} already covered"
     )
     if parsed.errors:
         sys.exit(1)
