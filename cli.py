@@ -863,15 +863,20 @@ def suppression_import(ctx: Context, file: str, klass: str, fmt: str, dry_run: b
 @click.option("--pull", "direction", flag_value="pull", help="Add SES's account-level list to ours.")
 @click.option("--push", "direction", flag_value="push", help="Put our all-class, never-expiring "
               "bounce and complaint entries on SES's account-level list.")  # fmt: skip
+@click.option("--report", "direction", flag_value="report", help="Compare the two lists and print "
+              "the addresses on one side only; change neither.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Read both lists and report; change neither.")
+@click.option("--json", "as_json", is_flag=True, help="With --report: print JSON.")
 @common_options
-def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool) -> None:
+def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool, as_json: bool) -> None:
     """Sync with SES's account-level suppression list (SESv2); never deletes on either side."""
     from relay.ops import ses_sync as sync
 
     if direction is None:
-        fail("give --pull or --push", 2)
-    reads_only = direction == "push" or dry_run  # our list is read, never written here
+        fail("give --pull, --push or --report", 2)
+    if as_json and direction != "report":
+        fail("--json goes with --report", 2)
+    reads_only = direction in ("push", "report") or dry_run  # our list is read, never written here
     if reads_only:
         require_store(ctx)
     endpoint = ctx.config.ses.endpoint_url or None
@@ -888,11 +893,18 @@ def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool) -> 
             if direction == "pull":
                 addresses = [a for a in (normalise_or_none(i.address) for i in at_ses) if a]
                 return await store.suppressions_for(addresses, now)
-            return await store.list_suppressions(now=now, klass=ALL)
+            return await store.list_suppressions(now=now, klass=ALL if direction == "push" else None)
         finally:
             await store.close()
 
     ours = run(read_ours)(ctx)
+    if direction == "report":
+        report = sync.reconcile(ours, at_ses, now)
+        if as_json:
+            emit_json(sync.report_json(report))
+        else:
+            click.echo("\n".join(sync.report_lines(report)))
+        return
     if direction == "pull":
         pull = sync.plan_pull(at_ses, ours, now)
         for address, why in pull.invalid:
