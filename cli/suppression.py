@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,10 @@ import click
 from cli.app import Context, actor, emit_json, fail, main, require_store, with_store
 from cli.options import address_argument, common_options, json_option
 from relay.addresses import AddressError, normalise
+from relay.ops.provider_imports import FORMAT_NAMES as PROVIDER_FORMATS
 from relay.store import Store
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import maybe_text, to_text, utcnow
-
-IMPORT_CHUNK = 500  # rows a transaction: keeps the writer lock short while the relay runs
 
 
 @main.group("suppression")
@@ -46,12 +44,6 @@ def suppression_json(entry: Suppression) -> dict[str, Any]:
         "refused_count": entry.refused_count,
         "last_refused_at": maybe_text(entry.last_refused_at),
     }
-
-
-async def _merge_in_chunks(store: Store, entries: Sequence[Suppression], action: str, detail: str) -> None:
-    for start in range(0, len(entries), IMPORT_CHUNK):
-        chunk = entries[start : start + IMPORT_CHUNK]
-        await store.merge_suppressions(chunk, actor=actor(), action=action, detail=detail)
 
 
 @suppression_group.command("add")
@@ -240,18 +232,31 @@ def suppression_export(ctx: Context, file: str, fmt: str, klass: str | None, inc
     "klass",
     default=ALL,
     show_default=True,
-    help="Class for rows without a class column ('*' = all).",
+    help="Class for rows without one ('*' = all); providers' bounces are always all-class.",
 )
-@click.option("--dry-run", is_flag=True, help="Validate and report; change nothing.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(PROVIDER_FORMATS),
+    default="auto",
+    show_default=True,
+    help="What FILE is; auto recognises it by its header row (or JSON keys).",
+)
+@click.option("--dry-run", is_flag=True, help="Print what each row would do; change nothing.")
 @common_options
-def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> None:
-    """Import suppressions from a CSV FILE (ses-relay's export or SES's email,reason).
+def suppression_import(ctx: Context, file: str, klass: str, fmt: str, dry_run: bool) -> None:
+    """Import suppressions from FILE: ses-relay's CSV, SES's email,reason, the CSV exports
+    of SendGrid, Mailgun and Postmark, or the JSON of SES's list-suppressed-destinations
+    or Postmark's suppression dump.
 
     Bad rows are reported with their line numbers and the rest imported; the exit
     status is 1 when any row was bad. Existing entries are merged: a level never
-    goes down and an expiry only extends. Every import is in the audit log.
+    goes down and an expiry only extends; rows already covered change nothing and
+    are not audited, so importing a file twice writes it once.
     """
-    from relay.ops.suppression_csv import CsvFormatError, parse_csv
+    from relay.ops import import_plan, suppression_io
+    from relay.ops.provider_imports import Options, read_import
+    from relay.ops.suppression_csv import CsvFormatError
 
     _class_option(ctx, klass)
     try:
@@ -262,21 +267,46 @@ def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> No
                 text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {file}: {getattr(exc, 'strerror', None) or exc}")
+    name = "standard input" if file == "-" else Path(file).name
+    now = utcnow()
+    opts = Options(now, ctx.config.classes, klass, ctx.config.policy.soft_bounce_expiry)
     try:
-        parsed = parse_csv(text, now=utcnow(), classes=ctx.config.classes, default_class=klass)
+        read = read_import(text, filename=name, fmt_name=fmt, opts=opts)
     except CsvFormatError as exc:
         fail(f"{file}: {exc}", 2)
-    for problem in parsed.errors:
-        click.echo(f"{file}: {problem}", err=True)
-    for problem in parsed.skipped:
-        click.echo(f"{file}: {problem}: skipped", err=True)
-    name = "standard input" if file == "-" else Path(file).name
-    if not dry_run and parsed.entries:
-        with_store(ctx, lambda store: _merge_in_chunks(store, parsed.entries, "import", f"from {name}"))
-    verb = "would import" if dry_run else "imported"
+    parsed = read.parsed
+    click.echo(f"{file}: read as {read.source}", err=True)
+    if read.note:
+        click.echo(f"{file}: {read.note}", err=True)
+    for problem in sorted([*parsed.errors, *parsed.skipped], key=lambda p: p.line):
+        skipped = problem in parsed.skipped and not problem.message.endswith("skipped")
+        click.echo(f"{file}: {problem}{': skipped' if skipped else ''}", err=True)
+
+    async def go(store: Store) -> list[import_plan.PlannedRow]:
+        held = await suppression_io.on_file(store, (e.address for e in parsed.entries), now)
+        rows = import_plan.plan(parsed.entries, parsed.lines, held, now)
+        if not dry_run:
+            await suppression_io.merge_all(
+                store, import_plan.to_write(rows), actor=actor(), action="import",
+                detail=f"from {name}, {read.source}",
+            )  # fmt: skip
+        return rows
+
+    rows: list[import_plan.PlannedRow] = []
+    if parsed.entries:
+        if dry_run and not ctx.store_path.is_file():
+            rows = import_plan.plan(parsed.entries, parsed.lines, {}, now)  # a dry run creates nothing
+        else:
+            rows = with_store(ctx, go)
+    if dry_run:
+        for row in rows:
+            click.echo(import_plan.describe(row, dry_run=True))
+    tally = import_plan.counts(rows)
+    new, raised, covered = (tally[o] for o in import_plan.Outcome)
     click.echo(
-        f"{verb} {len(parsed.entries)} suppression(s); {len(parsed.errors)} bad row(s), "
-        f"{len(parsed.skipped)} expired row(s) skipped"
+        f"{'would import' if dry_run else 'imported'} {new + raised} suppression(s); "
+        f"{len(parsed.errors)} bad row(s), {len(parsed.skipped)} expired row(s) skipped; "
+        f"{new} new, {raised} {'would raise' if dry_run else 'raised'}, {covered} already covered"
     )
     if parsed.errors:
         sys.exit(1)
@@ -286,15 +316,21 @@ def suppression_import(ctx: Context, file: str, klass: str, dry_run: bool) -> No
 @click.option("--pull", "direction", flag_value="pull", help="Add SES's account-level list to ours.")
 @click.option("--push", "direction", flag_value="push", help="Put our all-class, never-expiring "
               "bounce and complaint entries on SES's account-level list.")  # fmt: skip
+@click.option("--report", "direction", flag_value="report", help="Compare the two lists and print "
+              "the addresses on one side only; change neither.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Read both lists and report; change neither.")
+@click.option("--json", "as_json", is_flag=True, help="With --report: print JSON.")
 @common_options
-def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool) -> None:
+def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool, as_json: bool) -> None:
     """Sync with SES's account-level suppression list (SESv2); never deletes on either side."""
     from relay.ops import ses_sync as sync
+    from relay.ops import suppression_io
 
     if direction is None:
-        fail("give --pull or --push", 2)
-    reads_only = direction == "push" or dry_run  # our list is read, never written here
+        fail("give --pull, --push or --report", 2)
+    if as_json and direction != "report":
+        fail("--json goes with --report", 2)
+    reads_only = direction in ("push", "report") or dry_run  # our list is read, never written here
     if reads_only:
         require_store(ctx)
     endpoint = ctx.config.ses.endpoint_url or None
@@ -309,16 +345,25 @@ def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool) -> 
         if direction == "pull":
             addresses = [a for a in (normalise_or_none(i.address) for i in at_ses) if a]
             return await store.suppressions_for(addresses, now)
-        return await store.list_suppressions(now=now, klass=ALL)
+        return await store.list_suppressions(now=now, klass=ALL if direction == "push" else None)
 
     ours = with_store(ctx, read_ours, create=not reads_only)
+    if direction == "report":
+        report = sync.reconcile(ours, at_ses, now)
+        if as_json:
+            emit_json(sync.report_json(report))
+        else:
+            click.echo("\n".join(sync.report_lines(report)))
+        return
     if direction == "pull":
         pull = sync.plan_pull(at_ses, ours, now)
         for address, why in pull.invalid:
             click.echo(f"SES lists {address!r}, which is not a usable address ({why}): skipped", err=True)
         if not dry_run and pull.to_merge:
             detail = "SES account-level list"
-            with_store(ctx, lambda store: _merge_in_chunks(store, pull.to_merge, "sync-ses-pull", detail))
+            with_store(ctx, lambda store: suppression_io.merge_all(
+                store, pull.to_merge, actor=actor(), action="sync-ses-pull", detail=detail
+            ))
         click.echo(
             f"SES lists {len(at_ses)} address(es): {'would add' if dry_run else 'added'} "
             f"{len(pull.new)} new, "

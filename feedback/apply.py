@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
 from feedback.notices.compose import suppression_note
-from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide
+from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide, needs_engagement
 from relay.config import Config
 from relay.ops import metrics
 from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store, UnmatchedEvent
@@ -169,7 +169,9 @@ def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: Ba
     since = event.timestamp - config.policy.escalate_window
     # Only bounces read the transient history (the escalation rule); skip the query otherwise.
     bounces = tx.transient_history(address, since) if event.kind is EventKind.BOUNCE else ()
-    history = RecipientHistory(transient_bounces=bounces, status=status)
+    # Only bounces that may escalate read the last open/click (engagement-aware escalation).
+    engaged_at = tx.last_engagement(address) if needs_engagement(event) else None
+    history = RecipientHistory(transient_bounces=bounces, status=status, last_engagement=engaged_at)
     if klass is None and event.message_class is not None:
         # decide() falls back on the event's tag; here the tag names no configured class,
         # and a suppression in a class that does not exist would block nothing: unknown, `*`.

@@ -32,6 +32,7 @@ __all__ = [
     "RecipientHistory",
     "advance_status",
     "decide",
+    "needs_engagement",
 ]
 
 # Suppression reasons end up in SMTP replies and CLI listings: one line, bounded.
@@ -57,11 +58,14 @@ class RecipientHistory:
     `transient_bounces` are the times (the events' own `timestamp`s) of the recipient's
     earlier transient and undetermined bounces, only those after the last manual clear,
     and not including the event being decided. `status` is the recipient's current
-    delivery status for this message, if any.
+    delivery status for this message, if any. `last_engagement` is the time of the
+    recipient's latest open or click; only bounces that may escalate need it
+    (`needs_engagement`), so callers look it up for those alone.
     """
 
     transient_bounces: tuple[datetime, ...] = ()
     status: str | None = None
+    last_engagement: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,17 @@ def decide(
     return Decision()
 
 
+def needs_engagement(event: FeedbackEvent) -> bool:
+    """Whether `decide` reads `history.last_engagement` for this event: only bounces that
+    count towards escalation (transient ones other than the message's fault, and
+    undetermined ones) do, so the caller can skip the lookup for everything else."""
+    if event.kind is not EventKind.BOUNCE or event.recipient is None:
+        return False
+    bounce_type = (event.bounce_type or "").strip().lower()
+    subtype = (event.bounce_subtype or "").strip().lower()
+    return bounce_type != "permanent" and not (bounce_type == "transient" and subtype in _MESSAGE_AT_FAULT)
+
+
 def _bounce(
     event: FeedbackEvent, klass: str | None, history: RecipientHistory, now: datetime, config: PolicyConfig
 ) -> Decision:
@@ -177,9 +192,11 @@ def _bounce(
     count = _transient_count(event, history, config)
     undetermined = bounce_type != "transient"
     review = _clip(f"undetermined bounce: {reason}") if undetermined else None
-    if count >= config.escalate_after:
+    engaged = _engaged(event, history, config)
+    if count >= (config.escalate_after_engaged if engaged else config.escalate_after):
         window = _duration(config.escalate_window)
-        escalated = _clip(f"{count} transient bounces within {window}; last {reason}")
+        who = " to a recipient who opened or clicked recently" if engaged else ""
+        escalated = _clip(f"{count} transient bounces within {window}{who}; last {reason}")
         return Decision(
             status=status,
             suppression=_suppression(
@@ -209,6 +226,18 @@ def _transient_count(event: FeedbackEvent, history: RecipientHistory, config: Po
     end = event.timestamp
     start = end - config.escalate_window
     return 1 + sum(1 for t in history.transient_bounces if start < t <= end)
+
+
+def _engaged(event: FeedbackEvent, history: RecipientHistory, config: PolicyConfig) -> bool:
+    """Whether the recipient opened or clicked within `engaged_window` before this bounce.
+
+    A full mailbox of someone who reads the mail is a passing state, not a dead address,
+    so an engaged recipient needs `escalate_after_engaged` transient bounces to escalate.
+    Anchored on the event's own time, as the escalation window is; an engagement after
+    the bounce counts too (the reader is plainly alive).
+    """
+    last = history.last_engagement
+    return last is not None and last >= event.timestamp - config.engaged_window
 
 
 def _suppression(

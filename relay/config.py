@@ -241,6 +241,8 @@ class PolicyConfig(_Section):
     escalate_after: int = Field(default=5, ge=1)  # transient bounces within the window...
     escalate_window: Duration = timedelta(hours=24)
     escalate_expiry: Duration = timedelta(days=7)  # ...make a hard suppression this long
+    engaged_window: Duration = timedelta(days=30)  # an open or click this recent...
+    escalate_after_engaged: int = Field(default=15, ge=1)  # ...needs this many instead of escalate_after
 
 
 class NoticesConfig(_Section):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 import pytest
 
-from relay.ops.ses_sync import SesSuppressed, plan_pull, plan_push, ses_index
+from relay.ops.ses_sync import SesSuppressed, plan_pull, plan_push, reconcile, ses_index
 from relay.store import Store
 from relay.suppression import ALL, Cause, Level
 from tests.conftest import cli_json, run_cli
@@ -120,7 +120,7 @@ def test_push_puts_only_never_expiring_all_class_bounces_and_complaints(
 def test_a_direction_is_required(tmp_path: Path, aws: SesV2Gaps) -> None:
     done = run_cli("suppression", "sync-ses", data_dir=tmp_path / "d", config=config_for(tmp_path, aws.url))
     assert done.returncode == 2
-    assert "--pull or --push" in done.stderr
+    assert "--pull, --push or --report" in done.stderr
 
 
 def test_plain_moto_lacks_the_operation_and_the_error_says_so(tmp_path: Path, moto_server: str) -> None:
@@ -129,6 +129,83 @@ def test_plain_moto_lacks_the_operation_and_the_error_says_so(tmp_path: Path, mo
     )
     assert done.returncode == 1
     assert "SES ListSuppressedDestinations failed: 404" in done.stderr
+
+
+# -- the reconciliation report ---------------------------------------------------------------
+
+
+def test_report_lists_each_sides_own_addresses_case_insensitively_and_changes_nothing(
+    tmp_path: Path, aws: SesV2Gaps
+) -> None:
+    data, config = tmp_path / "d", config_for(tmp_path, aws.url)
+    suppress(data, "hard@example.com", reason="Permanent/General: 550 5.1.1 user unknown")  # pushable
+    suppress(data, "soft@example.com", level=Level.SOFT, days=1, reason="Transient/MailboxFull")
+    suppress(data, "bulk-only@example.com", klass="bulk", cause=Cause.COMPLAINT, level=Level.PERMANENT)
+    suppress(data, "both@example.com")
+    suppress(data, "gone@example.com", days=-1)  # expired: not on our list any more
+    at = datetime(2025, 4, 1, 9, 30, tzinfo=UTC)
+    aws.suppressed.update(
+        {
+            "Both@Example.COM": ("BOUNCE", at),
+            "OnlySes@Example.org": ("COMPLAINT", at + timedelta(days=1)),
+            "gone@example.com": ("BOUNCE", at + timedelta(days=2)),
+        }
+    )
+    before_list, before_ses = listing(data), dict(aws.suppressed)
+
+    text = run_cli("suppression", "sync-ses", "--report", data_dir=data, config=config, check=True).stdout
+    lines = text.splitlines()
+    assert lines[0] == "here: 4 address(es) suppressed; SES's account-level list: 3; on both: 1"
+    assert lines[1] == "only here (3):"
+    assert lines[2] == "  bulk-only@example.com"
+    assert lines[3].startswith("    class bulk: permanent complaint since 20")
+    assert lines[3].endswith(", never expires: Permanent/General: smtp; 550 5.1.1 user unknown")
+    assert lines[4] == "  hard@example.com  (--push would add it)"
+    assert lines[5].startswith("    all classes: hard bounce since ")
+    assert lines[6] == "  soft@example.com"
+    assert lines[7].startswith("    all classes: soft bounce since ") and ", expires 20" in lines[7]
+    assert lines[8:] == [
+        "only at SES (2):",
+        "  gone@example.com: BOUNCE since 2025-04-03T09:30:00.000000Z",
+        "  OnlySes@Example.org: COMPLAINT since 2025-04-02T09:30:00.000000Z",
+    ]
+
+    report = cli_json("suppression", "sync-ses", "--report", data_dir=data, config=config)
+    assert (report["here"], report["at_ses"], report["on_both"]) == (4, 3, 1)
+    assert [r["address"] for r in report["only_here"]] == [
+        "bulk-only@example.com", "hard@example.com", "soft@example.com",
+    ]  # fmt: skip
+    [bulk] = report["only_here"][0]["suppressions"]
+    assert (bulk["class"], bulk["level"], bulk["cause"], bulk["expires_at"]) == (
+        "bulk", "permanent", "complaint", None,
+    )  # fmt: skip
+    assert [r["pushable"] for r in report["only_here"]] == [False, True, False]
+    assert report["only_here"][2]["suppressions"][0]["expires_at"] is not None
+    assert report["only_at_ses"] == [
+        {
+            "address": "gone@example.com",
+            "ses_address": "gone@example.com",
+            "reason": "BOUNCE",
+            "last_update_time": "2025-04-03T09:30:00.000000Z",
+        },
+        {
+            "address": "onlyses@example.org",
+            "ses_address": "OnlySes@Example.org",
+            "reason": "COMPLAINT",
+            "last_update_time": "2025-04-02T09:30:00.000000Z",
+        },
+    ]
+    assert listing(data) == before_list and aws.suppressed == before_ses  # a report changes nothing
+    assert ("PUT", "/v2/email/suppression/addresses") not in aws.calls
+
+
+def test_report_needs_the_store_and_json_needs_the_report(tmp_path: Path, aws: SesV2Gaps) -> None:
+    config = config_for(tmp_path, aws.url)
+    missing = run_cli("suppression", "sync-ses", "--report", data_dir=tmp_path / "none", config=config)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert not (tmp_path / "none").exists()
+    stray = run_cli("suppression", "sync-ses", "--pull", "--json", data_dir=tmp_path / "d", config=config)
+    assert stray.returncode == 2 and "--json goes with --report" in stray.stderr
 
 
 # -- the pure planning -------------------------------------------------------------------
@@ -176,3 +253,27 @@ def test_plan_push_filters_and_maps_reasons() -> None:
     assert plan.to_put == [("bounce@example.com", "BOUNCE"), ("complaint@example.com", "COMPLAINT")]
     assert plan.already == ["known@example.com"]
     assert plan.expiring == ["soon@example.com"]
+
+
+def test_reconcile_compares_case_insensitively_and_only_active_entries() -> None:
+    items = [
+        SesSuppressed("Mixed@Example.COM", "BOUNCE", NOW - timedelta(days=2)),
+        SesSuppressed("mixed@example.com", "COMPLAINT", NOW),  # the same mailbox twice at SES
+        SesSuppressed("Not An Address", "BOUNCE", NOW),
+        SesSuppressed("stale@example.com", "BOUNCE", NOW),
+    ]
+    here = [
+        ours("mixed@example.com"),
+        ours("stale@example.com", expires_at=NOW - timedelta(seconds=1)),  # expired: not ours any more
+        ours("classy@example.com", klass="list", cause=Cause.COMPLAINT, level=Level.PERMANENT),
+        ours("classy@example.com", klass="bulk", cause=Cause.UNSUBSCRIBE, level=Level.PERMANENT),
+    ]
+    report = reconcile(here, items, NOW)
+    assert (report.here, report.at_ses, report.on_both) == (2, 3, 1)
+    assert [(r.address, [e.klass for e in r.entries], r.pushable) for r in report.only_here] == [
+        ("classy@example.com", ["bulk", "list"], False)
+    ]
+    assert [(r.address, r.item.address) for r in report.only_at_ses] == [
+        ("not an address", "Not An Address"),
+        ("stale@example.com", "stale@example.com"),
+    ]

@@ -160,7 +160,8 @@ def test_bad_rows_are_reported_by_line_and_the_rest_imported(tmp_path: Path) -> 
     done = run_cli("suppression", "import", str(source), data_dir=data)
     assert done.returncode == 1
     assert "imported 2 suppression(s); 5 bad row(s), 1 expired row(s) skipped" in done.stdout
-    errors = done.stderr.splitlines()
+    read_as, *errors = done.stderr.splitlines()
+    assert read_as == f"{source}: read as ses-relay CSV"
     assert [line.split(":")[1].strip() for line in errors] == [
         "line 3",
         "line 4",

@@ -15,8 +15,12 @@ The mapping is lossy by design, and in the safe direction:
   never expire at SES, and class-specific ones would block every class there.
   Addresses SES already lists are not put again. Nothing is ever deleted at SES.
 
-The planning is pure (`plan_pull`, `plan_push`); `SesSuppressionList` is the boto3
-shell. moto 5.2 does not implement these SESv2 operations (it answers 404), so the
+Before either, `reconcile` reports what differs: the addresses on one side only
+(compared case-insensitively, as SES keeps the spelling it was given), each with
+what its side says and since when.
+
+The planning is pure (`plan_pull`, `plan_push`, `reconcile`); `SesSuppressionList` is
+the boto3 shell. moto 5.2 does not implement these SESv2 operations (it answers 404), so the
 tests run them against a small stand-in that forwards everything else to moto.
 """
 
@@ -30,6 +34,7 @@ from typing import Any
 from relay.addresses import AddressError, normalise
 from relay.ops.suppression_csv import ses_reason
 from relay.suppression import ALL, Cause, Level, Suppression
+from relay.timeutil import maybe_text, to_text
 
 PAGE_SIZE = 1000  # SESv2's largest page
 MAX_PAGES = 10_000  # ten million addresses: a bound, not an expectation
@@ -129,6 +134,120 @@ def ses_index(items: Iterable[SesSuppressed]) -> dict[str, str]:
         except AddressError:
             continue
     return out
+
+
+# -- the reconciliation report (`sync-ses --report`) ------------------------------------
+
+
+@dataclass(frozen=True)
+class OnlyHere:
+    """An address we suppress (in some class) that SES's list does not hold."""
+
+    address: str
+    entries: tuple[Suppression, ...]  # our active entries for it, every class
+    pushable: bool  # `--push` would put it on SES's list
+
+
+@dataclass(frozen=True)
+class OnlyAtSes:
+    """An address on SES's list with no active entry here, as SES spells it."""
+
+    address: str  # compared form: normalised, else lower-cased
+    item: SesSuppressed
+
+
+@dataclass
+class Reconciliation:
+    only_here: list[OnlyHere] = field(default_factory=list)
+    only_at_ses: list[OnlyAtSes] = field(default_factory=list)
+    here: int = 0  # addresses with an active entry here
+    at_ses: int = 0  # distinct addresses on SES's list
+    on_both: int = 0
+
+
+def compared(address: str) -> str:
+    """The form both lists are compared in: SES keeps the spelling it was given
+    (`Shouty@Example.COM`), ours is normalised; an unusable address is lower-cased."""
+    try:
+        return normalise(address)
+    except AddressError:
+        return address.strip().lower()
+
+
+def reconcile(ours: Iterable[Suppression], items: Iterable[SesSuppressed], now: datetime) -> Reconciliation:
+    """Addresses on one side only (case-insensitively), each with what its side says."""
+    here: dict[str, list[Suppression]] = {}
+    for e in ours:
+        if e.active(now):
+            here.setdefault(e.address, []).append(e)
+    theirs: dict[str, SesSuppressed] = {}
+    for item in items:
+        theirs.setdefault(compared(item.address), item)
+    pushable = {address for address, _ in plan_push((e for es in here.values() for e in es), {}, now).to_put}
+    report = Reconciliation(here=len(here), at_ses=len(theirs), on_both=len(here.keys() & theirs.keys()))
+    for address in sorted(here.keys() - theirs.keys()):
+        entries = tuple(sorted(here[address], key=lambda e: e.klass))
+        report.only_here.append(OnlyHere(address, entries, address in pushable))
+    for address in sorted(theirs.keys() - here.keys()):
+        report.only_at_ses.append(OnlyAtSes(address, theirs[address]))
+    return report
+
+
+def report_json(report: Reconciliation) -> dict[str, Any]:
+    return {
+        "here": report.here,
+        "at_ses": report.at_ses,
+        "on_both": report.on_both,
+        "only_here": [
+            {
+                "address": row.address,
+                "pushable": row.pushable,
+                "suppressions": [
+                    {
+                        "class": e.klass,
+                        "level": str(e.level),
+                        "cause": str(e.cause),
+                        "reason": e.reason,
+                        "created_at": to_text(e.created_at),
+                        "updated_at": to_text(e.updated_at),
+                        "expires_at": maybe_text(e.expires_at),
+                    }
+                    for e in row.entries
+                ],
+            }
+            for row in report.only_here
+        ],
+        "only_at_ses": [
+            {
+                "address": row.address,
+                "ses_address": row.item.address,
+                "reason": row.item.reason,
+                "last_update_time": to_text(row.item.last_update),
+            }
+            for row in report.only_at_ses
+        ],
+    }
+
+
+def report_lines(report: Reconciliation) -> list[str]:
+    """The report for people: a summary, then each side's own addresses with what it says."""
+    lines = [
+        f"here: {report.here} address(es) suppressed; SES's account-level list: {report.at_ses}; "
+        f"on both: {report.on_both}",
+        f"only here ({len(report.only_here)}):",
+    ]
+    for row in report.only_here:
+        lines.append(f"  {row.address}{'  (--push would add it)' if row.pushable else ''}")
+        for e in row.entries:
+            expires = "never expires" if e.expires_at is None else f"expires {to_text(e.expires_at)}"
+            scope = "all classes" if e.klass == ALL else f"class {e.klass}"
+            lines.append(
+                f"    {scope}: {e.level} {e.cause} since {to_text(e.created_at)}, {expires}: {e.reason}"
+            )
+    lines.append(f"only at SES ({len(report.only_at_ses)}):")
+    for row in report.only_at_ses:
+        lines.append(f"  {row.item.address}: {row.item.reason} since {to_text(row.item.last_update)}")
+    return lines
 
 
 class SesSuppressionList:

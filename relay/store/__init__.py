@@ -457,6 +457,14 @@ class FeedbackTx:
         ).fetchall()
         return tuple(from_text(r["at"]) for r in rows)
 
+    def last_engagement(self, address: str) -> datetime | None:
+        """The time of the address's latest open or click (events_by_recipient serves it)."""
+        row = self._db.execute(
+            "SELECT max(occurred_at) AS at FROM events WHERE recipient = ? AND kind IN ('open', 'click')",
+            (address,),
+        ).fetchone()
+        return from_text(row["at"]) if row is not None and row["at"] is not None else None
+
     def add_transient(self, address: str, at: datetime) -> None:
         self._db.execute(
             "INSERT INTO transient_bounces (address, at) VALUES (?, ?)", (address, to_text(at))
