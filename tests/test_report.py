@@ -251,18 +251,21 @@ def test_hourly_buckets_cover_the_window_with_zeros_and_ignore_rows_outside() ->
     since = datetime(2024, 3, 5, 10, 15, tzinfo=UTC)
     until = since + timedelta(hours=3)
 
-    def row(kind: str, when: datetime) -> Any:
-        return row_of(EventRecord(kind, kind, kind.title(), "a@x.org", "m", when, "{}"))
+    def row(kind: str, when: datetime, bounce_type: str | None = None) -> Any:
+        record = EventRecord(kind, kind, kind.title(), "a@x.org", "m", when, "{}", bounce_type=bounce_type)
+        return row_of(record)
 
     rows = [
         row("bounce", since + timedelta(minutes=30)),  # 10:45
         row("complaint", since + timedelta(hours=1)),  # 11:15
         row("bounce", since + timedelta(hours=1, minutes=1)),  # 11:16
+        row("bounce", since + timedelta(hours=1, minutes=2), "Permanent"),  # 11:17
         row("bounce", since - timedelta(hours=2)),  # before the window
         row("bounce", until + timedelta(hours=1)),  # after it
     ]
     buckets = hourly(rows, since, until)
-    assert [(h.hour, b, c) for h, b, c in buckets] == [(10, 1, 0), (11, 1, 1), (12, 0, 0), (13, 0, 0)]
+    counted = [(h.start.hour, h.bounces, h.complaints, h.permanent) for h in buckets]
+    assert counted == [(10, 1, 0, 0), (11, 2, 1, 1), (12, 0, 0, 0), (13, 0, 0, 0)]
     assert rows[0].type == "Undetermined"  # a bounce without a type is not silently dropped
 
 
