@@ -32,7 +32,7 @@ PERMANENT_COLOUR = "#c0392b"
 OTHER_BOUNCE_COLOUR = "#eba59e"
 COMPLAINT_COLOUR = "#e67e22"
 CHART_WIDTH = 960
-CHART_HEIGHT = 240
+CHART_HEIGHT = 260
 CHART_PAD = 40
 OFF_CHART = 4.0  # a review line this many times above the tallest bar is named, not drawn
 
@@ -61,7 +61,7 @@ def svg_chart(buckets: Sequence[Hour], lines: tuple[float, float] | None = None)
     `lines` is (bounces, complaints) per hour at SES's review rates (model.review_lines).
     """
     width, height, pad = CHART_WIDTH, CHART_HEIGHT, CHART_PAD
-    plot_w, plot_h = width - 2 * pad, height - 2 * pad - 14
+    plot_w, plot_h = width - 2 * pad, height - pad - 60
     peak = max((max(h.bounces, h.complaints) for h in buckets), default=0)
     top = float(max(peak, 1))
     for level in lines or ():
@@ -104,34 +104,31 @@ def svg_chart(buckets: Sequence[Hour], lines: tuple[float, float] | None = None)
                 f'<text x="{x + bar:.1f}" y="{base + 14}" font-size="10" '
                 f'text-anchor="middle">{e(hour.start.strftime("%H:00"))}</text>'
             )
+    legend_y = height - 24
+    legend = ((PERMANENT_COLOUR, "permanent bounces"), (OTHER_BOUNCE_COLOUR, "other bounces"),
+              (COMPLAINT_COLOUR, "complaints"))  # fmt: skip
+    for k, (colour, name) in enumerate(legend):
+        x = pad + 150 * k
+        parts.append(f'<rect x="{x}" y="{legend_y - 9}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{x + 14}" y="{legend_y}" font-size="11">{name}</text>')
     if lines is not None:
         names = (
             (lines[0], PERMANENT_COLOUR, f"bounce review line ({percent(REVIEW_BOUNCE_RATE)})"),
             (lines[1], COMPLAINT_COLOUR, f"complaint review line ({percent(REVIEW_COMPLAINT_RATE)})"),
         )
         for k, (level, colour, name) in enumerate(names):
+            dash = f'stroke="{colour}" stroke-width="1.5" stroke-dasharray="6 4"'
+            label = f"{name}: {_num(level)} per hour"
             if level <= top:
                 y = base - plot_h * level / top
                 parts.append(
-                    f'<line class="review" x1="{pad}" y1="{y:.1f}" x2="{pad + plot_w}" y2="{y:.1f}" '
-                    f'stroke="{colour}" stroke-width="1.5" stroke-dasharray="6 4"/>'
+                    f'<line class="review" x1="{pad}" y1="{y:.1f}" x2="{pad + plot_w}" y2="{y:.1f}" {dash}/>'
                 )
-                label = f"{name}: {_num(level)}/h"
-                ty = y - 3
             else:
-                label = f"{name} at {_num(level)}/h: above this chart"
-                ty = pad - 6 - 12 * k
-            parts.append(
-                f'<text x="{pad + plot_w}" y="{ty:.1f}" font-size="11" text-anchor="end" '
-                f'fill="{colour}">{e(label)}</text>'
-            )
-    legend_y = height - 6
-    legend = ((PERMANENT_COLOUR, "permanent bounces"), (OTHER_BOUNCE_COLOUR, "other bounces"),
-              (COMPLAINT_COLOUR, "complaints"))  # fmt: skip
-    for k, (colour, name) in enumerate(legend):
-        x = pad + 140 * k
-        parts.append(f'<rect x="{x}" y="{legend_y - 9}" width="10" height="10" fill="{colour}"/>')
-        parts.append(f'<text x="{x + 14}" y="{legend_y}" font-size="11">{name}</text>')
+                label += ", above this chart"
+            x = pad + 300 * k
+            parts.append(f'<line x1="{x}" y1="{height - 10}" x2="{x + 24}" y2="{height - 10}" {dash}/>')
+            parts.append(f'<text x="{x + 30}" y="{height - 6}" font-size="11">{e(label)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -143,11 +140,11 @@ def chart_note(report: Report) -> str:
             '<p class="note">No sends were counted in this window, so the chart has no review '
             "lines: a rate needs sends.</p>"
         )
-    hours = len(report.hourly)
+    hours = (report.until - report.since).total_seconds() / 3600
     return (
         f'<p class="note">Dashed lines: SES\'s review rates ({percent(REVIEW_BOUNCE_RATE)} permanent '
         f"bounces, {percent(REVIEW_COMPLAINT_RATE)} complaints per recipient sent) applied to this "
-        f"window's average hour ({report.overall.sent} sent in {hours} hour(s)). SES judges a rate "
+        f"window's average hour ({report.overall.sent} sent in {hours:g} hours). SES judges a rate "
         "over a representative volume, not hour by hour: a bar above its line is an hour that, kept "
         "up all window, would put the account under review. Transient and undetermined bounces do "
         "not count towards SES's bounce rate.</p>"

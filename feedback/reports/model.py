@@ -174,8 +174,8 @@ def build(
 
 
 def percent(value: float) -> str:
-    """A threshold as people say it: 0.05 -> "5 %", 0.001 -> "0.1 %"."""
-    return f"{value * 100:.3f}".rstrip("0").rstrip(".") + " %"
+    """A threshold as people say it: 0.05 -> "5%", 0.001 -> "0.1%"."""
+    return f"{value * 100:.3f}".rstrip("0").rstrip(".") + "%"
 
 
 def rate_text(value: float) -> str:
@@ -198,7 +198,7 @@ class Standing:
     scope: str
     sent: int
     level: str  # "ok", "review", "pause", or "no sends" when there is no rate to judge
-    bounce: str  # e.g. "1.20 %: 24 % of the 5 % review line"
+    bounce: str  # e.g. "1.20%: 24% of the 5% review line"
     complaint: str
 
     def sentence(self) -> str:
@@ -232,7 +232,8 @@ def review_lines(report: Report) -> tuple[float, float] | None:
     a bar above its line is an hour that, kept up all window, would reach the line.
     None when nothing was sent: with no sends there is no rate.
     """
-    if not report.overall.sent or not report.hourly:
+    hours = (report.until - report.since).total_seconds() / 3600
+    if not report.overall.sent or hours <= 0:
         return None
-    per_hour = report.overall.sent / len(report.hourly)
+    per_hour = report.overall.sent / hours
     return per_hour * REVIEW_BOUNCE_RATE, per_hour * REVIEW_COMPLAINT_RATE
