@@ -26,6 +26,7 @@ from feedback.reports.html import html_page
 from feedback.reports.model import Report
 from feedback.reports.xlsx import XLSX_CONTENT_TYPE, xlsx_bytes
 from relay.config import PRESIGN_LIMIT, Config
+from relay.timeutil import to_text
 
 HTML_CONTENT_TYPE = "text/html; charset=utf-8"
 PAGE_NAME = "report.html"
@@ -70,7 +71,7 @@ class Published:
     def as_json(self) -> dict[str, Any]:
         return {
             "html": self.html_uri, "xlsx": self.xlsx_uri, "html_url": self.html_url,
-            "xlsx_url": self.xlsx_url, "expires": self.expires.isoformat().replace("+00:00", "Z"),
+            "xlsx_url": self.xlsx_url, "expires": to_text(self.expires),
             "temporary_credentials": self.temporary_credentials,
         }  # fmt: skip
 
