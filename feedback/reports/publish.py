@@ -35,8 +35,6 @@ TEMPORARY_CREDENTIALS = (
     "the report links were signed with temporary credentials (a role's session): they stop "
     "working when that session expires, which may be before [report] link_expiry"
 )
-
-
 NOT_CONFIGURED = 'set [report] s3_uri = "s3://BUCKET/PREFIX/" in the configuration to publish'
 
 
@@ -85,31 +83,26 @@ def report_keys(prefix: str, day: date) -> tuple[str, str]:
 class S3Publisher:
     """Puts a report's page and spreadsheet in the bucket and signs links to them."""
 
-    def __init__(
-        self, *, bucket: str, prefix: str, region: str, expiry: timedelta, client: Any = None
-    ) -> None:
+    def __init__(self, *, bucket: str, prefix: str, region: str, expiry: timedelta) -> None:
+        import boto3  # here, not at import: the CLI's other commands need not pay for it
+        from botocore.config import Config as BotoConfig
+
         if not timedelta(seconds=1) <= expiry <= PRESIGN_LIMIT:
             raise ValueError(f"link expiry must be between 1 second and 7 days, not {expiry}")
         self.bucket = bucket
         self.prefix = prefix
         self.expiry = expiry
-        self._session: Any = None
-        if client is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            self._session = boto3.session.Session()
-            client = self._session.client(
-                "s3",
-                region_name=region,
-                config=BotoConfig(
-                    signature_version="s3v4",  # presigned URLs with an expiry of up to 7 days
-                    retries={"mode": "standard", "max_attempts": 5},
-                    connect_timeout=10,
-                    read_timeout=60,
-                ),
-            )
-        self._client = client
+        self._session = boto3.session.Session()
+        self._client: Any = self._session.client(
+            "s3",
+            region_name=region,
+            config=BotoConfig(
+                signature_version="s3v4",  # presigned URLs with an expiry of up to 7 days
+                retries={"mode": "standard", "max_attempts": 5},
+                connect_timeout=10,
+                read_timeout=60,
+            ),
+        )
 
     @classmethod
     def from_config(cls, config: Config) -> S3Publisher:
@@ -133,7 +126,7 @@ class S3Publisher:
             self._put(html_key, page, HTML_CONTENT_TYPE, disposition="inline")
             html_url = self._sign(html_key)
         except (BotoCoreError, ClientError) as exc:
-            raise PublishError(f"s3://{self.bucket}/{html_key}: {exc}") from exc
+            raise PublishError(f"s3://{self.bucket}/{html_key.rpartition('/')[0]}/: {exc}") from exc
         return Published(
             self.bucket, html_key, xlsx_key, html_url, xlsx_url, now + self.expiry, self._temporary()
         )
@@ -155,7 +148,5 @@ class S3Publisher:
 
     def _temporary(self) -> bool:
         """Were the links signed with session credentials (a role), which expire before 7 days do?"""
-        if self._session is None:
-            return False
         credentials = self._session.get_credentials()
         return bool(credentials is not None and credentials.get_frozen_credentials().token)
