@@ -24,18 +24,25 @@ from relay.timeutil import utcnow
     "--xlsx", "xlsx_path", type=click.Path(dir_okay=False, path_type=Path),
     help="Write a spreadsheet: sheet Events (the rows) and sheet Summary.",
 )
+@click.option(
+    "--publish", is_flag=True,
+    help="Upload the page and the spreadsheet to [report] s3_uri and print a link to the page.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary, rows and hourly counts as JSON.")
 @common_options
 def report_command(
     ctx: Context, since: str, html_path: Path | None, csv_path: Path | None, xlsx_path: Path | None,
-    as_json: bool,
+    publish: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Every bounce and complaint in the window, with source IP and From address, and a summary.
 
-    With no file option, prints the summary.
+    With no file option and no --publish, prints the summary.
     """
+    from feedback.reports import publish as publishing
     from feedback.reports import report as reports
 
+    if publish and not ctx.config.report.s3_uri:
+        fail(f"--publish: {publishing.NOT_CONFIGURED}", 2)
     window = since_window(since)
     if window.total_seconds() <= 0:
         fail("--since: the window must be longer than zero", 2)
@@ -43,21 +50,27 @@ def report_command(
     built = with_store(
         ctx, lambda store: reports.collect(store, since=until - window, until=until), create=False
     )
-    writers = (
-        (html_path, reports.write_html), (csv_path, reports.write_csv), (xlsx_path, reports.write_xlsx)
-    )
+    writers = reports.file_writers(html_path, csv_path, xlsx_path)
     for path, write in writers:
-        if path is None:
-            continue
         try:
             write(built, path)
         except OSError as exc:
             fail(f"cannot write {path}: {exc.strerror or exc}")
         if not as_json:
             click.echo(f"wrote {path} ({len(built.rows)} row(s))")
+    published = None
+    if publish:
+        try:
+            published = publishing.S3Publisher.from_config(ctx.config).publish(built, now=until)
+        except publishing.PublishError as exc:
+            fail(f"cannot publish: {exc}")
+        if published.temporary_credentials:
+            click.echo(f"warning: {publishing.TEMPORARY_CREDENTIALS}", err=True)
     if as_json:
-        emit_json(reports.as_json(built))
-    elif not any(path for path, _ in writers):
+        emit_json({**reports.as_json(built), **({"published": published.as_json()} if published else {})})
+    elif published is not None:
+        click.echo("\n".join(published.lines()))
+    elif not writers:
         click.echo(reports.summary_text(built))
 
 

@@ -226,11 +226,58 @@ class MetricsConfig(_Section):
         return value
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PRESIGN_LIMIT = timedelta(days=7)  # S3 refuses SigV4 presigned URLs that last longer
+
+
+def parse_s3_uri(value: str) -> tuple[str, str]:
+    """Split `s3://bucket/some/prefix` into ("bucket", "some/prefix/"): the prefix is a folder or empty."""
+    text = value.strip()
+    if not text.startswith("s3://"):
+        raise ValueError(f"{value!r} is not an S3 URI; use s3://BUCKET/PREFIX/")
+    bucket, _, prefix = text[5:].partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket or re.fullmatch(r"[\d.]+", bucket):
+        raise ValueError(f"{bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, '.' or '-')")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
 class ReportConfig(_Section):
-    """The daily dashboard mail: bounces and complaints of the last 24 hours."""
+    """The daily dashboard: bounces and complaints of the last 24 hours, mailed or published to S3."""
 
     daily_to: AddressList = ()  # empty = no daily mail
     hour: int = Field(default=7, ge=0, le=23)  # UTC hour from which the day's report is due
+    s3_uri: str = ""  # "s3://bucket/prefix/": publish there and mail a link; empty = attach the files
+    s3_region: str = ""  # the bucket's region, which presigned URLs are signed for; empty: [ses] region
+    link_expiry: Duration = PRESIGN_LIMIT  # how long the mailed links work
+
+    @field_validator("s3_uri")
+    @classmethod
+    def _s3_uri(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        bucket, prefix = parse_s3_uri(value)
+        return f"s3://{bucket}/{prefix}"
+
+    @field_validator("link_expiry")
+    @classmethod
+    def _link_expiry(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least one second")
+        if value > PRESIGN_LIMIT:
+            raise ValueError(
+                f"S3 presigned URLs (SigV4) work for at most 7 days ('7d'), "
+                f"not {value.total_seconds() / 86400:g} days"
+            )
+        return value
+
+    @property
+    def s3_bucket(self) -> str:
+        return parse_s3_uri(self.s3_uri)[0] if self.s3_uri else ""
+
+    @property
+    def s3_prefix(self) -> str:
+        return parse_s3_uri(self.s3_uri)[1] if self.s3_uri else ""
 
 
 class PolicyConfig(_Section):

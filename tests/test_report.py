@@ -19,12 +19,22 @@ from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import openpyxl
 import pytest
 
 from feedback.reports.daily import due, read_last, write_last
-from feedback.reports.report import COLUMNS, build, csv_text, hourly, html_page, row_of, workbook
+from feedback.reports.report import (
+    COLUMNS,
+    build,
+    csv_text,
+    file_writers,
+    hourly,
+    html_page,
+    row_of,
+    workbook,
+)
 from relay.store import EventRecord
 from relay.timeutil import utcnow
 from tests.conftest import ROOT, run_cli, wait_until
@@ -133,6 +143,25 @@ class TableRows(HTMLParser):
             self.rows[-1][-1] += data
 
 
+class Links(HTMLParser):
+    """href of every <a>, by its class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            a = dict(attrs)
+            self.links[a.get("class") or ""] = a.get("href") or ""
+
+
+def links(page: str) -> dict[str, str]:
+    parser = Links()
+    parser.feed(page)
+    return parser.links
+
+
 def html_rows(text: str) -> list[list[str]]:
     parser = TableRows()
     parser.feed(text)
@@ -179,6 +208,7 @@ def test_report_writes_html_csv_and_xlsx_with_every_bounce_and_complaint_of_the_
 
     page = html_file.read_text(encoding="utf-8")
     assert html_rows(page) == csv_rows[1:]
+    assert links(page) == {"export": "r.xlsx"}  # Export to Excel: the spreadsheet beside the page
     assert (
         "<svg" in page
         and "<script" not in page
@@ -211,6 +241,18 @@ def test_report_says_why_it_cannot_write_a_file(tmp_path) -> None:
     result = run_cli("report", "--csv", str(tmp_path / "missing" / "r.csv"), data_dir=tmp_path / "data")
     assert result.returncode == 1
     assert "cannot write" in result.stderr
+
+
+def test_a_page_written_with_a_spreadsheet_elsewhere_links_to_it_relatively(tmp_path) -> None:
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "sheets").mkdir()
+    page, sheet = tmp_path / "pages" / "day.html", tmp_path / "sheets" / "day 1.xlsx"
+    for path, write in file_writers(page, None, sheet):
+        write(hostile_report(), path)
+    href = links(page.read_text(encoding="utf-8"))["export"]
+    assert href == "../sheets/day%201.xlsx"
+    assert (page.parent / unquote(href)).resolve() == sheet.resolve()
+    openpyxl.load_workbook(sheet)  # the file it points to is the spreadsheet
 
 
 def hostile_report() -> Any:
@@ -251,18 +293,21 @@ def test_hourly_buckets_cover_the_window_with_zeros_and_ignore_rows_outside() ->
     since = datetime(2024, 3, 5, 10, 15, tzinfo=UTC)
     until = since + timedelta(hours=3)
 
-    def row(kind: str, when: datetime) -> Any:
-        return row_of(EventRecord(kind, kind, kind.title(), "a@x.org", "m", when, "{}"))
+    def row(kind: str, when: datetime, bounce_type: str | None = None) -> Any:
+        record = EventRecord(kind, kind, kind.title(), "a@x.org", "m", when, "{}", bounce_type=bounce_type)
+        return row_of(record)
 
     rows = [
         row("bounce", since + timedelta(minutes=30)),  # 10:45
         row("complaint", since + timedelta(hours=1)),  # 11:15
         row("bounce", since + timedelta(hours=1, minutes=1)),  # 11:16
+        row("bounce", since + timedelta(hours=1, minutes=2), "Permanent"),  # 11:17
         row("bounce", since - timedelta(hours=2)),  # before the window
         row("bounce", until + timedelta(hours=1)),  # after it
     ]
     buckets = hourly(rows, since, until)
-    assert [(h.hour, b, c) for h, b, c in buckets] == [(10, 1, 0), (11, 1, 1), (12, 0, 0), (13, 0, 0)]
+    counted = [(h.start.hour, h.bounces, h.complaints, h.permanent) for h in buckets]
+    assert counted == [(10, 1, 0, 0), (11, 2, 1, 1), (12, 0, 0, 0), (13, 0, 0, 0)]
     assert rows[0].type == "Undetermined"  # a bounce without a type is not silently dropped
 
 

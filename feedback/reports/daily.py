@@ -1,7 +1,10 @@
 """The daily report mail: once a UTC day, from `[report] hour`, to `[report] daily_to`.
 
-The message (HTML body with the summary, chart and rows; the XLSX attached) goes
-onto the relay's own spool, so it is DKIM-signed, sent through SES and retried like
+With `[report] s3_uri` the page and the spreadsheet go to the bucket and the mail
+carries the summary, the standing against SES's review lines and signed links to
+both; without it (or when the bucket refuses them) the mail is the page itself,
+its first rows in the body and the XLSX attached. The message goes onto the
+relay's own spool, so it is DKIM-signed, sent through SES and retried like
 any other mail. The day last sent is kept in a small file in the data dir, written
 only after the message is committed to the spool, so a restart neither sends the
 day's report twice nor skips it: a relay that was down at the hour sends it when it
@@ -19,7 +22,10 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from feedback.notices.notifier import notice_sender
-from feedback.reports.report import Report, collect, html_page, summary_text, xlsx_bytes
+from feedback.reports.html import html_page, mail_html
+from feedback.reports.publish import TEMPORARY_CREDENTIALS, Published, PublishError, S3Publisher
+from feedback.reports.report import Report, collect, standing_text, summary_text
+from feedback.reports.xlsx import XLSX_CONTENT_TYPE, xlsx_bytes
 from relay.config import Config
 from relay.hostname import relay_hostname
 from relay.intake.pickup import spool_message
@@ -32,7 +38,6 @@ STATE_FILE = "report-daily.last"
 WINDOW = timedelta(hours=24)
 POLL_SECONDS = 60.0
 MAX_BODY_ROWS = 500  # the HTML body stays readable; every row is in the attachment
-XLSX_TYPE = ("application", "vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 
 def due(now: datetime, hour: int, last_sent: date | None) -> bool:
@@ -53,8 +58,11 @@ def write_last(path: Path, day: date) -> None:
     tmp.replace(path)
 
 
-def compose(report: Report, *, sender: str, to: tuple[str, ...], now: datetime) -> bytes:
-    """The report mail: a text summary, the HTML page as its alternative, the XLSX attached."""
+def compose(
+    report: Report, *, sender: str, to: tuple[str, ...], now: datetime,
+    published: Published | None = None, publish_error: str = "",
+) -> bytes:  # fmt: skip
+    """The report mail: links to the published report, or the page itself with the XLSX attached."""
     o = report.overall
     msg = EmailMessage()
     msg["From"] = sender
@@ -65,14 +73,29 @@ def compose(report: Report, *, sender: str, to: tuple[str, ...], now: datetime) 
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(summary_text(report) + "\n\nEvery row is in the attached spreadsheet.\n")
-    msg.add_alternative(html_page(report, max_rows=MAX_BODY_ROWS), subtype="html")
+    text = summary_text(report) + "\n\n" + standing_text(report) + "\n\n"
+    if published is not None:
+        expires = f"{published.expires:%Y-%m-%d %H:%M} UTC"
+        msg.set_content(
+            text + f"The dashboard (chart per hour, every row):\n{published.html_url}\n\n"
+            f"Export to Excel:\n{published.xlsx_url}\n\nThe links work until {expires}.\n"
+        )
+        msg.add_alternative(
+            mail_html(report, page_url=published.html_url, xlsx_url=published.xlsx_url,
+                      expires=published.expires),
+            subtype="html",
+        )  # fmt: skip
+        return bytes(msg)
+    if publish_error:
+        text += f"The report could not be published ({publish_error}); the files are attached instead.\n\n"
+    msg.set_content(text + "Every row is in the attached spreadsheet.\n")
+    page = html_page(report, max_rows=MAX_BODY_ROWS, more_rows_in="the attached spreadsheet")
+    msg.add_alternative(page, subtype="html")
+    maintype, _, subtype = XLSX_CONTENT_TYPE.partition("/")
     msg.add_attachment(
-        xlsx_bytes(report),
-        maintype=XLSX_TYPE[0],
-        subtype=XLSX_TYPE[1],
+        xlsx_bytes(report), maintype=maintype, subtype=subtype,
         filename=f"ses-relay-report-{now:%Y-%m-%d}.xlsx",
-    )
+    )  # fmt: skip
     return bytes(msg)
 
 
@@ -96,6 +119,7 @@ class DailyReport:
         self.wake_sender = wake_sender
         self.clock = clock
         self._sent: date | None = None  # in memory too: an unwritable state file must not repeat it
+        self._publisher: S3Publisher | None = None
 
     async def tick(self) -> bool:
         """Send today's report if it is due; True when one was spooled."""
@@ -105,7 +129,16 @@ class DailyReport:
         if not cfg.daily_to or not due(now, cfg.hour, last):
             return False
         report = await collect(self.store, since=now - WINDOW, until=now)
-        raw = compose(report, sender=self.sender, to=cfg.daily_to, now=now)
+        published, error = None, ""
+        if cfg.s3_uri:
+            try:
+                published = await asyncio.to_thread(self._publish, report, now)
+            except PublishError as exc:
+                error = str(exc)
+                log.error("daily report not published, attaching the files instead: %s", exc)
+        raw = compose(
+            report, sender=self.sender, to=cfg.daily_to, now=now, published=published, publish_error=error
+        )
         klass = await self._open_class()
         sid = await spool_message(
             self.store, self.config, raw, self.sender, cfg.daily_to, origin="report", klass=klass
@@ -117,6 +150,19 @@ class DailyReport:
             "daily report spooled as %s to %s (%d row(s))", sid, ", ".join(cfg.daily_to), len(report.rows)
         )
         return True
+
+    def _publish(self, report: Report, now: datetime) -> Published:
+        """Upload the day's report (blocking: runs in a thread); the client is made once."""
+        if self._publisher is None:
+            self._publisher = S3Publisher.from_config(self.config)
+        published = self._publisher.publish(report, now=now)
+        log.info(
+            "daily report published to %s and %s, links valid until %s",
+            published.html_uri, published.xlsx_uri, published.expires.strftime("%Y-%m-%d %H:%M UTC"),
+        )  # fmt: skip
+        if published.temporary_credentials:
+            log.warning(TEMPORARY_CREDENTIALS)
+        return published
 
     async def _open_class(self) -> str:
         """The default class, unless the guard paused it: the report matters most on such a day."""
