@@ -330,7 +330,8 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
     """The SMTP intake. Sending and feedback run in a worker process of their own (see
     `worker`), as Postfix keeps smtpd apart from its delivery agents: boto3's CPU cost
     and the GIL then never slow the intake, and the intake needs no AWS credentials."""
-    from relay.intake.handler import IntakeHandler, start_listener
+    from relay.intake.handler import IntakeHandler
+    from relay.intake.smtp import start_listener
     from relay.ops.guard import ClassGuard
     from relay.ops.supervisor import WorkerSupervisor
 
