@@ -1,4 +1,4 @@
-"""SNS signature checks (feedback.ingest.sns_verify): what verifies, and exactly why the rest does not.
+"""SNS signature checks (feedback.ingest.sns_verify, sns_certs): what verifies, and why the rest does not.
 
 Envelopes are signed here with a locally made certificate kept in a tmp cert dir,
 named as the SigningCertURL's last path part; nothing is ever fetched (a `fetch`
@@ -19,17 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from feedback.events import BodyKind, parse_body
-from feedback.ingest.sns_verify import (
+from feedback.ingest.sns_certs import (
     CertificateUnavailable,
-    SnsVerifier,
     VerifyError,
     check_cert_url,
-    check_file,
     check_subscribe_url,
     fetch_https,
-    string_to_sign,
-    verify,
 )
+from feedback.ingest.sns_verify import SnsVerifier, check_file, string_to_sign, verify
 from tests.support.sns_signing import (
     CERT_NAME,
     CERT_URL,
