@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import SES_RELAY, child_env, free_port, wait_until
 from tests.support.security import PASSWORD, add_user
-from tests.test_intake import message, send, smtp, submission_id
+from tests.support.smtp import message, send, smtp, submission_id
 
 BOUNCE = "bounce@simulator.amazonses.com"
 

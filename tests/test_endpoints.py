@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import free_port, run_cli, wait_until
 from tests.support.fake_ses import FakeSes
+from tests.support.smtp import message, send, submission_id
 from tests.support.sns_sqs import bounce, ses_mail
-from tests.test_intake import message, send, submission_id
 
 REGION = "us-east-1"
 RCPT = "someone@example.org"

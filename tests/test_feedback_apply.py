@@ -8,42 +8,25 @@ events log, the review queue and the notices owed to senders.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from feedback.apply import BatchResult, Incoming, apply_batch
-from relay.config import Config
 from relay.store import NewRecipient, NewSubmission, Store
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import new_id
 from tests.support.sns_sqs import bounce, complaint, delivery, delivery_delay, per_message, ses_mail
+from tests.support.stores import CONFIG, apply, in_store, status_of
 
-CONFIG = Config()
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 DMARC = (
     "smtp; 550 5.7.26 Unauthenticated email from example.com is not accepted due to domain's "
     "DMARC policy. Please contact the administrator of example.com domain."
 )
-
-
-def in_store(tmp_path: Path, scenario: Callable[[Store], Awaitable[None]]) -> None:
-    """Run `scenario` against a fresh store file, closing it whatever happens."""
-
-    async def go() -> None:
-        store = await Store.open(tmp_path / "relay.db")
-        try:
-            await scenario(store)
-        finally:
-            await store.close()
-
-    asyncio.run(go())
 
 
 async def seed(
@@ -79,12 +62,6 @@ async def seed(
     return sid, ses_id
 
 
-async def apply(store: Store, *docs: dict[str, Any] | str, now: datetime) -> BatchResult:
-    """One batch, as one SQS receive would deliver it."""
-    batch = [Incoming(d if isinstance(d, str) else json.dumps(d), "test") for d in docs]
-    return await apply_batch(store, batch, CONFIG, now)
-
-
 def mail_of(ses_id: str, rcpts: list[str], sid: str | None = None, klass: str | None = None, **kw: Any):
     return ses_mail(ses_id, rcpts, submission_id=sid, klass=klass, sent_at=kw.pop("sent_at", T0), **kw)
 
@@ -93,12 +70,6 @@ async def only(store: Store, address: str) -> Suppression:
     entries = await store.suppressions_of(address)
     assert len(entries) == 1, entries
     return entries[0]
-
-
-async def status_of(store: Store, sid: str, address: str) -> str:
-    sub = await store.submission(sid)
-    assert sub is not None
-    return next(r.status for r in sub.recipients if r.address == address)
 
 
 def rows(tmp_path: Path, sql: str, *params: Any) -> list[sqlite3.Row]:

@@ -21,8 +21,8 @@ import pytest
 from relay.timeutil import from_text, utcnow
 from tests.conftest import Relay, cli_json, run_cli, wait_until
 from tests.support.relaydb import count_rows
+from tests.support.smtp import message, send, submission_id
 from tests.support.sns_sqs import FeedbackQueues, bounce, delivery, feedback_queues, ses_mail
-from tests.test_intake import message, send, submission_id
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ses"
 SENDER = "app@example.com"

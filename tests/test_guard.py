@@ -27,7 +27,7 @@ from relay.sandbox.stand_in import (
 from relay.sending.ses_api import SendRequest
 from relay.timeutil import utcnow
 from tests.conftest import SES_RELAY, child_env, cli_json, free_port, run_cli, wait_until
-from tests.test_intake import message, send
+from tests.support.smtp import message, send
 
 PERMANENT = Bounce("Permanent", "General", "5.1.1", "smtp; 550 5.1.1 user unknown")
 TRANSIENT = Bounce("Transient", "MailboxFull", "4.2.2", "smtp; 452 4.2.2 mailbox full")

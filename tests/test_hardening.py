@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import sqlite3
 import ssl
 import time
@@ -29,57 +28,7 @@ from relay.networks import wide_network
 from tests.conftest import Relay, free_port, run_cli, wait_until
 from tests.support.relaydb import count_rows
 from tests.support.security import make_cert
-
-
-class Conversation:
-    """A raw SMTP client: smtplib would fix the very line endings these tests must send."""
-
-    def __init__(self, relay: Relay, *, source: str | None = None) -> None:
-        self.sock = socket.create_connection(
-            ("127.0.0.1", relay.port), timeout=10, source_address=(source, 0) if source else None
-        )
-        self.buffer = b""
-        self.greeting = self.reply()
-
-    def reply(self) -> bytes:
-        """One (possibly multi-line) reply, as raw bytes."""
-        lines: list[bytes] = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            while b"\r\n" in self.buffer:
-                line, self.buffer = self.buffer.split(b"\r\n", 1)
-                lines.append(line)
-                if line[3:4] != b"-":
-                    return b"\r\n".join(lines)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return b"\r\n".join(lines)
-            self.buffer += chunk
-        raise AssertionError(f"no complete reply in 10 s: {lines!r}")
-
-    def send(self, raw: bytes) -> None:
-        self.sock.sendall(raw)
-
-    def cmd(self, line: bytes) -> bytes:
-        self.send(line + b"\r\n")
-        return self.reply()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Conversation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def envelope(conv: Conversation, rcpts: list[str]) -> None:
-    assert conv.cmd(b"EHLO client.example.com").startswith(b"250")
-    assert conv.cmd(b"MAIL FROM:<app@example.com>").startswith(b"250")
-    for rcpt in rcpts:
-        assert conv.cmd(f"RCPT TO:<{rcpt}>".encode()).startswith(b"250")
-    assert conv.cmd(b"DATA").startswith(b"354")
+from tests.support.smtp import Conversation, envelope
 
 
 def stored_headers(relay: Relay) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 
 from relay.hostname import choose_hostname
 from tests.conftest import Relay, run_cli, wait_until
-from tests.test_intake import message, send
+from tests.support.smtp import message, send
 
 BOUNCE = "bounce@simulator.amazonses.com"
 SENDER = "sender@example.com"

@@ -12,33 +12,7 @@ import pytest
 from relay.suppression import Cause
 from tests.conftest import Relay, wait_until
 from tests.support.relaydb import count_rows, suppress
-
-
-def message(subject: str = "hello", extra_headers: str = "", body: str = "Hi there.\r\n") -> bytes:
-    return (
-        f"From: App <app@example.com>\r\nTo: someone@example.net\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{subject.replace(' ', '-')}@example.com>\r\n{extra_headers}\r\n{body}"
-    ).encode()
-
-
-def smtp(relay: Relay) -> smtplib.SMTP:
-    client = smtplib.SMTP("127.0.0.1", relay.port, timeout=30)
-    client.ehlo("client.example.com")
-    return client
-
-
-def submission_id(reply: bytes) -> str:
-    text = reply.decode()
-    assert text.startswith("2.0.0 Ok: queued as "), text
-    return text.rsplit(" ", 1)[1]
-
-
-def send(relay: Relay, rcpts: list[str], data: bytes, sender: str = "app@example.com") -> tuple[int, bytes]:
-    with smtp(relay) as client:
-        assert client.mail(sender)[0] == 250
-        for rcpt in rcpts:
-            assert client.rcpt(rcpt)[0] == 250
-        return client.data(data)
+from tests.support.smtp import message, send, smtp, submission_id
 
 
 def sandbox_copies(relay: Relay, address: str) -> list[mailbox.MaildirMessage]:

@@ -19,7 +19,7 @@ from relay.intake import replies
 from tests.conftest import Relay
 from tests.support.relaydb import count_rows
 from tests.support.security import make_cert
-from tests.test_hardening import Conversation
+from tests.support.smtp import Conversation
 
 ENHANCED = re.compile(rb"^[245]\d\d [245]\.\d{1,3}\.\d{1,3} ")
 MESSAGE = b"From: App <app@example.com>\r\nSubject: %s\r\n\r\nHello.\r\n"

@@ -30,7 +30,7 @@ from relay.timeutil import new_id, utcnow
 from tests.conftest import wait_until
 from tests.support.load import Load, Stage
 from tests.support.sns_sqs import bounce, complaint, delivery, per_message, ses_mail
-from tests.test_feedback_apply import apply, in_store, status_of
+from tests.support.stores import apply, in_store, status_of
 
 CONFIG = Config()
 SENDER = "app@example.com"

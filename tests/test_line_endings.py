@@ -20,7 +20,7 @@ from relay.intake import inputcheck
 from relay.intake.dataread import DataAssembler, Outcome
 from tests.conftest import Relay, wait_until
 from tests.support.relaydb import count_rows
-from tests.test_hardening import Conversation, envelope
+from tests.support.smtp import Conversation, envelope
 
 
 def sandbox_copy(relay: Relay, address: str) -> bytes:

@@ -31,7 +31,7 @@ from relay.ops.monitor import parse_head, spool_problem
 from relay.suppression import Cause, Level, Suppression
 from tests.conftest import Relay, free_port, wait_until
 from tests.support.relaydb import suppress
-from tests.test_intake import message, smtp
+from tests.support.smtp import message, smtp
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SUCCESS = "success@simulator.amazonses.com"

@@ -15,7 +15,7 @@ from aiosmtpd.lmtp import LMTP
 
 from tests.conftest import Relay, free_port, wait_until
 from tests.support.relaydb import count_rows
-from tests.test_intake import message, send
+from tests.support.smtp import message, send
 
 BOUNCE = "bounce@simulator.amazonses.com"
 SENDER = "sender@example.com"

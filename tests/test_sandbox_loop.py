@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import wait_until
-from tests.test_intake import message, send, smtp, submission_id
+from tests.support.smtp import message, send, smtp, submission_id
 
 BOUNCE = "bounce@simulator.amazonses.com"
 

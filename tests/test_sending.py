@@ -15,7 +15,7 @@ from tests.conftest import Relay, run_cli, wait_until
 from tests.support.fake_ses import FakeSes
 from tests.support.moto_ses import recorded_sends, recording
 from tests.support.relaydb import count_rows, suppress
-from tests.test_intake import message, send, smtp, submission_id
+from tests.support.smtp import message, send, smtp, submission_id
 
 
 def ses_config(endpoint: str, extra: str = "") -> str:
