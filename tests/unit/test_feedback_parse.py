@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,8 @@ from feedback.events import (
     parse_document,
     parse_ses,
 )
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ses"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
 
 EVENT_FIXTURES = sorted(

@@ -1,6 +1,6 @@
 """DESIGN's suppression policy, row by row, as it ends up *stored*: apply_batch against a real Store.
 
-tests/test_policy.py table-tests the pure decisions; here the same rows go through
+tests/unit/test_policy.py table-tests the pure decisions; here the same rows go through
 parsing, the store's history and merge rules and one transaction per batch, and the
 assertions read back what an admin would see: suppression rows, statuses, the
 events log, the review queue and the notices owed to senders.

@@ -6,7 +6,6 @@ import functools
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -23,8 +22,8 @@ from feedback.policy import (
 )
 from relay.config import PolicyConfig
 from relay.suppression import ALL, Cause, Level, Suppression, merge
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ses"
 NOW = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
 CONFIG = PolicyConfig()
 NO_HISTORY = RecipientHistory()

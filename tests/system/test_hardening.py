@@ -98,7 +98,7 @@ def test_smtputf8_8bit_and_control_characters_are_refused_cleanly(relay_factory:
 
 def test_cr_lf_or_nul_in_header_values_is_refused(relay_factory: Any) -> None:
     relay = relay_factory(sandbox=True)
-    bad_headers = [  # (a bare LF ends a header line from a trusted client: tests/test_line_endings.py)
+    bad_headers = [  # (a bare LF ends a header line from a trusted client: tests/system/test_line_endings.py)
         b"Subject: hi\rBcc: victim@example.org\r\n",  # bare CR inside the header section
         b"Subject: =?utf-8?q?hi=0D=0ABcc:_victim@example.org?=\r\n",  # CR LF hidden in an encoded word
         b"Subject: hi\x00there\r\n",
@@ -134,7 +134,7 @@ def test_arn_headers_from_clients_are_dropped_before_storage(relay_factory: Any)
 
 
 def test_connections_per_ip_over_the_limit_get_421(relay_factory: Any) -> None:
-    """127.0.0.2 is outside allow_networks here, so it is counted (tests/test_intake_clients.py:
+    """127.0.0.2 is outside allow_networks here, so it is counted (tests/system/test_intake_clients.py:
     clients inside allow_networks are not)."""
     untrusted = "127.0.0.2"
     config = '[limits]\nconnections_per_ip = 2\n[[listeners]]\nallow_networks = ["127.0.0.1/32"]\n'

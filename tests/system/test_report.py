@@ -27,10 +27,8 @@ from feedback.reports.daily import due, read_last, write_last
 from feedback.reports.report import COLUMNS, build, csv_text, hourly, html_page, row_of, workbook
 from relay.store import EventRecord
 from relay.timeutil import utcnow
-from tests.conftest import ROOT, run_cli, wait_until
+from tests.conftest import FIXTURES, run_cli, wait_until
 from tests.support.relaydb import create_store
-
-FIXTURES = ROOT / "tests" / "fixtures" / "ses"
 
 
 def fixture(name: str) -> dict[str, Any]:

@@ -19,12 +19,11 @@ import boto3
 import pytest
 
 from relay.timeutil import from_text, utcnow
-from tests.conftest import Relay, cli_json, run_cli, wait_until
+from tests.conftest import FIXTURES, Relay, cli_json, run_cli, wait_until
 from tests.support.relaydb import count_rows
 from tests.support.smtp import message, send, submission_id
 from tests.support.sns_sqs import FeedbackQueues, bounce, delivery, feedback_queues, ses_mail
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ses"
 SENDER = "app@example.com"
 
 

@@ -1,7 +1,7 @@
 """Notice composition: golden files per reason, parsed back as a mail client would, and
 the rules for when no notice may be sent.
 
-Golden files pin every byte: run `UPDATE_GOLDEN=1 pytest tests/test_notices.py` after an
+Golden files pin every byte: run `UPDATE_GOLDEN=1 pytest tests/unit/test_notices.py` after an
 intended change and review the diff of tests/golden/notices/ like code.
 """
 
@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.parser import HeaderParser
-from pathlib import Path
 
 import pytest
 
 from feedback.notices.compose import NOTICE_REASONS, NoticeRequest, compose, should_notify, suppression_note
+from tests.conftest import ROOT
 
-GOLDEN = Path(__file__).parent / "golden" / "notices"
+GOLDEN = ROOT / "tests" / "golden" / "notices"
 NOW = datetime(2026, 11, 24, 4, 4, 31, tzinfo=UTC)
 ARRIVAL = NOW - timedelta(minutes=7)
 SENDER = "sender@example.com"

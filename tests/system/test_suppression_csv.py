@@ -20,11 +20,10 @@ import pytest
 from relay.ops.suppression_csv import COLUMNS, CsvFormatError, export_rows, parse_csv
 from relay.store import Store
 from relay.suppression import Cause, Level
-from tests.conftest import ROOT, cli_json, run_cli
+from tests.conftest import FIXTURES, cli_json, run_cli
 from tests.support.entries import NOW, suppression
 from tests.support.relaydb import suppress
 
-FIXTURES = ROOT / "tests" / "fixtures" / "ses"
 CLASSES = ("transactional", "list", "bulk")
 
 

@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import cli_json, run_cli
-
-FIXTURES = Path(__file__).parent / "fixtures" / "ses"
+from tests.conftest import FIXTURES, cli_json, run_cli
 
 
 def save(path: Path, *docs: dict[str, Any]) -> Path:
