@@ -8,24 +8,16 @@ import pytest
 
 from relay.sending.sender import spooled_arns
 from tests.support.fake_ses import FakeSes
+from tests.support.samples import arn_message
 from tests.support.security import PASSWORD, add_user, make_cert, tls_client
-
-ARNS = (
-    "X-SES-SOURCE-ARN: arn:aws:ses:us-east-1:111111111111:identity/example.com\r\n"
-    "X-SES-FROM-ARN: arn:aws:ses:us-east-1:111111111111:identity/example.com\r\n"
-)
-
-
-def raw(extra: str = ARNS) -> bytes:
-    return f"From: app@example.com\r\nTo: r@example.org\r\nSubject: arn\r\n{extra}\r\nbody\r\n".encode()
 
 
 def test_spooled_arns_reads_only_the_arn_headers() -> None:
-    assert spooled_arns(raw()) == {
+    assert spooled_arns(arn_message()) == {
         "source_arn": "arn:aws:ses:us-east-1:111111111111:identity/example.com",
         "from_arn": "arn:aws:ses:us-east-1:111111111111:identity/example.com",
     }
-    assert spooled_arns(raw("")) == {}
+    assert spooled_arns(arn_message("")) == {}
 
 
 @pytest.mark.parametrize(("may_set_arns", "expected"), [(True, "111111111111"), (False, None)])
@@ -44,7 +36,7 @@ def test_arn_headers_are_used_only_for_users_allowed_to_set_them(
         relay = relay_factory(config)
         with tls_client(relay, cert) as client:
             client.login("alice", PASSWORD)
-            client.sendmail("app@example.com", ["r@example.org"], raw())
+            client.sendmail("app@example.com", ["r@example.org"], arn_message())
         [call] = fake.wait_for_calls(1, timeout=20)
     if expected is None:
         assert call.source_arn is None and call.from_arn is None

@@ -10,12 +10,10 @@ import json
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from relay.ops.metrics import (
     MALFORMED,
@@ -30,10 +28,10 @@ from relay.ops.metrics import (
 from relay.ops.monitor import parse_head, spool_problem
 from relay.suppression import Cause, Level, Suppression
 from tests.conftest import Relay, free_port, wait_until
+from tests.support.readers import Samples, parse, value
 from tests.support.relaydb import suppress
 from tests.support.smtp import message, smtp
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 SUCCESS = "success@simulator.amazonses.com"
 BOUNCE = "bounce@simulator.amazonses.com"
 OOTO = "ooto@simulator.amazonses.com"
@@ -48,22 +46,10 @@ def get(url: str) -> tuple[int, str, str]:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
 
-def parse(text: str) -> Samples:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def scrape(base: str) -> Samples:
     status, content_type, body = get(base + "/metrics")
     assert status == 200 and content_type.startswith("text/plain"), (status, content_type)
     return parse(body)
-
-
-def value(samples: Samples, name: str, labels: Mapping[str, str] | None = None) -> float | None:
-    return samples.get((name, tuple(sorted((labels or {}).items()))))
 
 
 def metrics_relay(relay_factory: Any, extra: str = "") -> tuple[Relay, str]:

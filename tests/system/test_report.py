@@ -16,7 +16,6 @@ import json
 import mailbox
 import time
 from datetime import UTC, date, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from feedback.reports.report import COLUMNS, build, csv_text, hourly, html_page,
 from relay.store import EventRecord
 from relay.timeutil import utcnow
 from tests.conftest import FIXTURES, run_cli, wait_until
+from tests.support.readers import html_rows
 from tests.support.relaydb import create_store
 
 
@@ -99,42 +99,6 @@ def known_events(now: datetime) -> tuple[list[dict[str, Any]], set[tuple[str, ..
          "deals@promo.example.com", "192.0.2.12"),
     }  # fmt: skip
     return docs, expected
-
-
-class TableRows(HTMLParser):
-    """The cells of <table id="events">'s body rows."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._in_table = self._in_body = self._in_cell = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "table" and ("id", "events") in attrs:
-            self._in_table = True
-        elif self._in_table and tag == "tbody":
-            self._in_body = True
-        elif self._in_body and tag == "tr":
-            self.rows.append([])
-        elif self._in_body and tag == "td":
-            self._in_cell = True
-            self.rows[-1].append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "td":
-            self._in_cell = False
-        elif tag == "table":
-            self._in_table = self._in_body = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_cell:
-            self.rows[-1][-1] += data
-
-
-def html_rows(text: str) -> list[list[str]]:
-    parser = TableRows()
-    parser.feed(text)
-    return parser.rows
 
 
 def replay(tmp_path: Path, data_dir: Path, docs: list[dict[str, Any]]) -> None:

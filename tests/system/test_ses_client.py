@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from relay.sending.ses_api import Disposition, SendRequest, SesError
+from relay.sending.ses_api import Disposition, SesError
 from relay.sending.ses_client import (
     PERMANENT_CODES,
     RETRY_CODES,
@@ -26,33 +26,15 @@ from relay.sending.ses_client import (
 from tests.conftest import free_port
 from tests.support.fake_ses import Drop, Failure, FakeRequest, FakeSes
 from tests.support.moto_ses import recorded_sends, recording, sent_messages
+from tests.support.samples import RAW, request
 
 REGION = "eu-west-2"  # moto's backends are per process; a region of our own keeps its lists ours
-RAW = (
-    b"From: Alice <alice@example.com>\r\n"
-    b"To: Bob <bob@example.org>\r\n"
-    b"Subject: hello\r\n"
-    b"\r\n"
-    b"body \xe2\x9c\x93\r\n"
-)
 CREDS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-
-
-def request(**overrides: object) -> SendRequest:
-    fields: dict[str, object] = {
-        "raw": RAW,
-        "source": "alice@example.com",
-        "destinations": ("bob@example.org",),
-        "configuration_set": "tx",
-        "tags": (("message-class", "transactional"), ("submission-id", "S-1")),
-    }
-    fields.update(overrides)
-    return SendRequest(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture
