@@ -6,18 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.sending.sender import spooled_arns
 from tests.support.fake_ses import FakeSes
 from tests.support.samples import arn_message
 from tests.support.security import PASSWORD, add_user, make_cert, tls_client
-
-
-def test_spooled_arns_reads_only_the_arn_headers() -> None:
-    assert spooled_arns(arn_message()) == {
-        "source_arn": "arn:aws:ses:us-east-1:111111111111:identity/example.com",
-        "from_arn": "arn:aws:ses:us-east-1:111111111111:identity/example.com",
-    }
-    assert spooled_arns(arn_message("")) == {}
 
 
 @pytest.mark.parametrize(("may_set_arns", "expected"), [(True, "111111111111"), (False, None)])

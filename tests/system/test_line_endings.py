@@ -4,7 +4,7 @@ Real clients against a real `ses-relay serve --sandbox`: smtplib (which sends
 `msg.as_bytes()` with LF line ends and dot-stuffs after every LF) for what
 applications do, a raw socket for what an attacker does. The sandbox's Maildir copy
 is the message as it would be handed to SES. The reading rules themselves are
-table-tested on `DataAssembler` below.
+table-tested in tests/unit/test_line_endings.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from relay.intake import inputcheck
-from relay.intake.dataread import DataAssembler, Outcome
 from tests.conftest import Relay, wait_until
 from tests.support.relaydb import count_rows
 from tests.support.smtp import Conversation, envelope
@@ -152,54 +151,3 @@ def test_a_dot_line_touching_a_bare_lf_does_not_end_data(relay_factory: Any, fak
     assert b"\r\n.\r\n" not in got and got.endswith(b"NO SMUGGLING\r\n")
     assert count_rows(relay.data_dir, "submissions") == 1
     assert not (relay.data_dir / "sandbox" / "smuggled@example.org").exists()
-
-
-# -- the reading rules, table-tested -----------------------------------------------------------
-
-
-def assemble(*chunks: bytes, normalise: bool = True, line_length: int = 1000, size: int | None = None):
-    """Feed chunks; return (index of the chunk that ended DATA or None, outcome, message)."""
-    assembler = DataAssembler(normalise, line_length, size)
-    for i, chunk in enumerate(chunks):
-        if assembler.feed(chunk):
-            return i, assembler.outcome, assembler.message()
-    return None, assembler.outcome, assembler.message()
-
-
-@pytest.mark.parametrize(
-    ("chunks", "ended_at", "message"),
-    [
-        ((b".\r\n",), 0, b""),  # empty message
-        ((b"a\r\n", b".\r\n", b"b\r\n"), 1, b"a\r\n"),
-        ((b"a\n", b".\r\n", b"b\r\n", b".\r\n"), 3, b"a\r\nb\r\n"),  # \n.\r\n: dropped
-        ((b"a\r\n", b".\n", b"b\r\n", b".\r\n"), 3, b"a\r\nb\r\n"),  # \r\n.\n: dropped
-        ((b"a\n", b".\n", b".\r\n", b".\r\n"), 3, b"a\r\n"),  # the third "." follows a CRLF "."
-        ((b"..x\n", b"..\r\n", b".\r\n"), 2, b".x\r\n.\r\n"),  # un-stuffed after either line end
-        ((b"a\r\r\n", b".\r\n"), 1, b"a\r\r\n"),  # a bare CR stays for relay/intake/inputcheck.py
-        ((b"x" * 1000, b"\r", b"\n", b".\r\n"), 3, b""),  # fragments: the CR pairs with the LF
-        ((b"no end\r\n",), None, b"no end\r\n"),
-    ],
-)
-def test_data_assembler_ends_only_at_crlf_dot_crlf(
-    chunks: tuple[bytes, ...], ended_at: int | None, message: bytes
-) -> None:
-    assert assemble(*chunks)[0] == ended_at
-    assert assemble(*chunks)[2] == message
-
-
-def test_data_assembler_limits_and_reject_mode() -> None:
-    assert assemble(b"y" * 998 + b"\n", b".\r\n")[1] is Outcome.COMPLETE
-    assert assemble(b"y" * 999 + b"\n", b".\r\n")[1] is Outcome.TOO_LONG
-    assert assemble(b"." + b"y" * 998 + b"\r\n", b".\r\n")[1] is Outcome.COMPLETE  # the dot is not stored
-    assert assemble(b"y" * 1200, b"\r\n", b"short\r\n", b".\r\n")[:2] == (3, Outcome.TOO_LONG)
-    assert assemble(*[b"a\r\n"] * 10, b".\r\n", size=15)[:2] == (10, Outcome.TOO_BIG)
-    fits = assemble(*[b"a\n"] * 5, b"\r\n", b".\r\n", size=17)
-    assert fits == (6, Outcome.COMPLETE, b"a\r\n" * 5 + b"\r\n")
-    assert assemble(*[b"a\n"] * 5, b".\r\n")[0] is None  # "\n.\r\n" is not the end: DATA goes on
-    # Kept as sent for the handler to refuse; the end of DATA is the same.
-    kept = assemble(b"a\n", b".\n", b"b\r\n", b".\r\n", normalise=False)
-    assert kept == (3, Outcome.COMPLETE, b"a\n\nb\r\n")
-    assembler = DataAssembler()
-    for chunk in (b"a\n", b"b\r\n", b"c\n"):
-        assembler.feed(chunk)
-    assert assembler.bare_line_ends == 2
