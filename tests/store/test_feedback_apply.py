@@ -1,4 +1,4 @@
-"""DESIGN's suppression policy, row by row, as it ends up *stored*: apply_batch against a real Store.
+"""The suppression policy, row by row, as it ends up *stored*: apply_batch against a real Store.
 
 tests/unit/test_policy.py table-tests the pure decisions; here the same rows go through
 parsing, the store's history and merge rules and one transaction per batch, and the

@@ -1,6 +1,6 @@
-"""Fault tests (issue 8): the promise holds through crashes, outages, throttling and bad clients.
+"""Fault tests: the promise holds through crashes, outages, throttling and bad clients.
 
-DESIGN's promise: a 250 to DATA means the message is durably committed and will be
+The promise: a 250 to DATA means the message is durably committed and will be
 sent, or its sender told why not. Each test here breaks something real, from the
 outside, and checks that promise against what a recording stand-in SES received:
 

@@ -466,7 +466,7 @@ def test_ses_send_errors_reach_the_caller(tmp_path: Path) -> None:
 
 
 def test_a_composed_notice_lands_in_the_maildir_as_a_readable_report(tmp_path: Path) -> None:
-    """The issue's acceptance shape, short of the relay: compose, file, read back, parse."""
+    """A notice end to end, short of the relay: compose, file, read back, parse."""
     now = dt.datetime(2026, 11, 24, 4, 4, 31, tzinfo=dt.UTC)
     req = NoticeRequest(
         reason="permanent_bounce",

@@ -1,4 +1,4 @@
-"""DESIGN's suppression policy table, one test per row, on events parsed from real fixtures."""
+"""The suppression policy table (README), one test per row, on events parsed from real fixtures."""
 
 from __future__ import annotations
 
