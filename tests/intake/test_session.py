@@ -1,0 +1,184 @@
+"""The intake's SMTP session in process: `start_listener` serving RelaySMTP around the handler on
+127.0.0.1, a raw client on asyncio streams in the same event loop, and every reply compared
+with the named replies of relay/intake/replies.py (aiosmtpd's own replies included, which
+RelaySMTP gives enhanced status codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from relay.intake import replies
+from relay.intake.limits import ClientLimits
+from tests.support.intake import MESSAGE, Client, Intake, listener_on_any_port, listening, run_intake
+
+
+def test_a_whole_session_from_greeting_to_quit(tmp_path) -> None:
+    async def scenario(intake: Intake) -> None:
+        server, port = await listening(intake)
+        client = await Client.connect(port)
+        try:
+            assert (await client.reply()).startswith("220 relay.example.com ")
+            ehlo = (await client.cmd("EHLO client.example.com")).split("\n")
+            assert ehlo[0] == "250-relay.example.com"
+            assert "250-PIPELINING" in ehlo and "250-ENHANCEDSTATUSCODES" in ehlo
+            assert not any("AUTH" in line for line in ehlo)  # no users, and no TLS
+            assert await client.cmd("MAIL FROM:<app@example.com>") == replies.SENDER_OK
+            assert await client.cmd("RCPT TO:<r@example.org>") == replies.RECIPIENT_OK
+            assert await client.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"
+            assert await client.cmd(MESSAGE.decode() + ".") == replies.queued(intake.accepted[0])
+            assert await client.cmd("NOOP") == replies.OK
+            assert await client.cmd("QUIT") == "221 2.0.0 Bye"
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+        sub = await intake.store.submission(intake.accepted[0])
+        assert sub is not None and [r.address for r in sub.recipients] == ["r@example.org"]
+
+    run_intake(tmp_path, scenario, {"listeners": [listener_on_any_port()]})
+
+
+def test_pipelined_commands_get_their_replies_in_order(tmp_path) -> None:
+    async def scenario(intake: Intake) -> None:
+        server, port = await listening(intake)
+        client = await Client.connect(port)
+        try:
+            await client.reply()
+            await client.cmd("EHLO client.example.com")
+            client.writer.write(b"MAIL FROM:<app@example.com>\r\nRCPT TO:<a@example.org>\r\n"
+                                b"RCPT TO:<nobody>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")  # fmt: skip
+            answers = [await client.reply() for _ in range(5)]
+            assert answers == [
+                replies.SENDER_OK,
+                replies.RECIPIENT_OK,
+                f"{replies.BAD_RECIPIENT}: address has no domain",
+                replies.RECIPIENT_OK,
+                "354 End data with <CR><LF>.<CR><LF>",
+            ]
+            assert await client.cmd(MESSAGE.decode() + ".") == replies.queued(intake.accepted[0])
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    run_intake(tmp_path, scenario, {"listeners": [listener_on_any_port()]})
+
+
+@pytest.mark.parametrize(
+    ("commands", "expected"),
+    [
+        (["RCPT TO:<r@example.org>"], "503 5.5.1 Error: need MAIL command"),
+        (["MAIL FROM:<app@example.com>", "DATA"], "503 5.5.1 Error: need RCPT command"),
+        (["FROB"], '500 5.5.2 Error: command "FROB" not recognized'),
+        (["MAIL FROM:<app@example.com> SMTPUTF8"], "555 5.6.7 SMTPUTF8 is not supported by this relay"),
+        (["RSET"], replies.OK),
+    ],
+)
+def test_aiosmtpd_replies_carry_enhanced_codes(tmp_path, commands: list[str], expected: str) -> None:
+    async def scenario(intake: Intake) -> None:
+        server, port = await listening(intake)
+        client = await Client.connect(port)
+        try:
+            await client.reply()
+            await client.cmd("EHLO client.example.com")
+            for command in commands[:-1]:
+                await client.cmd(command)
+            assert await client.cmd(commands[-1]) == expected
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    run_intake(tmp_path, scenario, {"listeners": [listener_on_any_port()]})
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" + (b"y" * 70 + b"\r\n") * 40, replies.too_big(2048)),
+        (b"Subject: long\r\n\r\n" + b"z" * 1500 + b"\r\n", replies.line_too_long(1000)),
+    ],
+)
+def test_data_over_the_size_or_line_limit_is_refused_and_nothing_kept(
+    tmp_path, content: bytes, expected: str
+) -> None:
+    async def scenario(intake: Intake) -> None:
+        server, port = await listening(intake)
+        client = await Client.connect(port)
+        try:
+            await client.reply()
+            await client.cmd("EHLO client.example.com")
+            await client.cmd("MAIL FROM:<app@example.com>")
+            await client.cmd("RCPT TO:<r@example.org>")
+            assert await client.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"
+            assert await client.cmd(content.decode() + ".") == expected
+            assert await client.cmd("NOOP") == replies.OK  # the session goes on
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+        assert intake.accepted == []
+        assert intake.rows("SELECT count(*) FROM submissions") == [(0,)]
+
+    run_intake(tmp_path, scenario, {"listeners": [listener_on_any_port()], "limits": {"message_size": 2048}})
+
+
+def test_clients_outside_allow_networks_are_counted_and_need_auth(tmp_path) -> None:
+    config = {"listeners": [listener_on_any_port(allow_networks=["192.0.2.0/24"])]}
+
+    async def scenario(intake: Intake) -> None:
+        server, port = await listening(intake)
+        first = await Client.connect(port)
+        second = await Client.connect(port)
+        try:
+            assert (await first.reply()).startswith("220 ")
+            assert await second.reply() == replies.TOO_MANY_CONNECTIONS
+            assert await second.reply() == ""  # and closed
+            await first.cmd("EHLO client.example.com")
+            assert await first.cmd("MAIL FROM:<app@example.com>") == replies.AUTH_REQUIRED
+        finally:
+            await first.close()
+            await second.close()
+            server.close()
+            await server.wait_closed()
+        connections = intake.handler.client_limits.connections
+        for _ in range(100):  # the server sees each close a moment after the client makes it
+            if connections.count("127.0.0.1") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert connections.count("127.0.0.1") == 0  # every slot released
+
+    run_intake(tmp_path, scenario, config, limits=ClientLimits.from_limits(1, 0))
+
+
+def test_an_idle_client_is_told_and_disconnected(tmp_path) -> None:
+    async def scenario(intake: Intake) -> None:
+        server, port = await listening(intake, idle_timeout=0.3)
+        client = await Client.connect(port)
+        try:
+            await client.reply()
+            await asyncio.sleep(0.6)
+            assert await client.reply() == replies.TIMEOUT
+            assert await client.reply() == ""
+        finally:
+            await client.close()
+            server.close()
+            await server.wait_closed()
+
+    run_intake(tmp_path, scenario, {"listeners": [listener_on_any_port()]})
+
+
+def test_a_tls_listener_needs_a_tls_context(tmp_path) -> None:
+    config = {
+        "listeners": [listener_on_any_port(tls="starttls")],
+        "tls": {"cert_file": str(tmp_path / "cert.pem"), "key_file": str(tmp_path / "key.pem")},
+    }
+
+    async def scenario(intake: Intake) -> None:
+        with pytest.raises(ValueError, match=r"has tls = 'starttls' but no TLS context"):
+            await listening(intake)
+
+    run_intake(tmp_path, scenario, config)
