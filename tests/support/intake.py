@@ -13,8 +13,10 @@ protocol would pass them) or through RelaySMTP on 127.0.0.1 (`start_listener`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,8 +150,15 @@ class Client:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int) -> Client:
-        return cls(*await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=10))
+    @asynccontextmanager
+    async def connected(cls, port: int) -> AsyncIterator[Client]:
+        client = cls(*await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=10))
+        try:
+            yield client
+        finally:
+            client.writer.close()
+            with contextlib.suppress(ConnectionError):
+                await client.writer.wait_closed()
 
     async def reply(self) -> str:
         """The reply's lines joined by newlines, without CRLF; "" when the server closed."""
@@ -167,18 +176,21 @@ class Client:
         await self.writer.drain()
         return await self.reply()
 
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
+    async def hello(self) -> str:
+        """Read the greeting and say EHLO; the EHLO reply."""
+        await self.reply()
+        return await self.cmd("EHLO client.example.com")
 
 
-async def listening(intake: Intake, **kwargs: Any) -> tuple[asyncio.Server, int]:
-    """The intake's handler served by RelaySMTP on 127.0.0.1 (the listener's port 0: any free one)."""
+@asynccontextmanager
+async def serving(intake: Intake, **kwargs: Any) -> AsyncIterator[int]:
+    """The intake's handler served by RelaySMTP on 127.0.0.1 (`start_listener`); yields the port."""
     server = await start_listener(intake.handler, hostname="relay.example.com", **kwargs)
-    return server, server.sockets[0].getsockname()[1]
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def listener_on_any_port(**extra: Any) -> dict[str, Any]:

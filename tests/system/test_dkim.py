@@ -24,27 +24,7 @@ from relay.sending.dkim import (
     sign,
     split_txt,
 )
-
-MESSAGE = (
-    b"From: Alice <alice@example.com>\r\n"
-    b"To: Bob <bob@example.org>\r\n"
-    b"Cc: carol@example.net\r\n"
-    b"Subject: Quarterly report\r\n"
-    b"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
-    b"Message-ID: <local-1@app.example.com>\r\n"
-    b"Return-Path: <bounces@example.com>\r\n"
-    b"Bounces-To: bounces@example.com\r\n"
-    b"MIME-Version: 1.0\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Transfer-Encoding: 8bit\r\n"
-    b"List-Unsubscribe: <https://example.com/u/1>\r\n"
-    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-    b"X-Mailer: app 1.0\r\n"
-    b"\r\n"
-    b"Hello Bob,\r\n"
-    b"\r\n"
-    b"the numbers are in. \xe2\x9c\x93\r\n"
-)
+from tests.support.samples import DKIM_MESSAGE
 
 
 def dns_for(*keys: KeyInfo) -> Callable[..., bytes | None]:
@@ -145,8 +125,8 @@ def test_key_info_rebuilds_the_record_for_an_existing_key(key: KeyInfo) -> None:
 
 
 def test_signed_message_verifies_against_the_published_record(key: KeyInfo) -> None:
-    signed = sign(MESSAGE, "example.com", "s1", key.path.read_bytes())
-    assert signed.endswith(MESSAGE)
+    signed = sign(DKIM_MESSAGE, "example.com", "s1", key.path.read_bytes())
+    assert signed.endswith(DKIM_MESSAGE)
     assert signed.startswith(b"DKIM-Signature: ")
     assert dkimpy.verify(signed, dnsfunc=dns_for(key))
     tags = signature_tags(signed)
@@ -155,7 +135,7 @@ def test_signed_message_verifies_against_the_published_record(key: KeyInfo) -> N
 
 
 def test_signed_headers_are_the_listed_ones_with_from_oversigned(key: KeyInfo) -> None:
-    signed = sign(MESSAGE, "example.com", "s1", key.path.read_bytes())
+    signed = sign(DKIM_MESSAGE, "example.com", "s1", key.path.read_bytes())
     signed_names = signature_tags(signed)["h"].split(":")
     assert signed_names == [
         "from",
@@ -175,7 +155,7 @@ def test_signed_headers_are_the_listed_ones_with_from_oversigned(key: KeyInfo) -
 
 def test_what_ses_rewrites_does_not_break_the_signature(key: KeyInfo) -> None:
     """SES replaces Message-ID and Date and sets Return-Path; none of them is signed."""
-    signed = sign(MESSAGE, "example.com", "s1", key.path.read_bytes())
+    signed = sign(DKIM_MESSAGE, "example.com", "s1", key.path.read_bytes())
     rewritten = (
         signed.replace(b"Message-ID: <local-1@app.example.com>", b"Message-ID: <0100018c@amazonses.com>")
         .replace(b"Date: Mon, 01 Jan 2024 10:00:00 +0000", b"Date: Tue, 02 Jan 2024 11:11:11 +0000")
@@ -196,14 +176,14 @@ def test_what_ses_rewrites_does_not_break_the_signature(key: KeyInfo) -> None:
     ],
 )
 def test_tampering_breaks_the_signature(key: KeyInfo, old: bytes, new: bytes) -> None:
-    signed = sign(MESSAGE, "example.com", "s1", key.path.read_bytes())
+    signed = sign(DKIM_MESSAGE, "example.com", "s1", key.path.read_bytes())
     assert old in signed
     assert not dkimpy.verify(signed.replace(old, new), dnsfunc=dns_for(key))
 
 
 def test_an_added_from_breaks_the_signature(key: KeyInfo) -> None:
     """Oversigning From: a second From slipped in above ours is caught."""
-    signed = sign(MESSAGE, "example.com", "s1", key.path.read_bytes())
+    signed = sign(DKIM_MESSAGE, "example.com", "s1", key.path.read_bytes())
     head, sep, rest = signed.partition(b"From: Alice")
     forged = head + b"From: Mallory <ceo@example.com>\r\n" + sep + rest
     assert not dkimpy.verify(forged, dnsfunc=dns_for(key))
@@ -211,19 +191,19 @@ def test_an_added_from_breaks_the_signature(key: KeyInfo) -> None:
 
 def test_wrong_published_key_fails(key: KeyInfo, tmp_path: Path) -> None:
     other = keygen(tmp_path, "example.com", "s1", bits=1024)
-    signed = sign(MESSAGE, "example.com", "s1", key.path.read_bytes())
+    signed = sign(DKIM_MESSAGE, "example.com", "s1", key.path.read_bytes())
     assert not dkimpy.verify(signed, dnsfunc=dns_for(other))
 
 
 def test_lf_only_messages_get_an_lf_signature_and_verify(key: KeyInfo) -> None:
-    message = MESSAGE.replace(b"\r\n", b"\n")
+    message = DKIM_MESSAGE.replace(b"\r\n", b"\n")
     signed = sign(message, "example.com", "s1", key.path.read_bytes())
     assert b"\r" not in signed
     assert dkimpy.verify(signed, dnsfunc=dns_for(key))
 
 
 def test_relaxed_canonicalisation_survives_whitespace_changes(key: KeyInfo) -> None:
-    signed = sign(MESSAGE, "example.com", "s1", key.path.read_bytes())
+    signed = sign(DKIM_MESSAGE, "example.com", "s1", key.path.read_bytes())
     loosened = signed.replace(b"Subject: Quarterly report", b"Subject:   Quarterly    report  ")
     loosened = loosened.replace(b"Hello Bob,\r\n", b"Hello   Bob,   \r\n")
     assert dkimpy.verify(loosened, dnsfunc=dns_for(key))
@@ -233,17 +213,17 @@ def test_our_signature_is_byte_identical_to_plain_dkimpy(key: KeyInfo) -> None:
     """The OpenSSL shortcut changes the speed, not the result (PKCS#1 v1.5 is deterministic)."""
     pem = key.path.read_bytes()
     for _ in range(3):  # t= is the current second; retry if the two calls straddle one
-        ours = sign(MESSAGE, "example.com", "s1", pem)
+        ours = sign(DKIM_MESSAGE, "example.com", "s1", pem)
         theirs = dkimpy.sign(
-            MESSAGE,
+            DKIM_MESSAGE,
             b"s1",
             b"example.com",
             pem,
             canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=headers_to_sign(MESSAGE),
+            include_headers=headers_to_sign(DKIM_MESSAGE),
         )
-        if signature_tags(ours)["t"] == signature_tags(theirs + MESSAGE)["t"]:
-            assert ours == theirs + MESSAGE
+        if signature_tags(ours)["t"] == signature_tags(theirs + DKIM_MESSAGE)["t"]:
+            assert ours == theirs + DKIM_MESSAGE
             return
     pytest.fail("could not sign twice within one second")
 
@@ -270,7 +250,7 @@ def test_keys_made_by_keygen_are_found_without_config(tmp_path: Path) -> None:
 def test_found_key_signs_a_verifiable_message(tmp_path: Path) -> None:
     info = keygen(tmp_path, "example.com", "s1", bits=1024)
     selector, pem = DkimKeys(None, tmp_path).for_domain("example.com")  # type: ignore[misc]
-    assert dkimpy.verify(sign(MESSAGE, "example.com", selector, pem), dnsfunc=dns_for(info))
+    assert dkimpy.verify(sign(DKIM_MESSAGE, "example.com", selector, pem), dnsfunc=dns_for(info))
 
 
 def test_configured_key_wins_over_the_data_dir(tmp_path: Path) -> None:
