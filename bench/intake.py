@@ -134,7 +134,7 @@ def measure_bare(
 
 
 def targets(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's intake targets, judged on the runs at 10 and 50 connections."""
+    """The intake targets (bench/README.md), judged on the runs at 10 and 50 connections."""
     out: dict[str, Any] = {}
     for run in runs:
         c = run["connections"]

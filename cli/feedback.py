@@ -178,7 +178,8 @@ def feedback_verify(ctx: Context, files: tuple[Path, ...], cert_dir: Path | None
     document or JSON Lines. The topic allow list is not checked (that is the
     endpoint's business).
     """
-    from feedback.ingest.sns_verify import SnsVerifier, check_file, fetch_https
+    from feedback.ingest.sns_certs import fetch_https
+    from feedback.ingest.sns_verify import SnsVerifier, check_file
 
     directory = cert_dir
     if directory is None and ctx.config.feedback.sns_cert_dir:

@@ -209,7 +209,8 @@ async def metrics_endpoint(s: Serving) -> Loops:
 
 async def smtp_intake(s: Serving) -> Loops:
     """One SMTP server per [[listeners]] entry; accepted mail wakes the worker."""
-    from relay.intake.handler import IntakeHandler, start_listener
+    from relay.intake.handler import IntakeHandler
+    from relay.intake.smtp import start_listener
 
     for listener in s.ctx.config.listeners:
         handler = IntakeHandler(

@@ -1,6 +1,6 @@
 """Is a permanent bounce the sender's fault rather than the mailbox's? (pure)
 
-DESIGN's policy suppresses an address after a permanent bounce, which is right when
+The policy suppresses an address after a permanent bounce, which is right when
 the mailbox is gone and wrong when the receiving server refused *us*: failed DMARC,
 SPF or DKIM, content scored as spam, or our sending IP or domain on a block list.
 Suppressing the recipient then hides a problem the sender must fix, and would block
@@ -97,5 +97,5 @@ def sender_fault(diagnostic_code: str | None, status: str | None) -> SenderFault
 
 
 def sender_at_fault(diagnostic_code: str | None, status: str | None) -> bool:
-    """True when only a clear sender-side diagnostic (DESIGN's sender-at-fault row)."""
+    """True when only a clear sender-side diagnostic (the policy's sender-at-fault row)."""
     return sender_fault(diagnostic_code, status) is not None

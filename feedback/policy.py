@@ -1,7 +1,7 @@
 """The suppression policy (pure): one function from an event and what we know of the
 recipient to the actions the consumer must take, in one transaction.
 
-Every row of DESIGN's "Suppression policy" table is a branch of `decide`; the numbers
+Every row of the suppression policy table (README) is a branch of `decide`; the numbers
 come from `PolicyConfig`. The function never reads the store or the clock: the caller
 passes the recipient's transient-bounce history and `now`, so the same event always
 yields the same decision, replays are reproducible, and each row is a table test.
@@ -100,7 +100,7 @@ def decide(
     now: datetime,
     config: PolicyConfig,
 ) -> Decision:
-    """Apply DESIGN's policy table to one event.
+    """Apply the suppression policy table to one event.
 
     `message_class` is the class of the submission the event belongs to (the caller
     resolves it from the submission, else the event's message-class tag); None means

@@ -2,8 +2,8 @@
 
 Every section is a pydantic model with `extra="forbid"`, so a misspelt key is an
 error rather than a silently ignored setting; `ConfigError` carries the dotted
-key path so the operator sees exactly which line to fix. Canonical key names are
-DESIGN's; new keys are added beside them, none renamed.
+key path so the operator sees exactly which line to fix. Keys are never renamed:
+a new setting is a new key beside the others, so existing files keep working.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ class ReportConfig(_Section):
 
 
 class PolicyConfig(_Section):
-    """The numbers of DESIGN's suppression policy table."""
+    """The numbers of the suppression policy (feedback/policy.py; README "Suppression policy")."""
 
     permanent_general_expiry: Duration = timedelta(days=30)  # Permanent/General ("recoverable")
     soft_bounce_expiry: Duration = timedelta(hours=1)  # Transient/General, /MailboxFull

@@ -1,7 +1,7 @@
 """Suppression entries and the rules for combining them (pure).
 
 A suppression is kept per (address, class); class ALL ("*") blocks every class.
-The rules here are the invariants of DESIGN's policy table that hold whatever the
+The rules here are the invariants of the suppression policy that hold whatever the
 cause: levels never downgrade, expiries only extend, and an RCPT/DATA refusal is
 phrased from the entry's cause.
 """

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "ses"  # real SES and SNS payloads
 SES_RELAY = str(Path(sys.executable).with_name("ses-relay"))
 
 FAKE_AWS_ENV = {

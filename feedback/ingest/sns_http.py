@@ -46,16 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from feedback.apply import Incoming, apply_batch
+from feedback.ingest.sns_certs import CertificateUnavailable, Fetch, VerifyError, confirm_https, fetch_https
 from feedback.ingest.sns_verify import (
     NOTIFICATION,
     SUBSCRIPTION_CONFIRMATION,
-    CertificateUnavailable,
-    Fetch,
     SignedMessage,
     SnsVerifier,
-    VerifyError,
-    confirm_https,
-    fetch_https,
     get_field,
 )
 from relay.config import Config

@@ -1,4 +1,4 @@
-"""Resolving a message's class (pure): DESIGN's first-match-wins order.
+"""Resolving a message's class (pure): the first rule that matches wins.
 
 1. X-Message-Class; 2. X-SES-CONFIGURATION-SET naming a configured class's set;
 3. the authenticated user's default class; 4. the listener's default class;

@@ -9,10 +9,8 @@ failure is a 451 with nothing half-written (the store's transaction guarantees i
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,12 +21,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import headers as hdr
 from relay.addresses import AddressError, normalise
 from relay.config import Config, ListenerConfig
-from relay.hostname import relay_hostname
 from relay.intake import inputcheck, replies
 from relay.intake.auth import Authenticator
 from relay.intake.classes import ClassError, message_tags, resolve
 from relay.intake.limits import ClientLimits
-from relay.intake.smtp import RelaySMTP, client_of
 from relay.intake.users import ANY_SENDER, User
 from relay.networks import in_networks, is_loopback_ip, peer_ip
 from relay.ops import metrics
@@ -40,6 +36,14 @@ from relay.timeutil import new_id, utcnow
 log = logging.getLogger("ses_relay.smtp")
 
 NULL_SENDER = ""
+
+
+def client_of(session: Session | None) -> str:
+    """The client's address for logs and per-client counters."""
+    if session is None:
+        return "unknown"
+    ip = peer_ip(session.peer)
+    return str(ip) if ip is not None else str(session.peer)
 
 
 @dataclass
@@ -303,44 +307,3 @@ class IntakeHandler:
     async def handle_exception(self, error: Exception) -> str:
         log.exception("unexpected error in SMTP session", exc_info=error)
         return replies.INTERNAL_ERROR
-
-
-async def start_listener(
-    handler: IntakeHandler,
-    *,
-    hostname: str | None = None,
-    idle_timeout: float | None = None,
-    tls_context: ssl.SSLContext | None = None,
-) -> asyncio.Server:
-    """Bind one listener on the running loop (the same loop as the rest of serve).
-
-    `tls_context` is needed by a listener with tls = "starttls" (offered after EHLO)
-    or "implicit" (TLS from the first byte, as on port 465).
-    """
-    listener = handler.listener
-    limits = handler.config.limits
-    if listener.tls != "none" and tls_context is None:
-        raise ValueError(f"listener {listener.listen} has tls = {listener.tls!r} but no TLS context")
-    name = hostname or relay_hostname(handler.config)
-    loop = asyncio.get_running_loop()
-    implicit = listener.tls == "implicit"
-
-    def factory() -> RelaySMTP:
-        return RelaySMTP(
-            handler,
-            implicit_tls=implicit,
-            data_timeout=limits.data_timeout.total_seconds(),
-            line_length=limits.line_length,
-            data_size_limit=limits.message_size,
-            enable_SMTPUTF8=False,
-            decode_data=False,
-            hostname=name,
-            ident="ses-relay",
-            timeout=idle_timeout or limits.command_timeout.total_seconds(),
-            tls_context=tls_context if listener.tls == "starttls" else None,
-            auth_require_tls=True,
-        )
-
-    return await loop.create_server(
-        factory, host=listener.host, port=listener.port, ssl=tls_context if implicit else None
-    )

@@ -3,7 +3,8 @@
 The policy (who may send what, to whom) is the handler's (relay/intake/handler.py); this
 module is the protocol around it: enhanced status codes on every reply, connection
 limits, timeouts, AUTH with an awaitable password check, and DATA read the way
-Postfix reads it from clients it trusts (relay/intake/dataread.py).
+Postfix reads it from clients it trusts (relay/intake/dataread.py); and
+`start_listener`, which binds a listener serving RelaySMTP around a handler.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ import binascii
 import collections
 import contextlib
 import logging
+import ssl
 from base64 import b64decode
-from typing import TYPE_CHECKING, Any, AnyStr
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 
+from relay.hostname import relay_hostname
 from relay.intake import replies
 from relay.intake.auth import Verdict
 from relay.intake.dataread import DataAssembler, Outcome, read_data
-from relay.networks import peer_ip
-
-if TYPE_CHECKING:
-    from relay.intake.handler import IntakeHandler
+from relay.intake.handler import IntakeHandler, client_of
 
 log = logging.getLogger("ses_relay.smtp")
 
@@ -47,14 +47,6 @@ class RelayEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.bare_line_ends = 0
-
-
-def client_of(session: Session | None) -> str:
-    """The client's address for logs and per-client counters."""
-    if session is None:
-        return "unknown"
-    ip = peer_ip(session.peer)
-    return str(ip) if ip is not None else str(session.peer)
 
 
 class RelaySMTP(SMTP):
@@ -273,3 +265,44 @@ class RelaySMTP(SMTP):
         if outcome.verdict is Verdict.LOCKED:
             return AuthResult(success=False, handled=False, message=replies.AUTH_LOCKED)
         return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID)
+
+
+async def start_listener(
+    handler: IntakeHandler,
+    *,
+    hostname: str | None = None,
+    idle_timeout: float | None = None,
+    tls_context: ssl.SSLContext | None = None,
+) -> asyncio.Server:
+    """Bind one listener on the running loop (the same loop as the rest of serve).
+
+    `tls_context` is needed by a listener with tls = "starttls" (offered after EHLO)
+    or "implicit" (TLS from the first byte, as on port 465).
+    """
+    listener = handler.listener
+    limits = handler.config.limits
+    if listener.tls != "none" and tls_context is None:
+        raise ValueError(f"listener {listener.listen} has tls = {listener.tls!r} but no TLS context")
+    name = hostname or relay_hostname(handler.config)
+    loop = asyncio.get_running_loop()
+    implicit = listener.tls == "implicit"
+
+    def factory() -> RelaySMTP:
+        return RelaySMTP(
+            handler,
+            implicit_tls=implicit,
+            data_timeout=limits.data_timeout.total_seconds(),
+            line_length=limits.line_length,
+            data_size_limit=limits.message_size,
+            enable_SMTPUTF8=False,
+            decode_data=False,
+            hostname=name,
+            ident="ses-relay",
+            timeout=idle_timeout or limits.command_timeout.total_seconds(),
+            tls_context=tls_context if listener.tls == "starttls" else None,
+            auth_require_tls=True,
+        )
+
+    return await loop.create_server(
+        factory, host=listener.host, port=listener.port, ssl=tls_context if implicit else None
+    )

@@ -56,7 +56,7 @@ def ses_reason(cause: Cause) -> str:
 
 
 def default_level(reason: str) -> Level:
-    """What a bare SES row means here: a bounce is hard, a complaint permanent (DESIGN's table)."""
+    """What a bare SES row means here: a bounce is hard, a complaint permanent (the suppression policy)."""
     return Level.HARD if reason == "BOUNCE" else Level.PERMANENT
 
 

@@ -1,6 +1,6 @@
 """SNS -> SQS feedback plumbing on moto's server, and realistic SES event JSON to put through it.
 
-moto's own SES does not publish usable events (DESIGN, "Testing with real parts"), so
+moto's own SES does not publish usable events (it keeps what was sent, nothing more), so
 the tests build the SES JSON themselves, in the shape SES really sends: event
 publishing (`eventType`, with `mail.tags` echoing the tags our sender attached) or
 identity notifications (`notificationType`, no tags). Timestamps default to now,

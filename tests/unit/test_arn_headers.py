@@ -1,0 +1,14 @@
+"""X-SES-*-ARN headers: what the sender reads back from a spooled message (pure)."""
+
+from __future__ import annotations
+
+from relay.sending.sender import spooled_arns
+from tests.support.samples import arn_message
+
+
+def test_spooled_arns_reads_only_the_arn_headers() -> None:
+    assert spooled_arns(arn_message()) == {
+        "source_arn": "arn:aws:ses:us-east-1:111111111111:identity/example.com",
+        "from_arn": "arn:aws:ses:us-east-1:111111111111:identity/example.com",
+    }
+    assert spooled_arns(arn_message("")) == {}

@@ -1,0 +1,102 @@
+"""Log filters, the JSON formatter and secret redaction, in process (pure): ordinary words included."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+
+import pytest
+
+from relay.logredact import RedactSecrets, redact
+from relay.logsetup import DemoteChatter, JsonFormatter
+
+# -- the pure parts --------------------------------------------------------------------------------
+
+
+def test_demote_chatter_keeps_warnings_and_drops_info_unless_debug() -> None:
+    logger = logging.getLogger("tests.chatter")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.addFilter(DemoteChatter())
+    logger.propagate = False
+    try:
+        logger.setLevel(logging.INFO)
+        logger.info("every command")
+        logger.warning("unrecognised command")
+        logger.setLevel(logging.DEBUG)
+        logger.info("now shown")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().splitlines() == ["WARNING unrecognised command", "DEBUG now shown"]
+
+
+def test_json_formatter_carries_the_exception() -> None:
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        record = logging.LogRecord("ses_relay.x", logging.ERROR, __file__, 1, "failed %s", ("sending",), None)
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert (entry["message"], entry["level"], entry["logger"]) == ("failed sending", "ERROR", "ses_relay.x")
+    assert "Traceback" in entry["exception"] and "ValueError: boom" in entry["exception"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "refused MAIL from 10.0.0.5: the listener requires AUTH and not authenticated",
+        "listener 0.0.0.0:587 requires AUTH but users.json has no users yet",
+        "locking 10.0.0.5 out of AUTH for 900 s",
+        "AUTH is only offered over TLS",
+        "Available AUTH mechanisms: LOGIN(builtin) PLAIN(builtin)",
+        "user alice may not use AUTH with this sender",
+        "password reset for user bob",
+        "the session token expired; the secret is in the manager",
+        "see https://docs.example.com/a:b@c for the passwords page",
+        "accepted 01ab from <app@example.com> client=127.0.0.1 class=transactional (default)",
+    ],
+)
+def test_redaction_leaves_ordinary_words_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("AUTH PLAIN AGFsaWNlAGh1bnRlcjI=", "AUTH PLAIN ********"),
+        ("auth plain AGFsaWNlAGh1bnRlcjI=", "auth plain ********"),
+        ("b'AUTH LOGIN YWxpY2U='", "b'AUTH LOGIN ********'"),
+        ("AUTH XOAUTH2 dXNlcj1hbGljZQFhdXRoPUJlYXJlcg==", "AUTH XOAUTH2 ********"),
+        ("auth scram-sha-256 biwsbj1hbGljZSxyPWZ5a28=", "auth scram-sha-256 ********"),
+        ("AUTH CUSTOM-MECH c2VjcmV0", "AUTH CUSTOM-MECH ********"),
+        ("password: hunter2", "password: ********"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG", "aws_secret_access_key = ********"),
+        ("X-Amz-Security-Token: IQoJb3JpZ2luX2VjE", "X-Amz-Security-Token: ********"),
+        ("lmtp via smtp://u:pw123456@mx.example:25", "lmtp via smtp://u:********@mx.example:25"),
+    ],
+)
+def test_redaction_masks_secrets(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        (b"auth login dXNlcg==", "b'auth login ********'"),  # any case, any mechanism name
+        (b"AUTH FOO c2VjcmV0", "b'AUTH FOO ********'"),
+        (b"AUTH PLAIN", "b'AUTH PLAIN'"),  # no argument: nothing to hide
+        (b"MAIL FROM:<a@example.com>", "b'MAIL FROM:<a@example.com>'"),
+        (b"aHVudGVyMg==", "'[client line redacted: not an SMTP command]'"),
+    ],
+)
+def test_client_lines_logged_by_aiosmtpd(line: bytes, shown: str) -> None:
+    peer = ("10.0.0.5", 1)
+    record = logging.LogRecord("mail.log", logging.DEBUG, __file__, 1, "%r >> %r", (peer, line), None)
+    assert RedactSecrets().filter(record)
+    assert record.getMessage() == f"('10.0.0.5', 1) >> {shown}"
