@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 import click
 
-from feedback.policy import STATUS_ORDER
 from relay import config as configuration
 from relay import logsetup
 from relay.addresses import AddressError, normalise
@@ -32,6 +31,7 @@ from relay.config import Config, ConfigError
 from relay.store import Store, StoreError
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import maybe_text, to_text, utcnow
+from relay.vocabulary import Status
 
 log = logging.getLogger("ses_relay")
 T = TypeVar("T")
@@ -1065,7 +1065,7 @@ def submission_show(ctx: Context, submission_id: str, as_json: bool) -> None:
         click.echo(f"  {r.address}: {r.status}{extra}{detail}")
 
 
-RECIPIENT_STATUSES = ("suppressed", *STATUS_ORDER)  # "suppressed": dropped at DATA, never sent
+RECIPIENT_STATUSES = tuple(s.value for s in Status)  # plain text: click matches Enum choices by name
 
 
 @submission_group.command("list")

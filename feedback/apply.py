@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 
 from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
 from feedback.notices.compose import suppression_note
-from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide
+from feedback.policy import Decision, RecipientHistory, decide
 from relay.config import Config
 from relay.ops import metrics
 from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store, UnmatchedEvent
+from relay.vocabulary import STATUS_RANK
 
 log = logging.getLogger("ses_relay.feedback")
 

@@ -33,6 +33,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from relay.addresses import AddressError, normalise
+from relay.vocabulary import Tag
 
 __all__ = [
     "SES_SETUP_MESSAGE",
@@ -49,11 +50,6 @@ __all__ = [
 # SES publishes this plain-text (not JSON) notification once, when an SNS topic is
 # attached to a configuration set as an event destination.
 SES_SETUP_MESSAGE = "Successfully validated SNS topic for Amazon SES event publishing."
-
-# Tags our sender attaches to every SendRawEmail call (DESIGN: "Tags: message-class,
-# submission-id"); SES echoes them in mail.tags of event-publishing records.
-TAG_MESSAGE_CLASS = "message-class"
-TAG_SUBMISSION_ID = "submission-id"
 
 
 class ParseError(ValueError):
@@ -455,8 +451,8 @@ def _common(
         "subject": _opt_str(headers.get("subject")),
         "configuration_set": _first(tags, "ses:configuration-set"),
         "tags": tags,
-        "message_class": _first(tags, TAG_MESSAGE_CLASS),
-        "submission_id": _first(tags, TAG_SUBMISSION_ID),
+        "message_class": _first(tags, Tag.MESSAGE_CLASS),
+        "submission_id": _first(tags, Tag.SUBMISSION_ID),
         "raw": payload,
     }
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from feedback.notices.compose import NOTICE_REASONS, NoticeRequest, compose, should_notify
+from feedback.notices.compose import NoticeRequest, compose, should_notify
 from feedback.notices.mailboxes import DeliveryError, deliver, route_for
 from relay.config import Config
 from relay.hostname import relay_hostname
@@ -25,6 +25,7 @@ from relay.intake.pickup import spool_message
 from relay.sending.backoff import backoff_delay
 from relay.store import NoticeRow, Store, StoreError
 from relay.timeutil import utcnow
+from relay.vocabulary import NoticeReason, NoticeState, is_one_of
 
 log = logging.getLogger("ses_relay.notices")
 
@@ -114,14 +115,16 @@ class Notifier:
 
     async def _one(self, row: NoticeRow, now: datetime) -> None:
         rec = row.record
-        if rec.reason not in NOTICE_REASONS:
-            await self.store.settle_notice(row.id, "skipped", now=now, error=f"unknown reason {rec.reason!r}")
+        if not is_one_of(NoticeReason, rec.reason):
+            await self.store.settle_notice(
+                row.id, NoticeState.SKIPPED, now=now, error=f"unknown reason {rec.reason!r}"
+            )
             return
         req = request_for(row, now)
         why_not = should_notify(req)
         if why_not is not None:
             log.info("notice %d to <%s> not sent: %s", row.id, rec.sender, why_not)
-            await self.store.settle_notice(row.id, "skipped", now=now, error=why_not)
+            await self.store.settle_notice(row.id, NoticeState.SKIPPED, now=now, error=why_not)
             return
         message_id = f"<notice-{row.id}.{rec.submission_id or 'x'}@{self.hostname}>"
         try:
@@ -143,15 +146,19 @@ class Notifier:
                 delay = backoff_delay(row.attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
                 log.warning("notice %d to <%s> deferred %.0fs: %s", row.id, rec.sender, delay, exc)
                 await self.store.settle_notice(
-                    row.id, "pending", now=now, error=str(exc), next_attempt_at=now + timedelta(seconds=delay)
+                    row.id,
+                    NoticeState.PENDING,
+                    now=now,
+                    error=str(exc),
+                    next_attempt_at=now + timedelta(seconds=delay),
                 )
             else:
                 log.warning("notice %d to <%s> refused for good: %s", row.id, rec.sender, exc)
-                await self.store.settle_notice(row.id, "failed", now=now, error=str(exc))
+                await self.store.settle_notice(row.id, NoticeState.FAILED, now=now, error=str(exc))
             return
         except ValueError as exc:
             log.error("notice %d to <%s> cannot be composed: %s", row.id, rec.sender, exc)
-            await self.store.settle_notice(row.id, "failed", now=now, error=str(exc))
+            await self.store.settle_notice(row.id, NoticeState.FAILED, now=now, error=str(exc))
             return
         log.info("notice %d (%s about %s) delivered to <%s>", row.id, rec.reason, rec.recipient, rec.sender)
-        await self.store.settle_notice(row.id, "sent", now=now)
+        await self.store.settle_notice(row.id, NoticeState.SENT, now=now)

@@ -29,6 +29,7 @@ from relay.sending.dkim import DkimError, DkimKeys, sign
 from relay.sending.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesApi, SesError
 from relay.store import NoticeRecord, SpoolItem, Store, StoreError
 from relay.timeutil import utcnow
+from relay.vocabulary import NoticeReason, Status, Tag
 
 log = logging.getLogger("ses_relay.sender")
 
@@ -229,7 +230,9 @@ class Sender:
         """SES has the message: try hard to write that down, or the chunk will be sent twice."""
         for attempt in range(1, STORE_RETRIES + 1):
             try:
-                await self.store.record_outcome(sid, chunk, "sent", now=utcnow(), ses_message_id=message_id)
+                await self.store.record_outcome(
+                    sid, chunk, Status.SENT, now=utcnow(), ses_message_id=message_id
+                )
                 return
             except StoreError as exc:
                 if attempt == STORE_RETRIES:
@@ -256,8 +259,8 @@ class Sender:
         now = utcnow()
         notices = [
             NoticeRecord(
-                dedupe_key=f"{sub.id}:{address}:send_failed",
-                reason="send_failed",
+                dedupe_key=f"{sub.id}:{address}:{NoticeReason.SEND_FAILED}",
+                reason=NoticeReason.SEND_FAILED,
                 recipient=address,
                 sender=sub.mail_from,
                 submission_id=sub.id,
@@ -268,7 +271,9 @@ class Sender:
             for address in addresses
             if sub.mail_from
         ]
-        await self.store.record_outcome(sub.id, addresses, "failed", now=now, detail=detail, notices=notices)
+        await self.store.record_outcome(
+            sub.id, addresses, Status.FAILED, now=now, detail=detail, notices=notices
+        )
 
     def prepare(self, item: SpoolItem) -> Prepared:
         """Strip what must not leave, sign what should; pure apart from reading DKIM keys."""
@@ -287,7 +292,7 @@ class Sender:
                     # A configured key that cannot sign is the operator's to fix: keep the
                     # message and retry rather than send it unsigned or fail it.
                     raise SesError("DkimError", str(exc), Disposition.RETRY) from exc
-        tags = (("message-class", sub.klass), ("submission-id", sub.id), *sub.tags)
+        tags = ((Tag.MESSAGE_CLASS, sub.klass), (Tag.SUBMISSION_ID, sub.id), *sub.tags)
         ses = self.config.ses
         arns = {"source_arn": ses.source_arn, "from_arn": ses.from_arn}
         arns["return_path_arn"] = ses.return_path_arn
