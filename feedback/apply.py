@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
+from feedback.bodies import BodyKind, ParsedBody, parse_body
+from feedback.events import EventKind, FeedbackEvent, ParseError
 from feedback.notices.compose import suppression_note
 from feedback.policy import Decision, RecipientHistory, decide
 from relay.config import Config

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from feedback.events import BodyKind, parse_body
+from feedback.bodies import BodyKind, parse_body
 from feedback.ingest.sns_verify import (
     CertificateUnavailable,
     SnsVerifier,
