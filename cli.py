@@ -326,34 +326,52 @@ def _check_dkim(ctx: Context) -> Any:
         fail(f"configuration error: {exc}", 2)
 
 
-async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> None:
-    """The SMTP intake. Sending and feedback run in a worker process of their own (see
-    `worker`), as Postfix keeps smtpd apart from its delivery agents: boto3's CPU cost
-    and the GIL then never slow the intake, and the intake needs no AWS credentials."""
-    from relay.intake.handler import IntakeHandler, start_listener
-    from relay.ops.guard import ClassGuard
-    from relay.ops.supervisor import WorkerSupervisor
+@dataclass
+class ServeParts:
+    """What serve's services share; the factories below build each service from it."""
 
-    config = ctx.config
-    ctx.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await open_store(ctx)
-    guard = ClassGuard(store, config, alert_sender="")  # the intake only reads the pause states
-    await guard.refresh()
-    supervisor = WorkerSupervisor(_worker_command(ctx, sandbox))
+    ctx: Context
+    sandbox: bool
+    access: Access | None
+    store: Store
+    guard: Any  # relay.ops.guard.ClassGuard, the intake's view of the pause states
+    supervisor: Any  # relay.ops.supervisor.WorkerSupervisor
+    servers: list[Any] = dataclasses.field(default_factory=list)  # closed first at shutdown
+    monitor: Any = None
 
-    servers = []
-    monitor = None
-    if config.metrics.listen:  # /metrics, /healthz, /readyz on this loop (relay/ops/monitor.py)
+
+async def _guard_view(parts: ServeParts) -> list[Any]:
+    return [parts.guard]
+
+
+async def _worker_supervisor(parts: ServeParts) -> list[Any]:
+    return [parts.supervisor]
+
+
+async def _metrics(parts: ServeParts) -> list[Any]:
+    """/metrics, /healthz, /readyz on this loop (relay/ops/monitor.py), when configured."""
+    config = parts.ctx.config
+    if config.metrics.listen:
         from relay.ops.monitor import Monitor
 
-        monitor = Monitor(store, config)
-        servers.append(await monitor.start(config.metrics.listen))
+        parts.monitor = Monitor(parts.store, config)
+        parts.servers.append(await parts.monitor.start(config.metrics.listen))
         click.echo(f"ses-relay metrics on http://{config.metrics.listen}/metrics (and /healthz, /readyz)")
+    return []
+
+
+async def _smtp_intake(parts: ServeParts) -> list[Any]:
+    from relay.intake.handler import IntakeHandler, start_listener
+
+    ctx, config, access = parts.ctx, parts.ctx.config, parts.access
     for listener in config.listeners:
-        handler = IntakeHandler(store, config, listener, on_accepted=supervisor.wake, paused=guard.paused)
+        handler = IntakeHandler(
+            parts.store, config, listener, on_accepted=parts.supervisor.wake, paused=parts.guard.paused
+        )
         if access is not None:
             handler.client_limits, handler.authenticator = access.client_limits, access.authenticator
-        servers.append(await start_listener(handler, tls_context=access.tls_context if access else None))
+        tls_context = access.tls_context if access else None
+        parts.servers.append(await start_listener(handler, tls_context=tls_context))
         log.info(
             "listener %s: tls=%s require_auth=%s allow_networks=%s",
             listener.listen,
@@ -362,6 +380,32 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
             ",".join(listener.allow_networks) or "(none)",
         )
         click.echo(f"ses-relay listening on {listener.listen} (data dir: {ctx.data_dir.resolve()})")
+    return []
+
+
+SERVE_SERVICES = {
+    "guard-view": _guard_view,
+    "worker-supervisor": _worker_supervisor,
+    "metrics": _metrics,
+    "smtp-intake": _smtp_intake,
+}
+
+
+async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> None:
+    """The SMTP intake. Sending and feedback run in a worker process of their own (see
+    `worker`), as Postfix keeps smtpd apart from its delivery agents: boto3's CPU cost
+    and the GIL then never slow the intake, and the intake needs no AWS credentials."""
+    from relay.ops import services
+    from relay.ops.guard import ClassGuard
+    from relay.ops.supervisor import WorkerSupervisor
+
+    config = ctx.config
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await open_store(ctx)
+    guard = ClassGuard(store, config, alert_sender="", checks=False)  # the intake only reads the states
+    await guard.refresh()
+    parts = ServeParts(ctx, sandbox, access, store, guard, WorkerSupervisor(_worker_command(ctx, sandbox)))
+    loops = await services.start("serve", SERVE_SERVICES, parts)
     if sandbox:
         click.echo(
             f"SANDBOX: nothing leaves this machine; delivered copies in {ctx.data_dir.resolve() / 'sandbox'}"
@@ -372,21 +416,18 @@ async def _serve(ctx: Context, sandbox: bool, access: Access | None = None) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [
-        asyncio.create_task(supervisor.run(stop)),
-        asyncio.create_task(guard.run(stop, check=False)),
-    ]
-    if monitor is not None:
-        monitor.ready = True
+    tasks = [asyncio.create_task(service.run(stop)) for service in loops]
+    if parts.monitor is not None:
+        parts.monitor.ready = True
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
-        if monitor is not None:
-            monitor.ready = False
-        for server in servers:
+        if parts.monitor is not None:
+            parts.monitor.ready = False
+        for server in parts.servers:
             server.close()
-        for server in servers:
+        for server in parts.servers:
             await server.wait_closed()
         stop.set()
         with contextlib.suppress(TimeoutError):
@@ -425,12 +466,76 @@ def worker(ctx: Context, sandbox: bool, wake_fd: int | None, parent_pid: int | N
         fail(str(exc))
 
 
-async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, parent_pid: int | None) -> None:
-    from feedback.ingest.consumer import consume
-    from feedback.notices.notifier import Notifier, notice_sender
+@dataclass
+class WorkerParts:
+    """What the worker's services share; the factories below build each service from it."""
+
+    ctx: Context
+    sandbox: bool
+    store: Store
+    sender: Any  # relay.sending.sender.Sender: the others wake it when they spool mail
+    feed: Any  # relay.sandbox.feed.Feed under --sandbox, else None
+    parent_pid: int | None
+
+
+async def _sender(parts: WorkerParts) -> list[Any]:
+    return [parts.sender]
+
+
+async def _notifier(parts: WorkerParts) -> list[Any]:
+    from feedback.notices.notifier import Notifier
+
+    return [Notifier(parts.store, parts.ctx.config, parts.ctx.data_dir, wake_sender=parts.sender.wake)]
+
+
+async def _guard(parts: WorkerParts) -> list[Any]:
+    from feedback.notices.notifier import notice_sender
     from relay.hostname import relay_hostname
     from relay.ops.guard import ClassGuard
-    from relay.ops.supervisor import hold_worker_lock, watch_parent
+
+    config = parts.ctx.config
+    return [ClassGuard(parts.store, config, alert_sender=notice_sender(config, relay_hostname(config)))]
+
+
+async def _feedback_consumer(parts: WorkerParts) -> list[Any]:
+    """One consumer per source: the sandbox's feed, and each of `[feedback] queue_urls`."""
+    from feedback.ingest.consumer import Consumer, FeedSource
+
+    sources: list[Any] = [FeedSource(parts.feed)] if parts.feed is not None else []
+    sources.extend(_sqs_sources(parts.ctx, parts.ctx.config.feedback.queue_urls))
+    idle = 0.2 if parts.sandbox else 0.0
+    for source in sources:
+        log.info("feedback consumer reading %s", source.name)
+    return [Consumer(parts.store, source, parts.ctx.config, idle_seconds=idle) for source in sources]
+
+
+async def _daily_report(parts: WorkerParts) -> list[Any]:
+    if not parts.ctx.config.report.daily_to:
+        return []
+    from feedback.reports.daily import DailyReport
+
+    return [DailyReport(parts.store, parts.ctx.config, parts.ctx.data_dir, wake_sender=parts.sender.wake)]
+
+
+async def _parent_watch(parts: WorkerParts) -> list[Any]:
+    from relay.ops.supervisor import ParentWatch
+
+    return [ParentWatch(parts.parent_pid)] if parts.parent_pid is not None else []
+
+
+WORKER_SERVICES = {
+    "sender": _sender,
+    "notifier": _notifier,
+    "guard": _guard,
+    "feedback-consumer": _feedback_consumer,
+    "daily-report": _daily_report,
+    "parent-watch": _parent_watch,
+}
+
+
+async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, parent_pid: int | None) -> None:
+    from relay.ops import services
+    from relay.ops.supervisor import hold_worker_lock
     from relay.sending.sender import Sender
     from relay.sending.ses_api import SesApi
 
@@ -444,15 +549,13 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
     lock = await hold_worker_lock(ctx.data_dir / "worker.lock")
     store = await open_store(ctx, fsync_every_commit=False)  # see Store.open: duplicates, never losses
     ses: SesApi
-    feedback_sources: list[Any] = []
+    feed = None
     if sandbox:
-        from feedback.ingest.consumer import FeedSource
         from relay.sandbox.feed import Feed
         from relay.sandbox.stand_in import SandboxSes
 
         feed = Feed(ctx.data_dir / "sandbox" / "feed")
         ses = SandboxSes(ctx.data_dir / "sandbox", feed)
-        feedback_sources.append(FeedSource(feed))
     else:
         from relay.sending.ses_client import BotoSes
 
@@ -462,12 +565,10 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
             api=config.ses.api,
             concurrency=config.ses.concurrency,
         )
-    if config.feedback.queue_urls:
-        feedback_sources.extend(_sqs_sources(ctx, config.feedback.queue_urls))
     sender = Sender(store, ses, config, dkim=dkim)
     await sender.configure_rate()
-    guard = ClassGuard(store, config, alert_sender=notice_sender(config, relay_hostname(config)))
-    notifier = Notifier(store, config, ctx.data_dir, wake_sender=sender.wake)
+    parts = WorkerParts(ctx, sandbox, store, sender, feed, parent_pid)
+    loops = await services.start("worker", WORKER_SERVICES, parts)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -475,22 +576,7 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
         loop.add_signal_handler(sig, stop.set)
     if wake_fd is not None:
         loop.add_reader(wake_fd, _drain_wakeups, wake_fd, sender.wake)
-    tasks = [
-        asyncio.create_task(sender.run(stop)),
-        asyncio.create_task(notifier.run(stop)),
-        asyncio.create_task(guard.run(stop)),
-    ]
-    if parent_pid is not None:
-        tasks.append(asyncio.create_task(watch_parent(parent_pid, stop)))
-    for source in feedback_sources:
-        idle = 0.2 if sandbox else 0.0
-        tasks.append(asyncio.create_task(consume(store, source, config, stop=stop, idle_seconds=idle)))
-        log.info("feedback consumer reading %s", source.name)
-    if config.report.daily_to:
-        from feedback.reports.daily import DailyReport
-
-        daily = DailyReport(store, config, ctx.data_dir, wake_sender=sender.wake)
-        tasks.append(asyncio.create_task(daily.run(stop)))
+    tasks = [asyncio.create_task(service.run(stop)) for service in loops]
     log.info("worker running (pid %d)", os.getpid())
     try:
         await stop.wait()

@@ -11,7 +11,6 @@ visible in `ses-relay notices list`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -22,6 +21,8 @@ from feedback.notices.mailboxes import DeliveryError, deliver, route_for
 from relay.config import Config
 from relay.hostname import relay_hostname
 from relay.intake.pickup import spool_message
+from relay.loop import Loop
+from relay.ops import services
 from relay.sending.backoff import backoff_delay
 from relay.store import NoticeRow, Store, StoreError
 from relay.timeutil import utcnow
@@ -29,7 +30,7 @@ from relay.vocabulary import NoticeReason, NoticeState, is_one_of
 
 log = logging.getLogger("ses_relay.notices")
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = services.every("notifier")
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 3600.0
 
@@ -71,7 +72,9 @@ def spool_sender(store: Store, config: Config) -> Callable[[bytes, str, str], Aw
     return send
 
 
-class Notifier:
+class Notifier(Loop):
+    """Delivers the notices that are due, resting POLL_SECONDS whenever none is."""
+
     def __init__(
         self,
         store: Store,
@@ -81,6 +84,7 @@ class Notifier:
         hostname: str | None = None,
         wake_sender: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__()
         self.store = store
         self.config = config
         self.data_dir = data_dir
@@ -93,18 +97,13 @@ class Notifier:
         await self._spool(raw, source, destination)
         self._wake_sender()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                handled = await self.deliver_due()
-            except StoreError as exc:
-                log.error("cannot read pending notices: %s", exc)
-                handled = 0
-            if handled == 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
-                except TimeoutError:
-                    pass
+    async def tick(self) -> float:
+        try:
+            handled = await self.deliver_due()
+        except StoreError as exc:
+            log.error("cannot read pending notices: %s", exc)
+            handled = 0
+        return 0.0 if handled else POLL_SECONDS
 
     async def deliver_due(self) -> int:
         now = utcnow()
