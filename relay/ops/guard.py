@@ -83,8 +83,9 @@ def alert_message(klass: str, reason: str, *, sender: str, to: tuple[str, ...], 
 
 
 class ClassGuard(Loop):
-    """The class pause states, kept fresh every second: in serve a cached view
-    the intake reads per DATA; in the worker (`checks`) also the judge of the rates."""
+    """The class pause states, re-read every round (the service table's interval): in
+    serve a cached view the intake reads per DATA; in the worker (`checks`) also the
+    judge of the rates."""
 
     def __init__(self, store: Store, config: Config, *, alert_sender: str, checks: bool = True) -> None:
         super().__init__()
