@@ -4,9 +4,10 @@ serve is the SMTP intake; sending and feedback run in a worker process of its ow
 as Postfix keeps smtpd apart from its delivery agents: boto3's CPU cost and the GIL
 then never slow the intake, and the intake needs no AWS credentials.
 
-Each service is started by one small function of what its process shares (Serving
-or Working) that returns the loops to run until stop; SERVE_SERVICES and
-WORKER_SERVICES name them in start order, so a table of services can point at them.
+Each service of the service table (relay/ops/services.py) is built by one small
+function of what its process shares (Serving or Working) that returns its loops;
+SERVE_SERVICES and WORKER_SERVICES map the table's names to them, and
+`services.start` builds them in the table's order.
 Imports of the parts stay inside functions: prometheus_client must not be loaded
 before serve has chosen where its multiprocess counters go.
 """
@@ -16,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,8 @@ from cli.app import Context, fail, main, open_store, stop_on_signals
 from cli.options import common_options
 from relay import config as configuration
 from relay.config import Config, ConfigError
+from relay.loop import Loop
+from relay.ops import services
 from relay.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ses_relay")
 WORKER_NICENESS = 10
-Loops = list[Callable[[], Coroutine[Any, Any, Any]]]  # each starts one loop, as a task
+Loops = list[Loop]
 
 
 # -- checks made at start, before anything binds or sends ------------------------------------
@@ -231,19 +233,19 @@ async def smtp_intake(s: Serving) -> Loops:
 
 async def worker_process(s: Serving) -> Loops:
     """The worker process, started, restarted and woken by serve."""
-    return [functools.partial(s.supervisor.run, s.stop)]
+    return [s.supervisor]
 
 
 async def guard_view(s: Serving) -> Loops:
     """The class pause states the intake reads (it never pauses or alerts itself)."""
-    return [functools.partial(s.guard.run, s.stop, check=False)]
+    return [s.guard]
 
 
-SERVE_SERVICES: dict[str, Callable[[Serving], Awaitable[Loops]]] = {
+SERVE_SERVICES: dict[str, services.Factory[Serving]] = {
     "metrics": metrics_endpoint,
-    "smtp-intake": smtp_intake,
-    "worker": worker_process,
     "guard-view": guard_view,
+    "worker-supervisor": worker_process,
+    "smtp-intake": smtp_intake,
 }
 
 
@@ -253,17 +255,17 @@ async def _serve(ctx: Context, sandbox: bool, access: Access) -> None:
 
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
     async with open_store(ctx) as store:
-        guard = ClassGuard(store, ctx.config, alert_sender="")  # the intake only reads the pause states
+        guard = ClassGuard(store, ctx.config, alert_sender="", checks=False)  # the intake only reads
         await guard.refresh()
         supervisor = WorkerSupervisor(_worker_command(ctx, sandbox))
         s = Serving(ctx, store, asyncio.Event(), access, guard, supervisor)
-        loops = [loop for start in SERVE_SERVICES.values() for loop in await start(s)]
+        loops = await services.start("serve", SERVE_SERVICES, s)
         if sandbox:
             copies = ctx.data_dir.resolve() / "sandbox"
             click.echo(f"SANDBOX: nothing leaves this machine; delivered copies in {copies}")
         sys.stdout.flush()
         stop_on_signals(s.stop)
-        tasks = [asyncio.create_task(start()) for start in loops]
+        tasks = [asyncio.create_task(loop.run(s.stop)) for loop in loops]
         if s.monitor is not None:
             s.monitor.ready = True
         try:
@@ -327,15 +329,14 @@ class Working:
 
 async def sender_service(w: Working) -> Loops:
     """Spool to SES: woken by serve's pipe and by the services below, else every second."""
-    return [functools.partial(w.sender.run, w.stop)]
+    return [w.sender]
 
 
 async def notifier_service(w: Working) -> Loops:
     """Notices to senders: delivered to their route, retried with backoff."""
     from feedback.notices.notifier import Notifier
 
-    notifier = Notifier(w.store, w.ctx.config, w.ctx.data_dir, wake_sender=w.sender.wake)
-    return [functools.partial(notifier.run, w.stop)]
+    return [Notifier(w.store, w.ctx.config, w.ctx.data_dir, wake_sender=w.sender.wake)]
 
 
 async def guard_service(w: Working) -> Loops:
@@ -345,30 +346,26 @@ async def guard_service(w: Working) -> Loops:
     from relay.ops.guard import ClassGuard
 
     config = w.ctx.config
-    guard = ClassGuard(w.store, config, alert_sender=notice_sender(config, relay_hostname(config)))
-    return [functools.partial(guard.run, w.stop)]
+    return [ClassGuard(w.store, config, alert_sender=notice_sender(config, relay_hostname(config)))]
 
 
 async def parent_watch(w: Working) -> Loops:
     """Under serve, stop when serve is gone."""
-    from relay.ops.supervisor import watch_parent
+    from relay.ops.supervisor import ParentWatch
 
-    return [] if w.parent_pid is None else [functools.partial(watch_parent, w.parent_pid, w.stop)]
+    return [] if w.parent_pid is None else [ParentWatch(w.parent_pid)]
 
 
 async def feedback_consumer(w: Working) -> Loops:
     """SES events from the sandbox feed and [feedback] queue_urls, applied to the store."""
-    from feedback.ingest.consumer import FeedSource, consume
+    from feedback.ingest.consumer import Consumer, FeedSource
 
     sources: list[Any] = [] if w.feed is None else [FeedSource(w.feed)]
     sources += sqs_sources(w.ctx, w.ctx.config.feedback.queue_urls)
     idle = 0.0 if w.feed is None else 0.2
     for source in sources:
         log.info("feedback consumer reading %s", source.name)
-    return [
-        functools.partial(consume, w.store, source, w.ctx.config, stop=w.stop, idle_seconds=idle)
-        for source in sources
-    ]
+    return [Consumer(w.store, source, w.ctx.config, idle_seconds=idle) for source in sources]
 
 
 async def daily_report(w: Working) -> Loops:
@@ -377,11 +374,10 @@ async def daily_report(w: Working) -> Loops:
         return []
     from feedback.reports.daily import DailyReport
 
-    daily = DailyReport(w.store, w.ctx.config, w.ctx.data_dir, wake_sender=w.sender.wake)
-    return [functools.partial(daily.run, w.stop)]
+    return [DailyReport(w.store, w.ctx.config, w.ctx.data_dir, wake_sender=w.sender.wake)]
 
 
-WORKER_SERVICES: dict[str, Callable[[Working], Awaitable[Loops]]] = {
+WORKER_SERVICES: dict[str, services.Factory[Working]] = {
     "sender": sender_service,
     "notifier": notifier_service,
     "guard": guard_service,
@@ -432,11 +428,11 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
             sender = Sender(store, ses, ctx.config, dkim=dkim)
             await sender.configure_rate()
             w = Working(ctx, store, asyncio.Event(), sender, feed, parent_pid)
-            loops = [loop for start in WORKER_SERVICES.values() for loop in await start(w)]
+            loops = await services.start("worker", WORKER_SERVICES, w)
             stop_on_signals(w.stop)
             if wake_fd is not None:
                 asyncio.get_running_loop().add_reader(wake_fd, _drain_wakeups, wake_fd, sender.wake)
-            tasks = [asyncio.create_task(start()) for start in loops]
+            tasks = [asyncio.create_task(loop.run(w.stop)) for loop in loops]
             log.info("worker running (pid %d)", os.getpid())
             try:
                 await w.stop.wait()
@@ -454,5 +450,5 @@ def _drain_wakeups(fd: int, wake: Callable[[], None]) -> None:
         return
     if data:
         wake()
-    else:  # serve closed its end: it is going away, and watch_parent will stop us
+    else:  # serve closed its end: it is going away, and the parent watch will stop us
         asyncio.get_running_loop().remove_reader(fd)

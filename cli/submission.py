@@ -8,10 +8,10 @@ import click
 
 from cli.app import Context, emit_json, fail, main, with_store
 from cli.options import address_argument, common_options, json_option, since_window
-from feedback.policy import STATUS_ORDER
 from relay.timeutil import to_text, utcnow
+from relay.vocabulary import Status
 
-RECIPIENT_STATUSES = ("suppressed", *STATUS_ORDER)  # "suppressed": dropped at DATA, never sent
+RECIPIENT_STATUSES = tuple(s.value for s in Status)  # plain text: click matches Enum choices by name
 
 
 @main.group("submission")

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from feedback.events import BodyKind, EventKind, FeedbackEvent, ParsedBody, ParseError, parse_body
+from feedback.bodies import BodyKind, ParsedBody, parse_body
+from feedback.events import EventKind, FeedbackEvent, ParseError
 from feedback.notices.compose import suppression_note
-from feedback.policy import STATUS_RANK, Decision, RecipientHistory, decide, needs_engagement
+from feedback.policy import Decision, RecipientHistory, decide, needs_engagement
 from relay.config import Config
 from relay.ops import metrics
 from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store, UnmatchedEvent
+from relay.vocabulary import STATUS_RANK
 
 log = logging.getLogger("ses_relay.feedback")
 

@@ -1,10 +1,10 @@
-"""SES feedback parsing (pure): SQS/SNS bodies in, one normalised event per recipient out.
+"""SES feedback parsing (pure): one SES payload in, one normalised event per recipient out.
 
 SES speaks two dialects (identity notifications keyed by `notificationType`, event
-publishing keyed by `eventType`) and the body may arrive wrapped in an SNS envelope,
-raw (SNS raw message delivery), or inside an SQS record saved for replay. Everything
-downstream (policy, store, reports) sees only `FeedbackEvent`, so the dialects, the
-wrapping and SES's habit of adding fields stop here.
+publishing keyed by `eventType`); feedback.bodies unwraps the queue body around them
+(SNS envelope, raw delivery, saved SQS record). Everything downstream (policy, store,
+reports) sees only `FeedbackEvent`, so the dialects and SES's habit of adding fields
+stop here.
 
 Three rules shape this module:
 
@@ -33,27 +33,18 @@ from email.utils import parseaddr
 from typing import Any
 
 from relay.addresses import AddressError, normalise
+from relay.vocabulary import Tag
 
 __all__ = [
-    "SES_SETUP_MESSAGE",
-    "BodyKind",
+    "SUBSCRIPTION_SUCCEEDED",
     "EventKind",
     "FeedbackEvent",
     "ParseError",
-    "ParsedBody",
-    "parse_body",
-    "parse_document",
+    "json_type",
+    "opt_str",
     "parse_ses",
+    "parse_time",
 ]
-
-# SES publishes this plain-text (not JSON) notification once, when an SNS topic is
-# attached to a configuration set as an event destination.
-SES_SETUP_MESSAGE = "Successfully validated SNS topic for Amazon SES event publishing."
-
-# Tags our sender attaches to every SendRawEmail call (DESIGN: "Tags: message-class,
-# submission-id"); SES echoes them in mail.tags of event-publishing records.
-TAG_MESSAGE_CLASS = "message-class"
-TAG_SUBMISSION_ID = "submission-id"
 
 
 class ParseError(ValueError):
@@ -74,14 +65,6 @@ class EventKind(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-class BodyKind(enum.StrEnum):
-    """What an SQS/SNS body turned out to be; only EVENTS carries feedback."""
-
-    EVENTS = "events"
-    SUBSCRIPTION_CONFIRMATION = "subscription_confirmation"
-    UNSUBSCRIBE_CONFIRMATION = "unsubscribe_confirmation"
-
-
 # SES type name -> (kind, name of the object holding its details).
 _TYPES: dict[str, tuple[EventKind, str]] = {
     "Send": (EventKind.SEND, "send"),
@@ -98,7 +81,7 @@ _TYPES: dict[str, tuple[EventKind, str]] = {
 }
 
 # Identity-notification setup message: confirms the topic works, carries no feedback.
-_SUBSCRIPTION_SUCCEEDED = "AmazonSnsSubscriptionSucceeded"
+SUBSCRIPTION_SUCCEEDED = "AmazonSnsSubscriptionSucceeded"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,56 +138,6 @@ class FeedbackEvent:
         return self.unsubscribe_all or bool(self.unsubscribed_topics)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ParsedBody:
-    kind: BodyKind
-    events: list[FeedbackEvent] = field(default_factory=list)
-    sns_message_id: str | None = None
-    topic_arn: str | None = None
-    subscribe_url: str | None = None  # confirmations: where to confirm (the caller only logs it)
-    note: str | None = None  # text of a setup/confirmation message, for the log
-    envelope: Mapping[str, Any] | None = field(default=None, repr=False)  # SNS envelope, for signatures
-
-
-# --------------------------------------------------------------------------- entry points
-
-
-def parse_body(body: str | bytes, *, received: datetime | None = None) -> ParsedBody:
-    """Parse an SQS message body (SNS envelope, raw SES JSON, or a saved SQS record).
-
-    `received` is when the body arrived: the time of last resort for an event that
-    carries no timestamp of its own (see `parse_ses`).
-    """
-    if isinstance(body, bytes | bytearray | memoryview):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ParseError(f"body is not UTF-8 ({exc})") from None
-    if not isinstance(body, str):
-        raise ParseError(f"body must be str or bytes, not {type(body).__name__}")
-    return parse_document(_load_json(body, "body"), received=received)
-
-
-def parse_document(doc: Any, *, received: datetime | None = None, _depth: int = 0) -> ParsedBody:
-    """Like parse_body, for a body already decoded from JSON (replay files, tests)."""
-    if not isinstance(doc, dict):
-        raise ParseError(f"body is a JSON {_json_type(doc)}, expected an object")
-    if "Type" in doc and ("Message" in doc or "TopicArn" in doc or "MessageId" in doc):
-        return _parse_sns(doc, received)
-    if "eventType" in doc or "notificationType" in doc:
-        return _parse_ses_document(doc, received)
-    inner = doc.get("Body", doc.get("body"))
-    if inner is not None and _depth == 0:
-        if not isinstance(inner, str):
-            raise ParseError(f"SQS record Body is a JSON {_json_type(inner)}, expected a string")
-        return parse_document(_load_json(inner, "SQS record Body"), received=received, _depth=1)
-    keys = ", ".join(sorted(map(str, doc))[:12]) or "none"
-    raise ParseError(
-        "JSON object is neither an SNS envelope (Type/Message), an SES event "
-        f"(eventType/notificationType) nor an SQS record (Body); its keys: {keys}"
-    )
-
-
 def parse_ses(payload: Mapping[str, Any], *, fallback_time: datetime | None = None) -> list[FeedbackEvent]:
     """Turn one SES payload (either dialect) into one event per recipient.
 
@@ -216,7 +149,7 @@ def parse_ses(payload: Mapping[str, Any], *, fallback_time: datetime | None = No
     type_name = payload.get("eventType", payload.get("notificationType"))
     if not isinstance(type_name, str) or not type_name.strip():
         raise ParseError("SES payload has no eventType or notificationType string")
-    if type_name == _SUBSCRIPTION_SUCCEEDED:
+    if type_name == SUBSCRIPTION_SUCCEEDED:
         return []
     mail = payload.get("mail")
     if not isinstance(mail, dict):
@@ -230,9 +163,9 @@ def parse_ses(payload: Mapping[str, Any], *, fallback_time: datetime | None = No
     if detail is None:
         detail = {}
     if not isinstance(detail, dict):
-        raise ParseError(f"SES {type_name} event: {detail_key} is a JSON {_json_type(detail)}, not an object")
+        raise ParseError(f"SES {type_name} event: {detail_key} is a JSON {json_type(detail)}, not an object")
 
-    own_time = _time(detail.get("timestamp")) or _time(mail.get("timestamp"))
+    own_time = parse_time(detail.get("timestamp")) or parse_time(mail.get("timestamp"))
     timestamp = own_time or fallback_time or datetime.now(UTC)
     # The dedupe key must be the same on every redelivery: an SES time is, a receipt
     # time is not, so without one the key is anchored on the payload's content.
@@ -248,50 +181,6 @@ def parse_ses(payload: Mapping[str, Any], *, fallback_time: datetime | None = No
     return [e for e in events if unique[e.dedupe_key] is e]
 
 
-# --------------------------------------------------------------------------- SNS / SES documents
-
-
-def _parse_sns(doc: dict[str, Any], received: datetime | None) -> ParsedBody:
-    sns_type = doc.get("Type")
-    ids = {"sns_message_id": _opt_str(doc.get("MessageId")), "topic_arn": _opt_str(doc.get("TopicArn"))}
-    if sns_type == "Notification":
-        message = doc.get("Message")
-        if not isinstance(message, str):
-            raise ParseError("SNS Notification has no Message string")
-        text = message.strip()
-        if text == SES_SETUP_MESSAGE:
-            return ParsedBody(kind=BodyKind.EVENTS, note=text, envelope=doc, **ids)
-        if not text.startswith("{"):
-            raise ParseError(f"SNS Message is not JSON: {_clip(text)!r}")
-        inner = _load_json(text, "SNS Message")
-        if not isinstance(inner, dict):
-            raise ParseError(f"SNS Message is a JSON {_json_type(inner)}, expected an SES event object")
-        if "eventType" not in inner and "notificationType" not in inner:
-            raise ParseError("SNS Message is JSON but not an SES event (no eventType/notificationType)")
-        parsed = _parse_ses_document(inner, _time(doc.get("Timestamp")) or received)
-        return ParsedBody(kind=parsed.kind, events=parsed.events, note=parsed.note, envelope=doc, **ids)
-    if sns_type in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):
-        kind = (
-            BodyKind.SUBSCRIPTION_CONFIRMATION
-            if sns_type == "SubscriptionConfirmation"
-            else BodyKind.UNSUBSCRIBE_CONFIRMATION
-        )
-        return ParsedBody(
-            kind=kind,
-            subscribe_url=_opt_str(doc.get("SubscribeURL")),
-            note=_opt_str(doc.get("Message")),
-            envelope=doc,
-            **ids,
-        )
-    raise ParseError(f"unknown SNS message Type {sns_type!r}")
-
-
-def _parse_ses_document(doc: dict[str, Any], fallback_time: datetime | None) -> ParsedBody:
-    if doc.get("notificationType") == _SUBSCRIPTION_SUCCEEDED:
-        return ParsedBody(kind=BodyKind.EVENTS, note=_opt_str(doc.get("message")) or _SUBSCRIPTION_SUCCEEDED)
-    return ParsedBody(kind=BodyKind.EVENTS, events=parse_ses(doc, fallback_time=fallback_time))
-
-
 # --------------------------------------------------------------------------- per-kind builders
 
 _Builder = Callable[[EventKind, str, dict[str, Any], dict[str, Any], dict[str, Any]], list[FeedbackEvent]]
@@ -304,19 +193,19 @@ def _build_bounce(
     if not isinstance(bounce_type, str) or not bounce_type.strip():
         raise ParseError(f"SES {type_name} event {common['ses_message_id']} has no bounce.bounceType")
     shared = {
-        "feedback_id": _opt_str(detail.get("feedbackId")),
+        "feedback_id": opt_str(detail.get("feedbackId")),
         "bounce_type": bounce_type.strip(),
-        "bounce_subtype": _opt_str(detail.get("bounceSubType")),
-        "reporting_mta": _opt_str(detail.get("reportingMTA")),
-        "remote_mta_ip": _opt_str(detail.get("remoteMtaIp")),
+        "bounce_subtype": opt_str(detail.get("bounceSubType")),
+        "reporting_mta": opt_str(detail.get("reportingMTA")),
+        "remote_mta_ip": opt_str(detail.get("remoteMtaIp")),
     }
     events = []
     for item in _recipient_objects(detail, "bouncedRecipients", type_name, common):
         per = {
             **shared,
-            "diagnostic_code": _opt_str(item.get("diagnosticCode")),
-            "status": _opt_str(item.get("status")),
-            "action": _opt_str(item.get("action")),
+            "diagnostic_code": opt_str(item.get("diagnosticCode")),
+            "status": opt_str(item.get("status")),
+            "action": opt_str(item.get("action")),
         }
         events.append(_event(kind, item["emailAddress"], common, per))
     return events
@@ -326,10 +215,10 @@ def _build_complaint(
     kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
 ) -> list[FeedbackEvent]:
     shared = {
-        "feedback_id": _opt_str(detail.get("feedbackId")),
-        "complaint_feedback_type": _opt_str(detail.get("complaintFeedbackType")),
-        "complaint_subtype": _opt_str(detail.get("complaintSubType")),
-        "user_agent": _opt_str(detail.get("userAgent")),
+        "feedback_id": opt_str(detail.get("feedbackId")),
+        "complaint_feedback_type": opt_str(detail.get("complaintFeedbackType")),
+        "complaint_subtype": opt_str(detail.get("complaintSubType")),
+        "user_agent": opt_str(detail.get("userAgent")),
     }
     return [
         _event(kind, item["emailAddress"], common, shared)
@@ -341,9 +230,9 @@ def _build_delivery(
     kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
 ) -> list[FeedbackEvent]:
     shared = {
-        "smtp_response": _opt_str(detail.get("smtpResponse")),
-        "reporting_mta": _opt_str(detail.get("reportingMTA")),
-        "remote_mta_ip": _opt_str(detail.get("remoteMtaIp")),
+        "smtp_response": opt_str(detail.get("smtpResponse")),
+        "reporting_mta": opt_str(detail.get("reportingMTA")),
+        "remote_mta_ip": opt_str(detail.get("remoteMtaIp")),
     }
     recipients = _address_list(detail.get("recipients"), f"SES {type_name} delivery.recipients", common)
     return [_event(kind, r, common, shared) for r in recipients]
@@ -353,16 +242,16 @@ def _build_delay(
     kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
 ) -> list[FeedbackEvent]:
     shared = {
-        "delay_type": _opt_str(detail.get("delayType")),
-        "expiration_time": _time(detail.get("expirationTime")),
-        "reporting_mta": _opt_str(detail.get("reportingMTA")),
+        "delay_type": opt_str(detail.get("delayType")),
+        "expiration_time": parse_time(detail.get("expirationTime")),
+        "reporting_mta": opt_str(detail.get("reportingMTA")),
     }
     events = []
     for item in _recipient_objects(detail, "delayedRecipients", type_name, common):
         per = {
             **shared,
-            "diagnostic_code": _opt_str(item.get("diagnosticCode")),
-            "status": _opt_str(item.get("status")),
+            "diagnostic_code": opt_str(item.get("diagnosticCode")),
+            "status": opt_str(item.get("status")),
         }
         events.append(_event(kind, item["emailAddress"], common, per))
     return events
@@ -377,15 +266,15 @@ def _build_per_message(
     extra: dict[str, Any] = {}
     discriminator = ""
     if kind is EventKind.REJECT:
-        extra["reject_reason"] = _opt_str(detail.get("reason"))
+        extra["reject_reason"] = opt_str(detail.get("reason"))
     elif kind is EventKind.RENDERING_FAILURE:
-        extra["rendering_error"] = _opt_str(detail.get("errorMessage"))
-        extra["template_name"] = _opt_str(detail.get("templateName"))
+        extra["rendering_error"] = opt_str(detail.get("errorMessage"))
+        extra["template_name"] = opt_str(detail.get("templateName"))
     elif kind in (EventKind.OPEN, EventKind.CLICK):
-        extra["user_agent"] = _opt_str(detail.get("userAgent"))
-        extra["ip_address"] = _opt_str(detail.get("ipAddress"))
+        extra["user_agent"] = opt_str(detail.get("userAgent"))
+        extra["ip_address"] = opt_str(detail.get("ipAddress"))
         if kind is EventKind.CLICK:
-            extra["click_link"] = _opt_str(detail.get("link"))
+            extra["click_link"] = opt_str(detail.get("link"))
             discriminator = extra["click_link"] or ""
     elif kind is EventKind.SUBSCRIPTION:
         extra.update(_subscription_fields(detail))
@@ -400,8 +289,8 @@ def _subscription_fields(detail: dict[str, Any]) -> dict[str, Any]:
     old = old if isinstance(old, dict) else {}
     newly_out = _opted_out(new) - _opted_out(old)
     return {
-        "contact_list": _opt_str(detail.get("contactList")),
-        "subscription_source": _opt_str(detail.get("source")),
+        "contact_list": opt_str(detail.get("contactList")),
+        "subscription_source": opt_str(detail.get("source")),
         "unsubscribe_all": new.get("unsubscribeAll") is True,
         "unsubscribed_topics": tuple(sorted(newly_out)),
     }
@@ -444,19 +333,19 @@ def _common(
     headers = mail.get("commonHeaders")
     headers = headers if isinstance(headers, dict) else {}
     from_list = headers.get("from")
-    from_raw = _opt_str(from_list[0]) if isinstance(from_list, list) and from_list else None
-    from_raw = from_raw or _opt_str(mail.get("source"))
+    from_raw = opt_str(from_list[0]) if isinstance(from_list, list) and from_list else None
+    from_raw = from_raw or opt_str(mail.get("source"))
     return {
         "ses_message_id": message_id,
         "ses_type": type_name,
         "timestamp": timestamp,
-        "source_ip": _opt_str(mail.get("sourceIp")) or _first(tags, "ses:source-ip"),
+        "source_ip": opt_str(mail.get("sourceIp")) or _first(tags, "ses:source-ip"),
         "from_address": _address(from_raw) if from_raw else None,
-        "subject": _opt_str(headers.get("subject")),
+        "subject": opt_str(headers.get("subject")),
         "configuration_set": _first(tags, "ses:configuration-set"),
         "tags": tags,
-        "message_class": _first(tags, TAG_MESSAGE_CLASS),
-        "submission_id": _first(tags, TAG_SUBMISSION_ID),
+        "message_class": _first(tags, Tag.MESSAGE_CLASS),
+        "submission_id": _first(tags, Tag.SUBMISSION_ID),
         "raw": payload,
     }
 
@@ -487,7 +376,7 @@ def _recipient_objects(
         raise ParseError(f"{where} has no {key}")
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise ParseError(f"{where}: {key}[{i}] is a JSON {_json_type(item)}, not an object")
+            raise ParseError(f"{where}: {key}[{i}] is a JSON {json_type(item)}, not an object")
         address = item.get("emailAddress")
         if not isinstance(address, str) or not address.strip():
             raise ParseError(f"{where}: {key}[{i}] has no emailAddress")
@@ -548,7 +437,8 @@ def _first(tags: dict[str, list[str]], key: str) -> str | None:
     return values[0].strip() or None
 
 
-def _time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An ISO time field as aware UTC, or None when it is absent or unreadable."""
     if not isinstance(value, str) or not value.strip():
         return None
     try:
@@ -565,7 +455,8 @@ def _digest(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _opt_str(value: Any) -> str | None:
+def opt_str(value: Any) -> str | None:
+    """A JSON field as stripped text, or None when it is absent, empty or not a string."""
     if isinstance(value, str):
         value = value.strip()
         return value or None
@@ -579,22 +470,8 @@ def _guess_detail_key(type_name: str) -> str:
     return compact[:1].lower() + compact[1:]
 
 
-def _load_json(text: str, what: str) -> Any:
-    if not text.strip():
-        raise ParseError(f"{what} is empty")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ParseError(f"{what} is not valid JSON ({exc.msg} at char {exc.pos}): {_clip(text)!r}") from None
-    except RecursionError:
-        raise ParseError(f"{what} is JSON nested too deeply") from None
-
-
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number"
     )
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."

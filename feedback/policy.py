@@ -14,7 +14,6 @@ backwards (a Delivery arriving after a Bounce leaves the recipient bounced).
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,33 +21,17 @@ from feedback.diagnostics import sender_fault
 from feedback.events import EventKind, FeedbackEvent
 from relay.config import PolicyConfig
 from relay.suppression import ALL, Cause, Level, Suppression
-from relay.vocabulary import STATUS_ORDER, STATUS_RANK, advance_status
+from relay.vocabulary import NoticeReason, Status, advance_status
 
 __all__ = [
-    "STATUS_ORDER",
-    "STATUS_RANK",
     "Decision",
-    "Notice",
     "RecipientHistory",
-    "advance_status",
     "decide",
     "needs_engagement",
 ]
 
 # Suppression reasons end up in SMTP replies and CLI listings: one line, bounded.
 REASON_LIMIT = 300
-
-
-class Notice(enum.StrEnum):
-    """Why the original sender gets a notice; the notice composer keys its text on this."""
-
-    PERMANENT_BOUNCE = "permanent_bounce"
-    SOFT_BOUNCE_ESCALATED = "soft_bounce_escalated"
-    SENDER_AT_FAULT = "sender_at_fault"  # manual intervention: fix DMARC/SPF/DKIM, content, IP
-    MESSAGE_TOO_LARGE = "message_too_large"  # manual intervention: the message, not the mailbox
-    MESSAGE_REJECTED_CONTENT = "message_rejected_content"  # ditto (content / attachment)
-    REJECT = "reject"
-    RENDERING_FAILURE = "rendering_failure"
 
 
 @dataclass(frozen=True)
@@ -73,7 +56,7 @@ class Decision:
     status: str | None = None  # status the recipient has after this event (already advanced)
     suppression: Suppression | None = None  # to merge with the entry on file (relay.suppression.merge)
     review: str | None = None  # reason to put in the review queue
-    notice: str | None = None  # a Notice for the original sender, or None
+    notice: NoticeReason | None = None  # what the original sender is owed, or None
     counts_transient: bool = False  # record this event's timestamp in the transient history
     engagement: bool = False  # open / click
     reputation_hit: str | None = None  # class whose sending reputation this counts against
@@ -81,14 +64,14 @@ class Decision:
 
 _HARD_FOREVER = frozenset({"noemail", "suppressed", "onaccountsuppressionlist"})
 _MESSAGE_AT_FAULT = {
-    "messagetoolarge": Notice.MESSAGE_TOO_LARGE,
-    "contentrejected": Notice.MESSAGE_REJECTED_CONTENT,
-    "attachmentrejected": Notice.MESSAGE_REJECTED_CONTENT,
+    "messagetoolarge": NoticeReason.MESSAGE_TOO_LARGE,
+    "contentrejected": NoticeReason.MESSAGE_REJECTED_CONTENT,
+    "attachmentrejected": NoticeReason.MESSAGE_REJECTED_CONTENT,
 }
 _SIMPLE_STATUS = {
-    EventKind.SEND: "sent",
-    EventKind.DELIVERY: "delivered",
-    EventKind.DELIVERY_DELAY: "delayed",
+    EventKind.SEND: Status.SENT,
+    EventKind.DELIVERY: Status.DELIVERED,
+    EventKind.DELIVERY_DELAY: Status.DELAYED,
 }
 
 
@@ -112,9 +95,11 @@ def decide(
     if kind in _SIMPLE_STATUS:
         return Decision(status=advance_status(history.status, _SIMPLE_STATUS[kind]))
     if kind is EventKind.REJECT:
-        return Decision(status=advance_status(history.status, "rejected"), notice=Notice.REJECT)
+        return Decision(status=advance_status(history.status, Status.REJECTED), notice=NoticeReason.REJECT)
     if kind is EventKind.RENDERING_FAILURE:
-        return Decision(status=advance_status(history.status, "failed"), notice=Notice.RENDERING_FAILURE)
+        return Decision(
+            status=advance_status(history.status, Status.FAILED), notice=NoticeReason.RENDERING_FAILURE
+        )
     if kind in (EventKind.OPEN, EventKind.CLICK):
         return Decision(engagement=True)
     if event.recipient is None:
@@ -123,7 +108,7 @@ def decide(
         return _bounce(event, klass, history, now, config)
     if kind is EventKind.COMPLAINT:
         return Decision(
-            status=advance_status(history.status, "complained"),
+            status=advance_status(history.status, Status.COMPLAINED),
             suppression=_suppression(
                 event, klass or ALL, Level.PERMANENT, Cause.COMPLAINT, _complaint_reason(event), None, now
             ),
@@ -153,7 +138,7 @@ def needs_engagement(event: FeedbackEvent) -> bool:
 def _bounce(
     event: FeedbackEvent, klass: str | None, history: RecipientHistory, now: datetime, config: PolicyConfig
 ) -> Decision:
-    status = advance_status(history.status, "bounced")
+    status = advance_status(history.status, Status.BOUNCED)
     bounce_type = (event.bounce_type or "").strip().lower()
     subtype = (event.bounce_subtype or "").strip().lower()
     reason = _bounce_reason(event)
@@ -165,7 +150,7 @@ def _bounce(
             return Decision(
                 status=status,
                 review=_clip(f"sender at fault ({fault}) in class {klass or ALL}: {reason}"),
-                notice=Notice.SENDER_AT_FAULT,
+                notice=NoticeReason.SENDER_AT_FAULT,
                 reputation_hit=klass or ALL,
             )
         forever = subtype in _HARD_FOREVER
@@ -180,7 +165,7 @@ def _bounce(
                 None if forever else config.permanent_general_expiry,
                 now,
             ),
-            notice=Notice.PERMANENT_BOUNCE,
+            notice=NoticeReason.PERMANENT_BOUNCE,
         )
 
     if bounce_type == "transient" and subtype in _MESSAGE_AT_FAULT:
@@ -203,7 +188,7 @@ def _bounce(
                 event, ALL, Level.HARD, Cause.BOUNCE, escalated, config.escalate_expiry, now
             ),
             review=review,
-            notice=Notice.SOFT_BOUNCE_ESCALATED,
+            notice=NoticeReason.SOFT_BOUNCE_ESCALATED,
             counts_transient=True,
         )
     if undetermined:

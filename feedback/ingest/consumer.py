@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from feedback.apply import BatchResult, Incoming, apply_batch
 from relay.config import Config
+from relay.loop import Loop
 from relay.sandbox.feed import Feed, FeedItem
 from relay.store import Store, StoreError
 from relay.timeutil import utcnow
@@ -116,6 +117,54 @@ async def consume_once(
     return result
 
 
+class Consumer(Loop):
+    """Applies `source`'s batches as they come: the source's long poll is the wait
+    between rounds; after an error it pauses RETRY_PAUSE_SECONDS. With `drain` it reads
+    without waiting, stops when the source is empty, and raises what a round raises."""
+
+    def __init__(
+        self,
+        store: Store,
+        source: Source,
+        config: Config,
+        *,
+        drain: bool = False,
+        wait_seconds: int = SQS_WAIT_SECONDS,
+        idle_seconds: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.source = source
+        self.config = config
+        self.drain = drain
+        self.wait_seconds = 0 if drain else wait_seconds
+        self.idle_seconds = idle_seconds
+        self.total = BatchResult()
+
+    async def tick(self) -> float | None:
+        name = self.source.name
+        try:
+            result = await consume_once(self.store, self.source, self.config, wait_seconds=self.wait_seconds)
+        except StoreError as exc:
+            log.error("%s: store unavailable, leaving the batch queued: %s", name, exc)
+            if self.drain:
+                raise
+            return RETRY_PAUSE_SECONDS
+        except Exception as exc:  # boto/network trouble: log, back off, go on
+            log.error("%s: %s", name, exc)
+            if self.drain:
+                raise
+            return RETRY_PAUSE_SECONDS
+        if result is None:
+            return None if self.drain else self.idle_seconds
+        self.total.add(result)
+        log.info(
+            "%s: applied %d event(s), %d duplicate(s), %d dead letter(s)",
+            name, result.events, result.duplicates, result.dead_letters,
+        )  # fmt: skip
+        return 0.0
+
+
 async def consume(
     store: Store,
     source: Source,
@@ -127,39 +176,8 @@ async def consume(
     idle_seconds: float = 0.0,
 ) -> BatchResult:
     """Consume `source` until `stop` is set (or, with drain, until it is empty)."""
-    total = BatchResult()
-    stop = stop or asyncio.Event()
-    while not stop.is_set():
-        try:
-            result = await consume_once(store, source, config, wait_seconds=0 if drain else wait_seconds)
-        except StoreError as exc:
-            log.error("%s: store unavailable, leaving the batch queued: %s", source.name, exc)
-            if drain:
-                raise
-            await _pause(stop, RETRY_PAUSE_SECONDS)
-            continue
-        except Exception as exc:  # boto/network trouble: log, back off, go on
-            log.error("%s: %s", source.name, exc)
-            if drain:
-                raise
-            await _pause(stop, RETRY_PAUSE_SECONDS)
-            continue
-        if result is None:
-            if drain:
-                break
-            if idle_seconds:
-                await _pause(stop, idle_seconds)
-            continue
-        total.add(result)
-        log.info(
-            "%s: applied %d event(s), %d duplicate(s), %d dead letter(s)",
-            source.name, result.events, result.duplicates, result.dead_letters,
-        )  # fmt: skip
-    return total
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
+    consumer = Consumer(
+        store, source, config, drain=drain, wait_seconds=wait_seconds, idle_seconds=idle_seconds
+    )
+    await consumer.run(stop or asyncio.Event())
+    return consumer.total

@@ -16,39 +16,22 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy as email_policy
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import Parser
 from email.utils import format_datetime, formataddr, parseaddr
-from types import MappingProxyType
+
+from feedback.notices.texts import SES_SUBTYPE_TEXT, Kind, kind_for, status_words
+from relay.vocabulary import NoticeReason, is_one_of
 
 __all__ = [
-    "NOTICE_REASONS",
     "NoticeRequest",
     "compose",
     "should_notify",
     "suppression_note",
 ]
-
-# Every reason the consumer or the sender may record. `message_too_large` is what
-# feedback.policy emits for Transient/MessageTooLarge; `message_rejected_content`
-# covers all three message-at-fault subtypes and picks its text by `bounce_subtype`.
-NOTICE_REASONS: frozenset[str] = frozenset(
-    {
-        "permanent_bounce",
-        "soft_bounce_escalated",
-        "message_rejected_content",
-        "message_too_large",
-        "sender_at_fault",
-        "reject",
-        "rendering_failure",
-        "send_failed",
-        "suppressed",
-    }
-)
 
 # CRLF on the wire; 7bit so that SES, LMTP and SMTP servers without 8BITMIME take it.
 _POLICY = email_policy.SMTP.clone(cte_type="7bit")
@@ -93,180 +76,13 @@ class NoticeRequest:
     extra: str | None = None
 
     def __post_init__(self) -> None:
-        if self.reason not in NOTICE_REASONS:
+        if not is_one_of(NoticeReason, self.reason):
             raise ValueError(
-                f"unknown notice reason {self.reason!r}; expected one of {', '.join(sorted(NOTICE_REASONS))}"
+                f"unknown notice reason {self.reason!r}; expected one of {', '.join(sorted(NoticeReason))}"
             )
         for name in ("arrival_date", "last_attempt"):
             if getattr(self, name).tzinfo is None:
                 raise ValueError(f"NoticeRequest.{name} is a naive datetime; pass an aware (UTC) one")
-
-
-@dataclass(frozen=True)
-class _Kind:
-    """The words and defaults for one kind of notice."""
-
-    subject: str
-    happened: str
-    todo: str
-    status: str  # used when SES gave no valid status
-    diag_type: str = "smtp"  # RFC 3464 diagnostic-type when the text carries none
-    diag_label: str = "Reported by Amazon SES"
-
-
-_NOT_SUPPRESSED = "The recipient's address is fine and was not suppressed."
-
-_KINDS: Mapping[str, _Kind] = MappingProxyType(
-    {
-        "permanent_bounce": _Kind(
-            subject="Undelivered Mail Returned to Sender",
-            happened="The recipient's mail server refused the message permanently.",
-            todo=(
-                "Check the address for typing mistakes and ask the recipient for a working one. "
-                "The address is removed from future sends: the relay refuses new mail to it."
-            ),
-            status="5.0.0",
-        ),
-        "soft_bounce_escalated": _Kind(
-            subject="Undelivered Mail: repeated temporary failures",
-            happened=(
-                "Delivery to this address failed temporarily too many times in a row "
-                "(for example a full mailbox, or a server that keeps deferring mail)."
-            ),
-            todo=(
-                "No change to the message will help. The address is paused for future sends for "
-                "a while to protect your sending reputation; if the mail matters, reach the "
-                "recipient another way."
-            ),
-            status="4.0.0",
-        ),
-        "message_content": _Kind(
-            subject="Undelivered Mail: content refused",
-            happened="The recipient's mail server refused the message because of its content.",
-            todo=(
-                "Review the content (links, wording, attachments) against the diagnostic below, "
-                f"change it and send again. {_NOT_SUPPRESSED}"
-            ),
-            status="5.6.0",
-        ),
-        "message_attachment": _Kind(
-            subject="Undelivered Mail: attachment refused",
-            happened=(
-                "The recipient's mail server refused an attachment of the message "
-                "(often because of its file type)."
-            ),
-            todo=(
-                "Remove the attachment or send it another way (for example as a link), then send "
-                f"again. {_NOT_SUPPRESSED}"
-            ),
-            status="5.6.0",
-        ),
-        "message_too_large": _Kind(
-            subject="Undelivered Mail: message too large",
-            happened="The recipient's mail server refused the message because it is too large.",
-            todo=(
-                "The message is too large: reduce it (smaller or fewer attachments, or a link "
-                f"instead of a file) and send it again. {_NOT_SUPPRESSED}"
-            ),
-            status="5.3.4",
-        ),
-        "sender_at_fault": _Kind(
-            subject="Undelivered Mail: action needed on your sending domain",
-            happened=(
-                "The receiving server refused mail from your domain because of DMARC/SPF/DKIM "
-                "or reputation (of the sender, its domain or the sending IP addresses)."
-            ),
-            todo=(
-                "Check your domain's authentication: SPF, DKIM and DMARC records and the "
-                "diagnostic below; if it names a blocklist, ask for delisting. Then send again. "
-                f"{_NOT_SUPPRESSED}"
-            ),
-            status="5.7.1",
-        ),
-        "reject": _Kind(
-            subject="Undelivered Mail: rejected by Amazon SES",
-            happened=(
-                "Amazon SES rejected the message before sending it, usually because it "
-                "contains a virus or other harmful content. It was not sent."
-            ),
-            todo="Remove the harmful content (check every attachment) and send again.",
-            status="5.7.1",
-            diag_type="x-ses",
-        ),
-        "rendering_failure": _Kind(
-            subject="Undelivered Mail: template rendering failed",
-            happened=(
-                "Amazon SES could not render the message's template (for example a missing "
-                "or invalid template variable), so it was not sent."
-            ),
-            todo="Fix the template or the data sent with it, then send again.",
-            status="5.6.0",
-            diag_type="x-ses",
-        ),
-        "send_failed": _Kind(
-            subject="Undelivered Mail: Amazon SES refused the message",
-            happened=(
-                "The relay accepted the message but could not hand it to Amazon SES: SES "
-                "refused it, or kept failing until the relay stopped retrying."
-            ),
-            todo=(
-                "Read the diagnostic below. Common causes: the sender address or domain is not "
-                "verified in SES, the SES account is in the sandbox or paused, or the message is "
-                "malformed. The relay will not retry; send again once the cause is fixed."
-            ),
-            status="5.0.0",
-            diag_type="x-ses",
-        ),
-        "suppressed": _Kind(
-            subject="Undelivered Mail: recipient is on the suppression list",
-            happened=(
-                "The relay did not send the message to this address because the address is on "
-                "its suppression list (mail to it bounced or drew a complaint before)."
-            ),
-            todo=(
-                "Remove the address from your list. If you know it works again, ask the relay's "
-                "administrator to clear it (ses-relay suppression clear ADDRESS)."
-            ),
-            status="5.7.1",
-            diag_label="The relay replied",
-        ),
-    }
-)
-
-_SES_SUBTYPE_TEXT: Mapping[str, str] = MappingProxyType(
-    {
-        "noemail": "The address does not exist.",
-        "suppressed": (
-            "Amazon SES did not send to this address because it is on SES's global suppression "
-            "list (it bounced recently, from any SES customer)."
-        ),
-        "onaccountsuppressionlist": (
-            "Amazon SES did not send to this address because it is on your SES account's suppression list."
-        ),
-    }
-)
-
-# RFC 3463 status details, in plain words, for the codes SES and receivers really use.
-_STATUS_TEXT: Mapping[str, str] = MappingProxyType(
-    {
-        "1.1": "mailbox does not exist",
-        "1.2": "recipient's domain does not accept mail",
-        "1.3": "malformed recipient address",
-        "1.6": "mailbox has moved",
-        "2.1": "mailbox disabled",
-        "2.2": "mailbox full",
-        "2.3": "message larger than the mailbox accepts",
-        "3.4": "message too big for the receiving system",
-        "4.4": "unable to route",
-        "4.7": "delivery time expired",
-        "6.0": "refused because of the content",
-        "7.0": "refused by security or policy",
-        "7.1": "delivery not authorized, message refused",
-        "7.25": "reverse DNS check failed",
-        "7.26": "sender authentication (DMARC/SPF/DKIM) failed",
-    }
-)
-_STATUS_CLASS = MappingProxyType({"4": "temporary failure", "5": "permanent failure"})
 
 
 def should_notify(req: NoticeRequest) -> str | None:
@@ -329,7 +145,7 @@ def compose(
     if own_id is None:
         raise ValueError(f"malformed notice Message-ID {message_id!r}")
 
-    kind = _kind_for(req)
+    kind = kind_for(req.reason, req.bounce_subtype)
     status = _status(req, kind)
     original_subject = _one_line(req.original_subject or "", _SUBJECT_LIMIT)
 
@@ -382,10 +198,10 @@ def suppression_note(expires_at: datetime | None, *, now: datetime, message_clas
 # --- the three parts -------------------------------------------------------------------
 
 
-def _text_part(req: NoticeRequest, kind: _Kind, status: str, mta: str, subject: str) -> MIMEPart:
+def _text_part(req: NoticeRequest, kind: Kind, status: str, mta: str, subject: str) -> MIMEPart:
     happened = kind.happened
-    if req.reason == "permanent_bounce":
-        detail = _SES_SUBTYPE_TEXT.get((req.bounce_subtype or "").strip().lower())
+    if req.reason == NoticeReason.PERMANENT_BOUNCE:
+        detail = SES_SUBTYPE_TEXT.get((req.bounce_subtype or "").strip().lower())
         if detail:
             happened = f"{happened} {detail}"
     facts = [("Recipient", req.recipient)]
@@ -395,7 +211,7 @@ def _text_part(req: NoticeRequest, kind: _Kind, status: str, mta: str, subject: 
         facts.append(("Message-ID", _one_line(req.original_message_id, 200)))
     facts.append(("Submitted", _date(req.arrival_date)))
     facts.append(("Submission", req.submission_id))
-    facts.append(("Status", f"{status} ({_status_words(status)})"))
+    facts.append(("Status", f"{status} ({status_words(status)})"))
 
     paragraphs = [
         _fill(f"This is the mail delivery system at {mta}."),
@@ -408,7 +224,7 @@ def _text_part(req: NoticeRequest, kind: _Kind, status: str, mta: str, subject: 
         diagnostic = _one_line(req.diagnostic, _FIELD_LIMIT)
         paragraphs.append(f"{kind.diag_label}:\n" + _fill(diagnostic, indent="    "))
     if req.extra and req.extra.strip():
-        label = "Suppressed because" if req.reason == "suppressed" else "Note"
+        label = "Suppressed because" if req.reason == NoticeReason.SUPPRESSED else "Note"
         paragraphs.append(_fill(f"{label}: {_one_line(req.extra, _FIELD_LIMIT)}"))
     paragraphs.append(
         _fill(
@@ -422,7 +238,7 @@ def _text_part(req: NoticeRequest, kind: _Kind, status: str, mta: str, subject: 
     return part
 
 
-def _status_part(req: NoticeRequest, kind: _Kind, status: str, mta: str) -> MIMEPart:
+def _status_part(req: NoticeRequest, kind: Kind, status: str, mta: str) -> MIMEPart:
     per_message = Message(policy=_POLICY)
     per_message["Reporting-MTA"] = f"dns; {mta}"
     per_message["Arrival-Date"] = _date(req.arrival_date)
@@ -469,31 +285,14 @@ def _headers_part(raw: str) -> MIMEPart:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _kind_for(req: NoticeRequest) -> _Kind:
-    if req.reason == "message_rejected_content":
-        subtype = (req.bounce_subtype or "").strip().lower()
-        if subtype == "messagetoolarge":
-            return _KINDS["message_too_large"]
-        if subtype == "attachmentrejected":
-            return _KINDS["message_attachment"]
-        return _KINDS["message_content"]
-    return _KINDS[req.reason]
-
-
-def _status(req: NoticeRequest, kind: _Kind) -> str:
+def _status(req: NoticeRequest, kind: Kind) -> str:
     given = (req.status or "").strip()
     if _STATUS_RE.match(given):
         return given
-    if req.reason == "permanent_bounce" and (req.bounce_subtype or "").strip().lower() == "noemail":
+    subtype = (req.bounce_subtype or "").strip().lower()
+    if req.reason == NoticeReason.PERMANENT_BOUNCE and subtype == "noemail":
         return "5.1.1"
     return kind.status
-
-
-def _status_words(status: str) -> str:
-    klass, subject, detail = status.split(".")
-    words = _STATUS_CLASS[klass]
-    specific = _STATUS_TEXT.get(f"{subject}.{detail}")
-    return f"{words}: {specific}" if specific else words
 
 
 def _diagnostic_code(text: str, default_type: str) -> str:

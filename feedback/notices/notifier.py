@@ -11,24 +11,26 @@ visible in `ses-relay notices list`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from feedback.notices.compose import NOTICE_REASONS, NoticeRequest, compose, should_notify
+from feedback.notices.compose import NoticeRequest, compose, should_notify
 from feedback.notices.mailboxes import DeliveryError, deliver, route_for
 from relay.config import Config
 from relay.hostname import relay_hostname
 from relay.intake.pickup import spool_message
+from relay.loop import Loop
+from relay.ops import services
 from relay.sending.backoff import backoff_delay
 from relay.store import NoticeRow, Store, StoreError
 from relay.timeutil import utcnow
+from relay.vocabulary import NoticeReason, NoticeState, is_one_of
 
 log = logging.getLogger("ses_relay.notices")
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = services.every("notifier")
 RETRY_BASE_SECONDS = 30.0
 RETRY_CAP_SECONDS = 3600.0
 
@@ -70,7 +72,9 @@ def spool_sender(store: Store, config: Config) -> Callable[[bytes, str, str], Aw
     return send
 
 
-class Notifier:
+class Notifier(Loop):
+    """Delivers the notices that are due, resting POLL_SECONDS whenever none is."""
+
     def __init__(
         self,
         store: Store,
@@ -80,6 +84,7 @@ class Notifier:
         hostname: str | None = None,
         wake_sender: Callable[[], None] = lambda: None,
     ) -> None:
+        super().__init__()
         self.store = store
         self.config = config
         self.data_dir = data_dir
@@ -92,18 +97,13 @@ class Notifier:
         await self._spool(raw, source, destination)
         self._wake_sender()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                handled = await self.deliver_due()
-            except StoreError as exc:
-                log.error("cannot read pending notices: %s", exc)
-                handled = 0
-            if handled == 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
-                except TimeoutError:
-                    pass
+    async def tick(self) -> float:
+        try:
+            handled = await self.deliver_due()
+        except StoreError as exc:
+            log.error("cannot read pending notices: %s", exc)
+            handled = 0
+        return 0.0 if handled else POLL_SECONDS
 
     async def deliver_due(self) -> int:
         now = utcnow()
@@ -114,14 +114,16 @@ class Notifier:
 
     async def _one(self, row: NoticeRow, now: datetime) -> None:
         rec = row.record
-        if rec.reason not in NOTICE_REASONS:
-            await self.store.settle_notice(row.id, "skipped", now=now, error=f"unknown reason {rec.reason!r}")
+        if not is_one_of(NoticeReason, rec.reason):
+            await self.store.settle_notice(
+                row.id, NoticeState.SKIPPED, now=now, error=f"unknown reason {rec.reason!r}"
+            )
             return
         req = request_for(row, now)
         why_not = should_notify(req)
         if why_not is not None:
             log.info("notice %d to <%s> not sent: %s", row.id, rec.sender, why_not)
-            await self.store.settle_notice(row.id, "skipped", now=now, error=why_not)
+            await self.store.settle_notice(row.id, NoticeState.SKIPPED, now=now, error=why_not)
             return
         message_id = f"<notice-{row.id}.{rec.submission_id or 'x'}@{self.hostname}>"
         try:
@@ -143,15 +145,19 @@ class Notifier:
                 delay = backoff_delay(row.attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
                 log.warning("notice %d to <%s> deferred %.0fs: %s", row.id, rec.sender, delay, exc)
                 await self.store.settle_notice(
-                    row.id, "pending", now=now, error=str(exc), next_attempt_at=now + timedelta(seconds=delay)
+                    row.id,
+                    NoticeState.PENDING,
+                    now=now,
+                    error=str(exc),
+                    next_attempt_at=now + timedelta(seconds=delay),
                 )
             else:
                 log.warning("notice %d to <%s> refused for good: %s", row.id, rec.sender, exc)
-                await self.store.settle_notice(row.id, "failed", now=now, error=str(exc))
+                await self.store.settle_notice(row.id, NoticeState.FAILED, now=now, error=str(exc))
             return
         except ValueError as exc:
             log.error("notice %d to <%s> cannot be composed: %s", row.id, rec.sender, exc)
-            await self.store.settle_notice(row.id, "failed", now=now, error=str(exc))
+            await self.store.settle_notice(row.id, NoticeState.FAILED, now=now, error=str(exc))
             return
         log.info("notice %d (%s about %s) delivered to <%s>", row.id, rec.reason, rec.recipient, rec.sender)
-        await self.store.settle_notice(row.id, "sent", now=now)
+        await self.store.settle_notice(row.id, NoticeState.SENT, now=now)

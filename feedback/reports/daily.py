@@ -29,6 +29,8 @@ from feedback.reports.xlsx import XLSX_CONTENT_TYPE, xlsx_bytes
 from relay.config import Config
 from relay.hostname import relay_hostname
 from relay.intake.pickup import spool_message
+from relay.loop import Loop
+from relay.ops import services
 from relay.store import Store, StoreError
 from relay.timeutil import utcnow
 
@@ -36,7 +38,7 @@ log = logging.getLogger("ses_relay.report")
 
 STATE_FILE = "report-daily.last"
 WINDOW = timedelta(hours=24)
-POLL_SECONDS = 60.0
+POLL_SECONDS = services.every("daily-report")
 MAX_BODY_ROWS = 500  # the HTML body stays readable; every row is in the attachment
 
 
@@ -99,8 +101,8 @@ def compose(
     return bytes(msg)
 
 
-class DailyReport:
-    """The task in `serve` that mails the report when it is due."""
+class DailyReport(Loop):
+    """The worker's task that mails the report when it is due; it looks every POLL_SECONDS."""
 
     def __init__(
         self,
@@ -112,6 +114,7 @@ class DailyReport:
         wake_sender: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        super().__init__()
         self.store = store
         self.config = config
         self.state = data_dir / STATE_FILE
@@ -121,7 +124,7 @@ class DailyReport:
         self._sent: date | None = None  # in memory too: an unwritable state file must not repeat it
         self._publisher: S3Publisher | None = None
 
-    async def tick(self) -> bool:
+    async def send_if_due(self) -> bool:
         """Send today's report if it is due; True when one was spooled."""
         cfg = self.config.report
         now = self.clock()
@@ -171,13 +174,9 @@ class DailyReport:
             return self.config.default_class
         return next((k for k in self.config.classes if k not in paused), self.config.default_class)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except (StoreError, OSError) as exc:
-                log.error("daily report not sent, will retry: %s", exc)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
-            except TimeoutError:
-                pass
+    async def tick(self) -> float:
+        try:
+            await self.send_if_due()
+        except (StoreError, OSError) as exc:
+            log.error("daily report not sent, will retry: %s", exc)
+        return POLL_SECONDS

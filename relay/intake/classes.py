@@ -16,9 +16,10 @@ from email.message import Message
 
 from relay.config import Config
 from relay.headers import first
+from relay.vocabulary import Tag
 
 _TAG_PART = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-RESERVED_TAGS = frozenset({"message-class", "submission-id"})
+RESERVED_TAGS = frozenset(Tag)  # the sender sets these itself
 
 
 class ClassError(ValueError):

@@ -32,6 +32,7 @@ from relay.ops.guard import paused_by
 from relay.store import ClassState, NewRecipient, NewSubmission, NoticeRecord, Store, StoreError
 from relay.suppression import blocking, refusal
 from relay.timeutil import new_id, utcnow
+from relay.vocabulary import NoticeReason, Status
 
 log = logging.getLogger("ses_relay.smtp")
 
@@ -236,12 +237,12 @@ class IntakeHandler:
         for address in envelope.rcpt_tos:
             entry = blocking(found[address], klass, now)
             if entry is None:
-                recipients.append(NewRecipient(address, "queued"))
+                recipients.append(NewRecipient(address, Status.QUEUED))
             else:
-                recipients.append(NewRecipient(address, "suppressed", refusal(entry)[1]))
+                recipients.append(NewRecipient(address, Status.SUPPRESSED, refusal(entry)[1]))
                 metrics.refused(metrics.refusal_reason(entry))
                 refused.append((entry.address, entry.klass))
-        if not any(r.status == "queued" for r in recipients):
+        if not any(r.status == Status.QUEUED for r in recipients):
             self.store.note_refused(refused, now)
             return replies.ALL_SUPPRESSED.format(klass=klass)
 
@@ -270,8 +271,8 @@ class IntakeHandler:
         if mail_from and self.config.notices.on_suppressed_at_data:
             notices = [
                 NoticeRecord(
-                    dedupe_key=f"{submission.id}:{r.address}:suppressed",
-                    reason="suppressed",
+                    dedupe_key=f"{submission.id}:{r.address}:{NoticeReason.SUPPRESSED}",
+                    reason=NoticeReason.SUPPRESSED,
                     recipient=r.address,
                     sender=mail_from,
                     submission_id=submission.id,
@@ -280,14 +281,14 @@ class IntakeHandler:
                     extra=r.detail,
                 )
                 for r in recipients
-                if r.status == "suppressed"
+                if r.status == Status.SUPPRESSED
             ]
         try:
             await self.store.accept(submission, data, time.time(), notices)
         except StoreError as exc:
             log.error("DATA from %s: %s", mail_from or "<>", exc)
             return replies.STORE_UNAVAILABLE
-        suppressed = len(recipients) - sum(r.status == "queued" for r in recipients)
+        suppressed = len(recipients) - sum(r.status == Status.QUEUED for r in recipients)
         log.info(
             "accepted %s from <%s> client=%s class=%s (%s) recipients=%d suppressed=%d size=%d%s",
             submission.id,

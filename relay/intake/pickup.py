@@ -14,6 +14,7 @@ from relay import headers as hdr
 from relay.config import Config
 from relay.store import NewRecipient, NewSubmission, Store
 from relay.timeutil import new_id, utcnow
+from relay.vocabulary import Status
 
 
 async def spool_message(
@@ -49,7 +50,7 @@ async def spool_message(
         client_ip=None,
         auth_user=None,
         created_at=now,
-        recipients=tuple(NewRecipient(r, "queued") for r in dict.fromkeys(recipients)),
+        recipients=tuple(NewRecipient(r, Status.QUEUED) for r in dict.fromkeys(recipients)),
     )
     await store.accept(sub, raw, time.time())
     return sub.id

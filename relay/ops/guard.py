@@ -20,13 +20,14 @@ from email.utils import format_datetime, make_msgid
 
 from relay.config import Config, GuardConfig
 from relay.intake.pickup import spool_message
+from relay.loop import Loop
+from relay.ops import services
 from relay.ops.stats import Counts, summarise
 from relay.store import ClassState, Store, StoreError
 from relay.timeutil import utcnow
 
 log = logging.getLogger("ses_relay.guard")
 
-REFRESH_SECONDS = 1.0
 ACTOR = "guard"
 
 
@@ -81,14 +82,20 @@ def alert_message(klass: str, reason: str, *, sender: str, to: tuple[str, ...], 
     return bytes(msg)
 
 
-class ClassGuard:
-    """Runtime state of the guard inside `serve`: a cached view the intake reads per DATA."""
+class ClassGuard(Loop):
+    """The class pause states, re-read every round (the service table's interval): in
+    serve a cached view the intake reads per DATA; in the worker (`checks`) also the
+    judge of the rates."""
 
-    def __init__(self, store: Store, config: Config, *, alert_sender: str) -> None:
+    def __init__(self, store: Store, config: Config, *, alert_sender: str, checks: bool = True) -> None:
+        super().__init__()
         self.store = store
         self.config = config
         self.alert_sender = alert_sender
+        self.checks = checks
+        self.every = services.every("guard" if checks else "guard-view")
         self._states: dict[str, ClassState] = {}
+        self._next_check = float("-inf")  # event-loop time of the next rate check
 
     def paused(self, klass: str) -> ClassState | None:
         state = self._states.get(klass)
@@ -136,20 +143,14 @@ class ClassGuard:
         raw = alert_message(klass, reason, sender=self.alert_sender, to=to, now=now)
         await spool_message(self.store, self.config, raw, self.alert_sender, to, origin="alert", klass=via)
 
-    async def run(self, stop: asyncio.Event, *, check: bool = True) -> None:
-        """Keep the cached pause states fresh; with `check` (the worker) also judge the rates."""
+    async def tick(self) -> float:
         loop = asyncio.get_running_loop()
-        next_check = loop.time()
-        while not stop.is_set():
-            try:
-                if check and self.config.guard.enabled and loop.time() >= next_check:
-                    await self.check(utcnow())
-                    next_check = loop.time() + self.config.guard.check_every.total_seconds()
-                else:
-                    await self.refresh()
-            except StoreError as exc:
-                log.error("guard cannot read the store: %s", exc)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=REFRESH_SECONDS)
-            except TimeoutError:
-                pass
+        try:
+            if self.checks and self.config.guard.enabled and loop.time() >= self._next_check:
+                await self.check(utcnow())
+                self._next_check = loop.time() + self.config.guard.check_every.total_seconds()
+            else:
+                await self.refresh()
+        except StoreError as exc:
+            log.error("guard cannot read the store: %s", exc)
+        return self.every

@@ -26,58 +26,67 @@ import signal
 from pathlib import Path
 from typing import IO
 
+from relay.loop import Loop
+from relay.ops import services
+
 log = logging.getLogger("ses_relay.supervisor")
 
 STOP_GRACE_SECONDS = 35.0
+RESTART_BACKOFF_FIRST = 1.0
 RESTART_BACKOFF_MAX = 30.0
 LOCK_WAIT_SECONDS = 120.0
-PARENT_POLL_SECONDS = 0.5
+PARENT_POLL_SECONDS = services.every("parent-watch")
 _PR_SET_PDEATHSIG = 1
 
 
-class WorkerSupervisor:
+class WorkerSupervisor(Loop):
+    """Each round starts a worker and waits for it to exit (or for the stop, which stops
+    it); the rest after an exit is the restart backoff, doubling up to RESTART_BACKOFF_MAX
+    and back to the first after a worker that ran for a minute."""
+
     def __init__(self, command: list[str]) -> None:
+        super().__init__()
         self.command = command
         self._wake_fd: int | None = None
+        self._backoff = RESTART_BACKOFF_FIRST
         self.restarts = 0
 
-    def wake(self, _submission_id: str | None = None) -> None:
-        """Tell the worker new mail is spooled; never blocks (a full pipe already says so)."""
+    def wake(self, _reason: object = None) -> None:
+        """Tell the worker new mail is spooled; never blocks (a full pipe already says so).
+        The supervisor's own rest (a restart backoff) is not cut short by mail."""
         if self._wake_fd is None:
             return
         with contextlib.suppress(BlockingIOError, BrokenPipeError, OSError):
             os.write(self._wake_fd, b"!")
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def tick(self) -> float | None:
         loop = asyncio.get_running_loop()
-        backoff = 1.0
-        while not stop.is_set():
-            read_fd, write_fd = os.pipe()
-            os.set_blocking(write_fd, False)
-            command = [*self.command, "--wake-fd", str(read_fd), "--parent-pid", str(os.getpid())]
-            try:
-                proc = await asyncio.create_subprocess_exec(*command, pass_fds=(read_fd,))
-            finally:
-                os.close(read_fd)
-            self._wake_fd = write_fd
-            started = loop.time()
-            exited = asyncio.create_task(proc.wait())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if stopping.done():
-                await _stop(proc)
-                exited.cancel()
-                self._close_pipe()
-                return
-            stopping.cancel()
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        command = [*self.command, "--wake-fd", str(read_fd), "--parent-pid", str(os.getpid())]
+        try:
+            proc = await asyncio.create_subprocess_exec(*command, pass_fds=(read_fd,))
+        finally:
+            os.close(read_fd)
+        self._wake_fd = write_fd
+        started = loop.time()
+        exited = asyncio.create_task(proc.wait())
+        stopping = asyncio.create_task(self.stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.done():
+            await _stop(proc)
+            exited.cancel()
             self._close_pipe()
-            self.restarts += 1
-            if loop.time() - started > 60:
-                backoff = 1.0
-            log.error("worker exited with status %s; starting another in %.0fs", proc.returncode, backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=backoff)
-            backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+            return None
+        stopping.cancel()
+        self._close_pipe()
+        self.restarts += 1
+        if loop.time() - started > 60:
+            self._backoff = RESTART_BACKOFF_FIRST
+        backoff = self._backoff
+        log.error("worker exited with status %s; starting another in %.0fs", proc.returncode, backoff)
+        self._backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+        return backoff
 
     def _close_pipe(self) -> None:
         if self._wake_fd is not None:
@@ -127,13 +136,20 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-async def watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
-    """Stop when serve is gone: our parent pid changes when it dies."""
-    die_with_parent()
-    while not stop.is_set():
-        if os.getppid() != parent_pid:
-            log.error("serve (pid %d) is gone; the worker stops", parent_pid)
-            stop.set()
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=PARENT_POLL_SECONDS)
+class ParentWatch(Loop):
+    """Sets the worker's stop when serve is gone: our parent pid changes when it dies.
+    Looks every PARENT_POLL_SECONDS, for systems without PR_SET_PDEATHSIG."""
+
+    def __init__(self, parent_pid: int) -> None:
+        super().__init__()
+        self.parent_pid = parent_pid
+
+    async def on_start(self) -> None:
+        die_with_parent()
+
+    async def tick(self) -> float | None:
+        if os.getppid() != self.parent_pid:
+            log.error("serve (pid %d) is gone; the worker stops", self.parent_pid)
+            self.stop.set()
+            return None
+        return PARENT_POLL_SECONDS

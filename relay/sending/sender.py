@@ -17,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from relay import headers as hdr
 from relay.addresses import AddressError, domain_of, normalise
 from relay.config import Config
-from relay.ops import metrics
+from relay.loop import Loop
+from relay.ops import metrics, services
 from relay.sending.backoff import RateLimiter, backoff_delay
 from relay.sending.dkim import DkimError, DkimKeys, sign
 from relay.sending.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesApi, SesError
 from relay.store import NoticeRecord, SpoolItem, Store, StoreError
 from relay.timeutil import utcnow
+from relay.vocabulary import NoticeReason, Status, Tag
 
 log = logging.getLogger("ses_relay.sender")
 
@@ -36,7 +38,7 @@ STORE_RETRIES = 5  # attempts to record an outcome SES has already given us
 STORE_RETRY_PAUSE = 1.0
 STORE_TROUBLE_PAUSE = 30.0  # before a message whose outcome could not be written is tried again
 BURST_FRACTION = 0.05  # of a second's sending: keeps any one-second window within ~5 % of the rate
-IDLE_POLL_SECONDS = 1.0
+IDLE_POLL_SECONDS = services.every("sender")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def from_address(header_from: str | None) -> str | None:
         return None
 
 
-class Sender:
+class Sender(Loop):
     """Drains the spool into SES with at most `ses.concurrency` calls in flight."""
 
     def __init__(
@@ -88,21 +90,17 @@ class Sender:
         limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.store = store
         self.ses = ses
         self.config = config
         self.dkim = dkim
         self.limiter = limiter or RateLimiter(0)
         self.clock = clock
-        self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(config.ses.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()  # submission ids being sent by this process
         self._cooldown: dict[str, float] = {}  # ids whose outcome could not be written: wait a bit
-
-    def wake(self, _submission_id: str | None = None) -> None:
-        """Called by the intake after a commit so new mail goes out without polling delay."""
-        self._wake.set()
 
     async def configure_rate(self) -> None:
         """Apply `ses.max_send_rate`; "auto" asks SES (GetSendQuota) once at start."""
@@ -118,18 +116,31 @@ class Sender:
         self.limiter = RateLimiter(float(rate), burst=max(1.0, float(rate) * BURST_FRACTION))
         log.info("SES send rate ceiling: %s recipients/s", rate)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def on_start(self) -> None:
         released = await self.store.make_all_due()
         if released:
             log.info("%d spooled message(s) from before the restart are due now", released)
-        while not stop.is_set():
-            try:
-                claimed = await self._claim()
-            except StoreError as exc:
-                log.error("cannot read the spool: %s", exc)
-                claimed = 0
-            if claimed == 0:
-                await self._idle(stop)
+
+    async def tick(self) -> float:
+        """Claim what is due; when nothing is, rest until the next retry is due (at most
+        IDLE_POLL_SECONDS), a wake from the intake, or the end of the sends in flight."""
+        try:
+            if await self._claim():
+                return 0.0
+        except StoreError as exc:
+            log.error("cannot read the spool: %s", exc)
+        try:
+            due = await self.store.next_due()
+        except StoreError:
+            due = None
+        if due is None:
+            return IDLE_POLL_SECONDS
+        return min(IDLE_POLL_SECONDS, max(0.0, due - self.clock()))
+
+    def rest_ends_on(self) -> list[Awaitable[object]]:
+        return [asyncio.wait(set(self._tasks))] if self._tasks else []
+
+    async def on_stop(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -152,22 +163,6 @@ class Sender:
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(lambda _t, sid=sid: self._in_flight.discard(sid))
         return len(items)
-
-    async def _idle(self, stop: asyncio.Event) -> None:
-        self._wake.clear()
-        delay = IDLE_POLL_SECONDS
-        try:
-            due = await self.store.next_due()
-        except StoreError:
-            due = None
-        if due is not None:
-            delay = min(delay, max(0.0, due - self.clock()))
-        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-        if self._tasks:
-            waiters.append(asyncio.ensure_future(asyncio.wait(set(self._tasks))))
-        _done, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        for fut in pending:
-            fut.cancel()
 
     async def _process(self, item: SpoolItem) -> None:
         sid = item.submission.id
@@ -229,7 +224,9 @@ class Sender:
         """SES has the message: try hard to write that down, or the chunk will be sent twice."""
         for attempt in range(1, STORE_RETRIES + 1):
             try:
-                await self.store.record_outcome(sid, chunk, "sent", now=utcnow(), ses_message_id=message_id)
+                await self.store.record_outcome(
+                    sid, chunk, Status.SENT, now=utcnow(), ses_message_id=message_id
+                )
                 return
             except StoreError as exc:
                 if attempt == STORE_RETRIES:
@@ -256,8 +253,8 @@ class Sender:
         now = utcnow()
         notices = [
             NoticeRecord(
-                dedupe_key=f"{sub.id}:{address}:send_failed",
-                reason="send_failed",
+                dedupe_key=f"{sub.id}:{address}:{NoticeReason.SEND_FAILED}",
+                reason=NoticeReason.SEND_FAILED,
                 recipient=address,
                 sender=sub.mail_from,
                 submission_id=sub.id,
@@ -268,7 +265,9 @@ class Sender:
             for address in addresses
             if sub.mail_from
         ]
-        await self.store.record_outcome(sub.id, addresses, "failed", now=now, detail=detail, notices=notices)
+        await self.store.record_outcome(
+            sub.id, addresses, Status.FAILED, now=now, detail=detail, notices=notices
+        )
 
     def prepare(self, item: SpoolItem) -> Prepared:
         """Strip what must not leave, sign what should; pure apart from reading DKIM keys."""
@@ -287,7 +286,7 @@ class Sender:
                     # A configured key that cannot sign is the operator's to fix: keep the
                     # message and retry rather than send it unsigned or fail it.
                     raise SesError("DkimError", str(exc), Disposition.RETRY) from exc
-        tags = (("message-class", sub.klass), ("submission-id", sub.id), *sub.tags)
+        tags = ((Tag.MESSAGE_CLASS, sub.klass), (Tag.SUBMISSION_ID, sub.id), *sub.tags)
         ses = self.config.ses
         arns = {"source_arn": ses.source_arn, "from_arn": ses.from_arn}
         arns["return_path_arn"] = ses.return_path_arn

@@ -39,7 +39,7 @@ import aiosqlite
 
 from relay.suppression import ALL, Cause, Level, Suppression, merge
 from relay.timeutil import from_text, id_floor, maybe_text, maybe_time, to_text
-from relay.vocabulary import STATUS_RANK, advance_status
+from relay.vocabulary import STATUS_RANK, NoticeState, Status, advance_status
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
@@ -1000,7 +1000,7 @@ class Store:
     ) -> None:  # fmt: skip
         """Mark a notice delivered ('sent'), given up on ('skipped'), or due again later ('pending')."""
         async with self._transaction() as db:
-            if state == "pending":
+            if state == NoticeState.PENDING:
                 assert next_attempt_at is not None
                 await db.execute(
                     "UPDATE notices SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
@@ -1153,7 +1153,7 @@ class Store:
         for row in spooled:
             sid = row["submission_id"]
             submission = _submission(subs[sid], recips.get(sid, []))
-            pending = tuple(r.address for r in submission.recipients if r.status == "queued")
+            pending = tuple(r.address for r in submission.recipients if r.status == Status.QUEUED)
             data = bytes(row["data"])
             items.append(SpoolItem(submission, data, row["attempts"], row["created_at"], pending))
         return items
@@ -1343,7 +1343,7 @@ def _write_batch(
             )
         )  # fmt: skip
         recipients.extend((sub.id, r.address, r.status, r.detail, created) for r in sub.recipients)
-        if any(r.status == "queued" for r in sub.recipients):
+        if any(r.status == Status.QUEUED for r in sub.recipients):
             spool.append((sub.id, item.data, item.now_epoch, item.now_epoch))
         refusals.extend((created, address, klass) for address, klass in sub.refused)
     db.execute("BEGIN IMMEDIATE")

@@ -390,7 +390,7 @@ def _queue_depth(sqs: Any, url: str) -> int:
 def test_sigkill_of_the_consumer_loses_no_event_and_applies_none_twice(
     moto_server: str, tmp_path: Path
 ) -> None:
-    from feedback.events import parse_body
+    from feedback.bodies import parse_body
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()

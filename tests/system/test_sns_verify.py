@@ -18,8 +18,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from feedback.events import BodyKind, parse_body
-from feedback.ingest.sns_certs import CertificateUnavailable, VerifyError, check_cert_url, check_subscribe_url
+from feedback.bodies import BodyKind, parse_body
+from feedback.ingest.sns_certs import (
+    CertificateUnavailable,
+    VerifyError,
+    check_cert_url,
+    check_subscribe_url,
+)
 from feedback.ingest.sns_verify import SnsVerifier, check_file, verify
 from tests.support.sns_signing import (
     CERT_NAME,

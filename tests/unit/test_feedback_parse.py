@@ -13,16 +13,8 @@ from typing import Any
 
 import pytest
 
-from feedback.events import (
-    SES_SETUP_MESSAGE,
-    BodyKind,
-    EventKind,
-    FeedbackEvent,
-    ParseError,
-    parse_body,
-    parse_document,
-    parse_ses,
-)
+from feedback.bodies import SES_SETUP_MESSAGE, BodyKind, parse_body, parse_document
+from feedback.events import EventKind, FeedbackEvent, ParseError, parse_ses
 from tests.conftest import FIXTURES
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"

@@ -10,18 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from feedback.events import EventKind, FeedbackEvent, parse_ses
-from feedback.policy import (
-    REASON_LIMIT,
-    STATUS_ORDER,
-    STATUS_RANK,
-    Decision,
-    Notice,
-    RecipientHistory,
-    advance_status,
-    decide,
-)
+from feedback.policy import REASON_LIMIT, Decision, RecipientHistory, decide
 from relay.config import PolicyConfig
 from relay.suppression import ALL, Cause, Level, Suppression, merge
+from relay.vocabulary import NoticeReason as Notice
 from tests.conftest import FIXTURES
 
 NOW = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
@@ -375,47 +367,6 @@ def test_status_never_moves_backwards() -> None:
     assert run(delivery, history=RecipientHistory(status="sent")).status == "delivered"
     complaint = fixture_event("event_complaint.json")
     assert run(complaint, history=RecipientHistory(status="bounced")).status == "complained"
-
-
-@pytest.mark.parametrize(
-    ("current", "new", "expected"),
-    [
-        (None, "sent", "sent"),
-        ("queued", "sent", "sent"),
-        ("sent", "delayed", "delayed"),
-        ("delayed", "delivered", "delivered"),
-        ("delivered", "delayed", "delivered"),
-        ("bounced", "delivered", "bounced"),
-        ("delivered", "bounced", "bounced"),
-        ("bounced", "complained", "complained"),
-        ("complained", "bounced", "complained"),
-        ("rejected", "failed", "rejected"),
-        ("failed", "sent", "failed"),
-        ("sent", "sent", "sent"),
-    ],
-)
-def test_advance_status(current: str | None, new: str, expected: str) -> None:
-    assert advance_status(current, new) == expected
-
-
-def test_status_rank_order() -> None:
-    assert list(STATUS_RANK) == list(STATUS_ORDER)
-    assert STATUS_ORDER == (
-        "queued",
-        "sent",
-        "delayed",
-        "delivered",
-        "failed",
-        "rejected",
-        "bounced",
-        "complained",
-    )
-
-
-@pytest.mark.parametrize(("current", "new"), [("sent", "lost"), ("lost", "sent")])
-def test_advance_status_refuses_unknown_names(current: str, new: str) -> None:
-    with pytest.raises(ValueError, match="unknown recipient status 'lost'"):
-        advance_status(current, new)
 
 
 # --------------------------------------------------------------------------- levels never downgrade

@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from feedback.events import FeedbackEvent
-from feedback.policy import Notice, RecipientHistory, needs_engagement
+from feedback.policy import RecipientHistory, needs_engagement
 from relay.config import PolicyConfig
 from relay.suppression import Level
+from relay.vocabulary import NoticeReason as Notice
 from tests.unit.test_policy import NOW, bounce, fixture_event, hours_ago, run
 
 
