@@ -22,7 +22,16 @@ def to_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime(_FORMAT)
 
 
-def from_text(value: str) -> datetime:
+def from_text(value: str | datetime) -> datetime:
+    """A stored time as an aware UTC datetime.
+
+    SQLite keeps times as text; a PostgreSQL `timestamptz` column comes back as a
+    datetime already, so the same row decoding serves both.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: every time in ses-relay is UTC-aware")
+        return value.astimezone(UTC)
     return datetime.strptime(value, _FORMAT).replace(tzinfo=UTC)
 
 
@@ -30,7 +39,7 @@ def maybe_text(value: datetime | None) -> str | None:
     return None if value is None else to_text(value)
 
 
-def maybe_time(value: str | None) -> datetime | None:
+def maybe_time(value: str | datetime | None) -> datetime | None:
     return None if value is None else from_text(value)
 
 
