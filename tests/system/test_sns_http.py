@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-import relay.store
+import relay.store.sqlite
 from feedback.ingest import sns_http
 from feedback.ingest.sns_http import MAX_BODY, serve_sns, tls_context
 from relay.config import Config, from_dict
@@ -301,7 +301,7 @@ def test_a_missing_certificate_asks_sns_to_retry_without_touching_the_store(
 def test_a_store_failure_answers_500_so_sns_retries(
     tmp_path: Path, certs: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(relay.store, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(relay.store.sqlite, "BUSY_TIMEOUT_MS", 100)
     doc = signer.sign(notification())
 
     async def scenario(ep: Endpoint) -> None:

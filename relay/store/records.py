@@ -1,0 +1,218 @@
+"""What callers hand the store and get back: plain frozen records, no SQL, no backend.
+
+Every backend decodes its rows into these, so a caller cannot tell which one holds
+the data. `klass` is the message class (`class` is a keyword).
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+from datetime import datetime
+
+
+class StoreError(RuntimeError):
+    """The store could not do what was asked (disk full, read-only, locked too long).
+
+    The SMTP intake turns it into `451 4.3.0`; nothing was written.
+    """
+
+
+@dataclass(frozen=True)
+class NewRecipient:
+    address: str
+    status: str  # "queued" or "suppressed"
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the intake decided about a message: sender, class, SES settings, header facts."""
+
+    id: str
+    mail_from: str
+    klass: str
+    class_source: str
+    configuration_set: str | None
+    tags: tuple[tuple[str, str], ...]
+    header_from: str | None
+    subject: str | None
+    message_id: str | None
+    headers: str
+    size: int
+
+
+@dataclass(frozen=True)
+class NewSubmission(Submission):
+    client_ip: str | None
+    auth_user: str | None
+    created_at: datetime
+    recipients: tuple[NewRecipient, ...]
+    refused: tuple[tuple[str, str], ...] = ()  # (address, class) of suppressions that refused one
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    address: str
+    status: str
+    detail: str | None
+    ses_message_id: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SubmissionRow(Submission):
+    created_at: datetime
+    recipients: tuple[RecipientRow, ...]
+    client_ip: str | None = None
+    auth_user: str | None = None
+
+
+@dataclass(frozen=True)
+class SpoolItem:
+    """A spooled message due for sending; `pending` are recipients still queued."""
+
+    submission: SubmissionRow
+    data: bytes
+    attempts: int
+    spooled_at: float
+    pending: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    at: datetime
+    actor: str
+    action: str
+    address: str | None
+    klass: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class SesVerdict:
+    """What SES said about one recipient, as an event logs it and a notice repeats it.
+
+    Keyword-only, so that the records built on it keep their own positional fields.
+    """
+
+    _: KW_ONLY
+    klass: str | None = None
+    status: str | None = None  # the DSN status code, e.g. 5.1.1
+    diagnostic: str | None = None
+    bounce_type: str | None = None
+    bounce_subtype: str | None = None
+
+
+@dataclass(frozen=True)
+class EventRecord(SesVerdict):
+    """One feedback event as the log keeps it (one per recipient)."""
+
+    dedupe_key: str
+    kind: str
+    ses_type: str
+    recipient: str | None
+    ses_message_id: str
+    occurred_at: datetime
+    raw: str
+    submission_id: str | None = None
+    complaint_type: str | None = None
+    feedback_id: str | None = None
+    source_ip: str | None = None
+    from_address: str | None = None
+    subject: str | None = None
+    configuration_set: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    id: int
+    received_at: datetime
+    record: EventRecord
+
+
+@dataclass(frozen=True)
+class RecipientContext:
+    """What the feedback path needs to know of the submission an event is about."""
+
+    submission_id: str
+    klass: str
+    status: str
+    mail_from: str
+
+
+@dataclass(frozen=True)
+class UnmatchedEvent:
+    """A logged event no recipient matched yet, and what it owes the recipient that will.
+
+    The feedback path decides these effects when it applies the event; the store
+    carries them out in the transaction that records the SES message id
+    (`record_outcome`), so the order of the two commits does not matter.
+    """
+
+    event_id: int
+    ses_message_id: str
+    recipient: str
+    status: str | None  # the status the event moves the recipient to
+    detail: str | None
+    notice: str | None = None  # reason of the notice owed to the original sender
+    notice_extra: str | None = None
+
+
+@dataclass(frozen=True)
+class NoticeRecord(SesVerdict):
+    """A notice owed to a sender; at most one per dedupe_key (submission, recipient, reason)."""
+
+    dedupe_key: str
+    reason: str
+    recipient: str
+    sender: str
+    submission_id: str | None = None
+    ses_message_id: str | None = None
+    extra: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    received_at: datetime
+    source: str
+    body: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    id: int
+    created_at: datetime
+    recipient: str | None
+    klass: str | None
+    reason: str
+    ses_message_id: str | None
+
+
+@dataclass(frozen=True)
+class ClassState:
+    """A class's pause, as the guard or an admin last set it (the class is the key)."""
+
+    paused: bool
+    reason: str
+    changed_at: datetime
+    changed_by: str
+
+
+@dataclass(frozen=True)
+class NoticeRow:
+    """A notice owed to a sender, with what the composer needs of the original message."""
+
+    id: int
+    record: NoticeRecord
+    state: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None
+    delivered_at: datetime | None
+    original_headers: str
+    original_message_id: str | None
+    original_subject: str | None
+    arrival_date: datetime | None

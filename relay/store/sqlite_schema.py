@@ -1,0 +1,183 @@
+"""The SQLite schema: numbered migrations, each run once, in order, with its version bump.
+
+Never edit a released migration; add the next number. relay/store/sqlite.py runs
+them when it opens the file.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the relay core
+    """
+    CREATE TABLE submissions (
+        id                TEXT PRIMARY KEY,
+        mail_from         TEXT NOT NULL,
+        class             TEXT NOT NULL,
+        class_source      TEXT NOT NULL,
+        configuration_set TEXT,
+        tags              TEXT NOT NULL DEFAULT '[]',
+        header_from       TEXT,
+        subject           TEXT,
+        message_id        TEXT,
+        headers           TEXT NOT NULL DEFAULT '',
+        size              INTEGER NOT NULL,
+        client_ip         TEXT,
+        auth_user         TEXT,
+        created_at        TEXT NOT NULL
+    );
+    CREATE TABLE recipients (
+        submission_id  TEXT NOT NULL REFERENCES submissions(id),
+        address        TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        detail         TEXT,
+        ses_message_id TEXT,
+        updated_at     TEXT NOT NULL,
+        PRIMARY KEY (submission_id, address)
+    );
+    CREATE INDEX recipients_by_ses_id ON recipients(ses_message_id);
+    CREATE INDEX recipients_by_address ON recipients(address);
+    CREATE TABLE spool (
+        submission_id   TEXT PRIMARY KEY REFERENCES submissions(id),
+        data            BLOB NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until     REAL,
+        last_error      TEXT,
+        created_at      REAL NOT NULL
+    );
+    CREATE INDEX spool_due ON spool(next_attempt_at);
+    CREATE TABLE suppressions (
+        address         TEXT NOT NULL,
+        class           TEXT NOT NULL,
+        level           INTEGER NOT NULL,
+        cause           TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        feedback_id     TEXT,
+        ses_message_id  TEXT,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        expires_at      TEXT,
+        refused_count   INTEGER NOT NULL DEFAULT 0,
+        last_refused_at TEXT,
+        PRIMARY KEY (address, class)
+    );
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        at      TEXT NOT NULL,
+        actor   TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        address TEXT,
+        class   TEXT,
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    """,
+    # 2: the feedback consumer: event log, transient-bounce history, dead letters,
+    # review queue and the notices to send.
+    """
+    CREATE TABLE events (
+        id                INTEGER PRIMARY KEY,
+        dedupe_key        TEXT NOT NULL UNIQUE,
+        kind              TEXT NOT NULL,
+        ses_type          TEXT NOT NULL,
+        recipient         TEXT,
+        ses_message_id    TEXT NOT NULL,
+        submission_id     TEXT,
+        class             TEXT,
+        occurred_at       TEXT NOT NULL,
+        received_at       TEXT NOT NULL,
+        bounce_type       TEXT,
+        bounce_subtype    TEXT,
+        diagnostic        TEXT,
+        status            TEXT,
+        complaint_type    TEXT,
+        feedback_id       TEXT,
+        source_ip         TEXT,
+        from_address      TEXT,
+        subject           TEXT,
+        configuration_set TEXT,
+        raw               TEXT NOT NULL
+    );
+    CREATE INDEX events_by_recipient ON events(recipient, occurred_at);
+    CREATE INDEX events_by_time ON events(occurred_at);
+    CREATE INDEX events_by_ses_id ON events(ses_message_id);
+    CREATE TABLE transient_bounces (
+        address TEXT NOT NULL,
+        at      TEXT NOT NULL
+    );
+    CREATE INDEX transient_by_address ON transient_bounces(address, at);
+    CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY,
+        received_at TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        body        TEXT NOT NULL,
+        error       TEXT NOT NULL
+    );
+    CREATE TABLE review (
+        id             INTEGER PRIMARY KEY,
+        created_at     TEXT NOT NULL,
+        recipient      TEXT,
+        class          TEXT,
+        reason         TEXT NOT NULL,
+        ses_message_id TEXT,
+        event_id       INTEGER REFERENCES events(id)
+    );
+    CREATE TABLE notices (
+        id              INTEGER PRIMARY KEY,
+        dedupe_key      TEXT NOT NULL UNIQUE,
+        created_at      TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        recipient       TEXT NOT NULL,
+        sender          TEXT NOT NULL,
+        submission_id   TEXT,
+        ses_message_id  TEXT,
+        class           TEXT,
+        status          TEXT,
+        diagnostic      TEXT,
+        bounce_type     TEXT,
+        bounce_subtype  TEXT,
+        extra           TEXT,
+        state           TEXT NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error      TEXT,
+        delivered_at    TEXT
+    );
+    CREATE INDEX notices_pending ON notices(state, next_attempt_at);
+    """,
+    # 3: the reputation guard: which classes are paused, why, and since when.
+    """
+    CREATE TABLE class_state (
+        class      TEXT PRIMARY KEY,
+        paused     INTEGER NOT NULL DEFAULT 0,
+        reason     TEXT NOT NULL DEFAULT '',
+        changed_at TEXT NOT NULL,
+        changed_by TEXT NOT NULL
+    );
+    """,
+    # 4: events that matched no recipient yet (applied before the sender recorded their
+    # SES message id), with the status and notice they owe the recipient once it does.
+    """
+    CREATE TABLE unmatched_events (
+        event_id       INTEGER PRIMARY KEY REFERENCES events(id),
+        ses_message_id TEXT NOT NULL,
+        recipient      TEXT NOT NULL,
+        status         TEXT,
+        detail         TEXT,
+        notice         TEXT,
+        notice_extra   TEXT,
+        received_at    TEXT NOT NULL
+    );
+    CREATE INDEX unmatched_by_message ON unmatched_events(ses_message_id, recipient);
+    CREATE INDEX unmatched_by_time ON unmatched_events(received_at);
+    """,
+    # 5: the spool's lease column goes (the one sender keeps what it has in flight in
+    # memory); recipients keep their envelope order in a column of their own, so that no
+    # query needs SQLite's rowid (existing rows are numbered in their rowid order).
+    """
+    ALTER TABLE spool DROP COLUMN lease_until;
+    ALTER TABLE recipients ADD COLUMN ordinal INTEGER NOT NULL DEFAULT 0;
+    UPDATE recipients SET ordinal = rowid - (
+        SELECT min(r.rowid) FROM recipients r WHERE r.submission_id = recipients.submission_id
+    );
+    """,
+)

@@ -1,0 +1,293 @@
+"""The Store facade: the async interface every caller uses, whatever holds the data.
+
+Callers see domain operations (accept a submission, take due mail, record a send,
+merge a suppression...), never SQL or a connection. Each operation is a plain
+function of reads.py or writes.py handed to a backend (relay/store/backend.py),
+which runs it where its database wants: for SQLite, writes in the single commit
+thread (group-committed), reads on a reader thread, the RCPT lookup on the loop.
+
+Two roles, one backend today: `_local` is this host's file (the spool, and what the
+intake checks at RCPT and DATA), `_state` the record of suppressions, submissions,
+events and notices. With one host both are the same SQLite file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from relay.store import reads, writes
+from relay.store.backend import Backend
+from relay.store.records import (
+    AuditRow,
+    ClassState,
+    DeadLetter,
+    LoggedEvent,
+    NewSubmission,
+    NoticeRecord,
+    NoticeRow,
+    ReviewItem,
+    SpoolItem,
+    SubmissionRow,
+)
+from relay.store.sqlite import SqliteBackend
+from relay.suppression import Level, Suppression
+from relay.timeutil import to_text
+
+T = TypeVar("T")
+
+
+class Store:
+    """Async access to the relay's store. Use `await Store.open(path)`."""
+
+    def __init__(self, path: Path, local: Backend, state: Backend | None = None) -> None:
+        self.path = path
+        self._local = local
+        self._state = local if state is None else state
+
+    @classmethod
+    async def open(cls, path: Path, *, fsync_every_commit: bool = True) -> Store:
+        """Open (and migrate) the store.
+
+        `fsync_every_commit=False` is for the worker process: its commits record what
+        already happened (an SES call's outcome, a feedback batch) and a power loss
+        can only drop the last few *whole* transactions, in order, leaving those
+        messages queued to be sent again — a duplicate, never a loss. The intake keeps
+        the default, because its commit is the promise behind a 250.
+        """
+        synchronous = "FULL" if fsync_every_commit else "NORMAL"
+        return cls(path, await SqliteBackend.open(path, synchronous=synchronous))
+
+    async def close(self) -> None:
+        """Commit what is queued and close."""
+        await self._local.close()
+        if self._state is not self._local:
+            await self._state.close()
+
+    async def schema_version(self) -> int:
+        return await self._local.read(reads.schema_version)
+
+    # -- suppressions ------------------------------------------------------
+
+    async def suppressions_for(self, addresses: Iterable[str], now: datetime) -> dict[str, list[Suppression]]:
+        """Unexpired suppressions of each address, in every class.
+
+        The check of every RCPT: a point read on the calling (loop) thread.
+        """
+        return self._local.lookup(
+            partial(reads.suppressions_for, addresses=list(dict.fromkeys(addresses)), now=now)
+        )
+
+    async def suppressions_of(self, address: str, *, include_expired: bool = True) -> list[Suppression]:
+        entries = await self._state.read(partial(reads.suppressions_of, address=address))
+        return entries if include_expired else [e for e in entries if e.expires_at is None]
+
+    async def list_suppressions(
+        self, *, now: datetime, klass: str | None = None, level: Level | None = None, include_expired=False
+    ) -> list[Suppression]:
+        return await self._state.read(
+            partial(
+                reads.list_suppressions, now=now, klass=klass, level=level, include_expired=include_expired
+            )
+        )
+
+    def note_refused(self, refused: Iterable[tuple[str, str]], now: datetime) -> None:
+        """Count refusals against the suppressions that caused them ("is it still saving us?").
+
+        Not awaited: the counts ride along with the next commit, or go on their own
+        half a second later, so a 550 is never held up by a write. They are
+        statistics; a crash may lose the last few.
+        """
+        stamp = to_text(now)
+        self._local.write_soon(writes.count_refusals, [(stamp, address, klass) for address, klass in refused])
+
+    async def merge_suppression(
+        self, new: Suppression, *, actor: str | None = None, action: str = "add", detail: str = ""
+    ) -> Suppression:
+        """Merge `new` into the entry on file (relay.suppression.merge); with an actor, audit it."""
+        if actor is None:
+            return await self._state.write(partial(writes.merge_suppression, new=new))
+        entries = [(new, detail or new.reason)]
+        return (
+            await self._state.write(
+                partial(writes.merge_audited, entries=entries, actor=actor, action=action)
+            )
+        )[0]
+
+    async def merge_suppressions(
+        self, entries: Sequence[Suppression], *, actor: str, action: str, detail: str = ""
+    ) -> list[Suppression]:
+        """Merge many entries in one transaction (CSV import, SES sync), each audited.
+
+        One commit instead of one per row: an fsync'd commit each would make a
+        100,000-row import take minutes. Callers chunk very large inputs so that a
+        transaction stays short. The audit detail is the entry's reason, followed by
+        `detail` (e.g. where it came from) when given.
+        """
+        noted = [(new, f"{new.reason} ({detail})" if detail else new.reason) for new in entries]
+        return await self._state.write(
+            partial(writes.merge_audited, entries=noted, actor=actor, action=action)
+        )
+
+    async def clear_suppressions(
+        self, address: str, klass: str | None, *, actor: str, reason: str, now: datetime
+    ) -> list[Suppression]:
+        """Remove the entries (one class, or all when klass is None); audited; returns what was removed."""
+        return await self._state.write(
+            partial(
+                writes.clear_suppressions, address=address, klass=klass, actor=actor, reason=reason, now=now
+            )
+        )
+
+    async def suppression_counts(self, now: datetime) -> dict[Level, int]:
+        """Active suppressions per level, for the ses_relay_suppressions gauge."""
+        return await self._state.read(partial(reads.suppression_counts, now=now))
+
+    # -- feedback ------------------------------------------------------------
+
+    async def apply_feedback(self, fn: Callable[[writes.FeedbackTx], T], now: datetime) -> T:
+        """Run `fn` on a FeedbackTx as one write (all of it or none); StoreError on failure."""
+        return await self._state.write(lambda db: fn(writes.FeedbackTx(db, now)))
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return await self._state.read(reads.dead_letters)
+
+    async def review_items(self) -> list[ReviewItem]:
+        return await self._state.read(reads.review_items)
+
+    async def events(
+        self, *, address: str | None = None, since: datetime | None = None, limit: int = 10_000
+    ) -> list[LoggedEvent]:
+        return await self._state.read(partial(reads.events, address=address, since=since, limit=limit))
+
+    async def report_events(self, since: datetime, until: datetime) -> list[LoggedEvent]:
+        """Bounces and complaints that occurred in [since, until), oldest first: the daily report."""
+        return await self._state.read(partial(reads.report_events, since=since, until=until))
+
+    async def outcome_counts(self, since: datetime) -> list[tuple[str | None, str, int]]:
+        """(class, measure, count) since a time, for relay.ops.stats (see reads.outcome_counts)."""
+        return await self._state.read(partial(reads.outcome_counts, since=since))
+
+    async def audit_log(self, address: str | None = None) -> list[AuditRow]:
+        return await self._state.read(partial(reads.audit_log, address=address))
+
+    # -- class pauses ----------------------------------------------------------
+
+    async def class_states(self) -> dict[str, ClassState]:
+        return await self._state.read(reads.class_states)
+
+    async def set_class_paused(
+        self, klass: str, paused: bool, *, reason: str, actor: str, now: datetime
+    ) -> ClassState:
+        """Pause or resume a class (audited). Resuming also restarts the guard's window."""
+        return await self._state.write(
+            partial(writes.set_class_paused, klass=klass, paused=paused, reason=reason, actor=actor, now=now)
+        )
+
+    # -- notices -----------------------------------------------------------
+
+    async def due_notices(self, now: datetime, limit: int = 50) -> list[NoticeRow]:
+        return await self._state.read(partial(reads.due_notices, now=now, limit=limit))
+
+    async def notices(self, *, pending_only: bool = False, limit: int = 10_000) -> list[NoticeRow]:
+        return await self._state.read(partial(reads.notices, pending_only=pending_only, limit=limit))
+
+    async def settle_notice(
+        self, notice_id: int, state: str, *, now: datetime, error: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:  # fmt: skip
+        """Mark a notice delivered ('sent'), given up on ('skipped'), or due again later ('pending')."""
+        await self._state.write(
+            partial(
+                writes.settle_notice, notice_id=notice_id, state=state, now=now, error=error,
+                next_attempt_at=next_attempt_at,
+            )
+        )  # fmt: skip
+
+    # -- intake ------------------------------------------------------------
+
+    async def accept(
+        self, sub: NewSubmission, data: bytes, now_epoch: float, notices: Sequence[NoticeRecord] = ()
+    ) -> None:
+        """Record a submission, its recipients and the message bytes in one durable commit.
+
+        When this returns, the message survives a crash; when it raises, nothing of it
+        was written. Concurrent accepts are group-committed: while one transaction is
+        being written and fsynced, the next ones queue up and share the next commit, so
+        a busy intake pays for one fsync per batch rather than per message.
+        """
+        await self._local.write_batched(writes.accept, writes.Accept(sub, data, now_epoch, tuple(notices)))
+
+    async def submission(self, submission_id: str) -> SubmissionRow | None:
+        return await self._state.read(partial(reads.submission, submission_id=submission_id))
+
+    async def recent_submissions(
+        self, since: datetime, *, sender: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[SubmissionRow]:
+        """Submissions accepted since `since`, newest first (see reads.recent_submissions)."""
+        return await self._state.read(
+            partial(reads.recent_submissions, since=since, sender=sender, status=status, limit=limit)
+        )
+
+    # -- sending -----------------------------------------------------------
+
+    async def make_all_due(self) -> int:
+        """At worker start: everything spooled is due now, what a dead worker had in flight
+        included (a restart is also how an operator says "try again now")."""
+        return await self._local.write(writes.make_all_due)
+
+    async def due(self, now_epoch: float, limit: int, *, exclude: Collection[str] = ()) -> list[SpoolItem]:
+        """Up to `limit` spooled messages due now, oldest first, not in `exclude`.
+
+        A read, not a lease: the one worker that sends a data dir (worker.lock) keeps
+        what it has in flight in memory; a message of a paused class waits.
+        """
+        return await self._local.read(partial(reads.due, now_epoch=now_epoch, limit=limit, exclude=exclude))
+
+    async def next_due(self) -> float | None:
+        return await self._local.read(reads.next_due)
+
+    async def record_outcome(
+        self,
+        submission_id: str,
+        addresses: Sequence[str],
+        status: str,
+        *,
+        now: datetime,
+        ses_message_id: str | None = None,
+        detail: str | None = None,
+        notices: Sequence[NoticeRecord] = (),
+    ) -> None:
+        """Settle queued recipients after an SES call: sent (with SES's message id) or failed.
+
+        Only `queued` rows change, so a retry path can never overwrite an earlier outcome;
+        notices owed for the outcome commit with it, and so does dropping the message
+        bytes once no recipient is left queued (one commit per SES call, not two). SES
+        events that arrived before the id was recorded (held as unmatched) are applied
+        to the recipients in the same transaction. Group-committed like accepts, so
+        the sender's concurrent calls share transactions.
+        """
+        outcome = writes.Outcome(
+            submission_id, tuple(addresses), status, now, ses_message_id, detail, tuple(notices)
+        )
+        await self._local.write_batched(writes.record_outcomes, outcome)
+
+    async def defer(self, submission_id: str, *, next_attempt_at: float, error: str) -> None:
+        await self._local.write(
+            partial(writes.defer, submission_id=submission_id, next_attempt_at=next_attempt_at, error=error)
+        )
+
+    async def finish(self, submission_id: str) -> None:
+        """Drop the message bytes once no recipient is left queued."""
+        await self._local.write(partial(writes.finish, submission_id=submission_id))
+
+    async def last_sent_at(self) -> datetime | None:
+        """When SES last accepted a message from this relay (any process's sender)."""
+        return await self._local.read(reads.last_sent_at)
+
+    async def spool_stats(self) -> tuple[int, float | None]:
+        """(messages spooled, epoch time of the oldest)."""
+        return await self._local.read(reads.spool_stats)

@@ -1,0 +1,426 @@
+"""Every write of the store, as a plain function of a connection (`Db`).
+
+A backend runs each inside a transaction it owns (relay/store/sqlite.py: the single
+commit thread, with group commit); none of these commits, rolls back or waits. The
+SQL is the text both backends run: `INSERT ... ON CONFLICT`, `RETURNING`, `?`
+placeholders (see relay/store/backend.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from enum import Enum
+
+from relay.store import reads
+from relay.store.backend import Db, marks
+from relay.store.records import (
+    ClassState,
+    EventRecord,
+    NewSubmission,
+    NoticeRecord,
+    RecipientContext,
+    UnmatchedEvent,
+)
+from relay.suppression import Suppression, merge
+from relay.timeutil import to_text
+from relay.vocabulary import STATUS_RANK, advance_status
+
+
+def stored(value: object) -> object:
+    """A record's value as the store keeps it: times as ISO text, enums by value."""
+    if isinstance(value, datetime):
+        return to_text(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _insert(table: str, names: Sequence[str], tail: str = "") -> str:
+    """An INSERT of a record's fields (`names`, in their columns) into `table`."""
+    columns = ", ".join(reads.column(n) for n in names)
+    return f"INSERT INTO {table} ({columns}) VALUES ({marks(len(names))}){tail}"  # noqa: S608 - names only
+
+
+def _values(record: object, names: Sequence[str]) -> list[object]:
+    return [stored(getattr(record, n)) for n in names]
+
+
+# -- intake and sending: group-committed ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accept:
+    """A submission the intake accepted, with its message bytes and the notices it owes."""
+
+    sub: NewSubmission
+    data: bytes
+    now_epoch: float
+    notices: tuple[NoticeRecord, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an SES call did for some queued recipients of a submission."""
+
+    submission_id: str
+    addresses: tuple[str, ...]
+    status: str
+    now: datetime
+    ses_message_id: str | None
+    detail: str | None
+    notices: tuple[NoticeRecord, ...]
+
+
+Refusal = tuple[str, str, str]  # (time as stored, address, class) of a suppression that refused one
+
+_SUBMISSION_INSERT = _insert(
+    "submissions",
+    ("id", "mail_from", "klass", "class_source", "configuration_set", "tags", "header_from", "subject",
+     "message_id", "headers", "size", "client_ip", "auth_user", "created_at"),
+)  # fmt: skip
+_RECIPIENT_INSERT = _insert(
+    "recipients", ("submission_id", "address", "status", "detail", "updated_at", "ordinal")
+)
+_SPOOL_INSERT = _insert("spool", ("submission_id", "data", "next_attempt_at", "created_at"))
+_NOTICE = _names(NoticeRecord)
+_NOTICE_INSERT = _insert(
+    "notices", (*_NOTICE, "created_at", "next_attempt_at"), " ON CONFLICT (dedupe_key) DO NOTHING"
+)
+
+
+def accept(db: Db, items: Sequence[Accept]) -> None:
+    """Record submissions, their recipients and message bytes: a few multi-row inserts for many."""
+    submissions, recipients, spool, refusals = [], [], [], []
+    for item in items:
+        sub = item.sub
+        created = to_text(sub.created_at)
+        submissions.append(
+            (
+                sub.id, sub.mail_from, sub.klass, sub.class_source, sub.configuration_set,
+                json.dumps([list(t) for t in sub.tags]), sub.header_from, sub.subject, sub.message_id,
+                sub.headers, sub.size, sub.client_ip, sub.auth_user, created,
+            )
+        )  # fmt: skip
+        recipients.extend(
+            (sub.id, r.address, r.status, r.detail, created, i) for i, r in enumerate(sub.recipients)
+        )
+        if any(r.status == "queued" for r in sub.recipients):
+            spool.append((sub.id, item.data, item.now_epoch, item.now_epoch))
+        refusals.extend((created, address, klass) for address, klass in sub.refused)
+    db.executemany(_SUBMISSION_INSERT, submissions)
+    db.executemany(_RECIPIENT_INSERT, recipients)
+    db.executemany(_SPOOL_INSERT, spool)
+    count_refusals(db, refusals)
+    notices = [_notice_values(n, item.sub.created_at) for item in items for n in item.notices]
+    db.executemany(_NOTICE_INSERT, notices)
+
+
+def count_refusals(db: Db, refusals: Sequence[Refusal]) -> None:
+    """Count refusals against the suppressions that caused them ("is it still saving us?")."""
+    db.executemany(
+        "UPDATE suppressions SET refused_count = refused_count + 1, last_refused_at = ? "
+        "WHERE address = ? AND class = ?",
+        refusals,
+    )
+
+
+def record_outcomes(db: Db, outcomes: Sequence[Outcome]) -> None:
+    """Settle queued recipients after SES calls, with the notices owed and the spool row once done.
+
+    Only `queued` rows change, so a retry path can never overwrite an earlier outcome.
+    Events that arrived before the SES message id was recorded are applied here.
+    """
+    for o in outcomes:
+        stamp = to_text(o.now)
+        db.executemany(
+            "UPDATE recipients SET status = ?, ses_message_id = coalesce(?, ses_message_id), "
+            "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ? AND status = 'queued'",
+            [(o.status, o.ses_message_id, o.detail, stamp, o.submission_id, a) for a in o.addresses],
+        )
+        if o.ses_message_id is not None:
+            match_unmatched(db, o.submission_id, o.ses_message_id, o.now)
+        add_notices(db, o.notices, o.now)
+        finish(db, o.submission_id)
+
+
+def finish(db: Db, submission_id: str) -> None:
+    """Drop the message bytes once no recipient is left queued."""
+    db.execute(
+        "DELETE FROM spool WHERE submission_id = ? AND NOT EXISTS ("
+        "SELECT 1 FROM recipients WHERE submission_id = ? AND status = 'queued')",
+        (submission_id, submission_id),
+    )
+
+
+def defer(db: Db, submission_id: str, next_attempt_at: float, error: str) -> None:
+    db.execute(
+        "UPDATE spool SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? "
+        "WHERE submission_id = ?",
+        (next_attempt_at, error, submission_id),
+    )
+
+
+def make_all_due(db: Db) -> int:
+    return db.execute("UPDATE spool SET next_attempt_at = 0")
+
+
+def match_unmatched(db: Db, submission_id: str, ses_message_id: str, now: datetime) -> None:
+    """Carry out what events logged before this SES message id was recorded owe its recipients.
+
+    Runs in the transaction that records the id, so an event is applied exactly once
+    whichever commits first: the feedback path (it finds no recipient and holds the
+    event) or the sender (the feedback path then finds the recipient itself). Statuses
+    only move forward; notices keep their dedupe keys (submission, recipient, reason).
+    """
+    held = db.fetchall(
+        "SELECT u.*, e.status AS dsn_status, e.diagnostic, e.bounce_type, e.bounce_subtype "
+        "FROM unmatched_events u JOIN events e ON e.id = u.event_id "
+        "WHERE u.ses_message_id = ? ORDER BY u.event_id",
+        (ses_message_id,),
+    )
+    if not held:
+        return
+    statuses = {
+        r["address"]: r["status"]
+        for r in db.fetchall(
+            "SELECT address, status FROM recipients WHERE submission_id = ? AND ses_message_id = ?",
+            (submission_id, ses_message_id),
+        )
+    }
+    sub = db.fetchone("SELECT mail_from, class FROM submissions WHERE id = ?", (submission_id,))
+    assert sub is not None  # the recipients just updated belong to it
+    matched = []
+    for row in held:
+        address = row["recipient"]
+        if address not in statuses:
+            continue  # another chunk's recipient, or mail this relay did not send
+        matched.append(row["event_id"])
+        if row["status"] in STATUS_RANK and statuses[address] in STATUS_RANK:
+            status = advance_status(statuses[address], row["status"])
+            if status != statuses[address]:
+                statuses[address] = status
+                set_status(db, submission_id, address, status, row["detail"], now)
+        if row["notice"] and sub["mail_from"]:
+            notice = NoticeRecord(
+                dedupe_key=f"{submission_id}:{address}:{row['notice']}",
+                reason=row["notice"],
+                recipient=address,
+                sender=sub["mail_from"],
+                submission_id=submission_id,
+                ses_message_id=ses_message_id,
+                klass=sub["class"],
+                status=row["dsn_status"],
+                diagnostic=row["diagnostic"],
+                bounce_type=row["bounce_type"],
+                bounce_subtype=row["bounce_subtype"],
+                extra=row["notice_extra"],
+            )
+            add_notice(db, notice, now)
+    if not matched:
+        return
+    db.execute(
+        f"UPDATE events SET submission_id = ?, class = ? WHERE id IN ({marks(len(matched))})",  # noqa: S608
+        (submission_id, sub["class"], *matched),
+    )
+    db.execute(f"DELETE FROM unmatched_events WHERE event_id IN ({marks(len(matched))})", matched)  # noqa: S608
+
+
+def set_status(
+    db: Db, submission_id: str, address: str, status: str, detail: str | None, now: datetime
+) -> None:
+    db.execute(
+        "UPDATE recipients SET status = ?, detail = coalesce(?, detail), updated_at = ? "
+        "WHERE submission_id = ? AND address = ?",
+        (status, detail, to_text(now), submission_id, address),
+    )
+
+
+# -- notices -------------------------------------------------------------------
+
+
+def _notice_values(rec: NoticeRecord, now: datetime) -> list[object]:
+    return [*_values(rec, _NOTICE), to_text(now), to_text(now)]
+
+
+def add_notice(db: Db, notice: NoticeRecord, now: datetime) -> bool:
+    """Queue a notice; False when one with the same dedupe key exists already."""
+    return bool(db.execute(_NOTICE_INSERT, _notice_values(notice, now)))
+
+
+def add_notices(db: Db, notices: Sequence[NoticeRecord], now: datetime) -> None:
+    """Queue notices, but none whose dedupe key is queued already."""
+    db.executemany(_NOTICE_INSERT, [_notice_values(n, now) for n in notices])
+
+
+def settle_notice(
+    db: Db, notice_id: int, state: str, *, now: datetime, error: str | None, next_attempt_at: datetime | None
+) -> None:
+    """Mark a notice delivered ('sent'), given up on ('skipped'), or due again later ('pending')."""
+    if state == "pending":
+        if next_attempt_at is None:
+            raise ValueError("a notice due again needs next_attempt_at")
+        db.execute(
+            "UPDATE notices SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id = ?",
+            (to_text(next_attempt_at), error, notice_id),
+        )
+    else:
+        db.execute(
+            "UPDATE notices SET state = ?, attempts = attempts + 1, last_error = ?, delivered_at = ? "
+            "WHERE id = ?",
+            (state, error, to_text(now), notice_id),
+        )
+
+
+# -- suppressions, class pauses, audit ---------------------------------------------
+
+_SUPPRESSION = _names(Suppression)
+_SUPPRESSION_UPSERT = _insert(
+    "suppressions",
+    _SUPPRESSION,
+    " ON CONFLICT (address, class) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in map(reads.column, _SUPPRESSION) if c not in ("address", "class")
+    ),
+)
+
+
+def merge_suppression(db: Db, new: Suppression) -> Suppression:
+    """Merge `new` into the entry on file (relay.suppression.merge); the merged entry."""
+    existing = reads.suppression(db, new.address, new.klass)
+    if existing is not None and not existing.active(new.updated_at):
+        existing = None  # an expired entry is history, not a floor for the new one
+    merged = merge(existing, new)
+    db.execute(_SUPPRESSION_UPSERT, _values(merged, _SUPPRESSION))
+    return merged
+
+
+def merge_audited(
+    db: Db, entries: Sequence[tuple[Suppression, str]], *, actor: str, action: str
+) -> list[Suppression]:
+    """Merge each entry and audit it with its note: one transaction for a whole import."""
+    merged = []
+    for new, note in entries:
+        merged.append(merge_suppression(db, new))
+        audit(db, new.updated_at, actor, action, new.address, new.klass, note)
+    return merged
+
+
+def clear_suppressions(
+    db: Db, address: str, klass: str | None, *, actor: str, reason: str, now: datetime
+) -> list[Suppression]:
+    """Remove the entries (one class, or all when klass is None); audited; returns what was removed."""
+    removed = reads.suppressions_of(db, address, klass)
+    # A manual clear also forgets the transient bounces before it, so the
+    # next soft bounce does not escalate on history the admin just forgave.
+    db.execute("DELETE FROM transient_bounces WHERE address = ?", (address,))
+    for entry in removed:
+        db.execute("DELETE FROM suppressions WHERE address = ? AND class = ?", (address, entry.klass))
+        note = f"{reason} (was {entry.level} {entry.cause}: {entry.reason})"
+        audit(db, now, actor, "clear", address, entry.klass, note)
+    return removed
+
+
+def set_class_paused(
+    db: Db, klass: str, paused: bool, *, reason: str, actor: str, now: datetime
+) -> ClassState:
+    """Pause or resume a class (audited)."""
+    db.execute(
+        "INSERT INTO class_state (class, paused, reason, changed_at, changed_by) VALUES (?,?,?,?,?) "
+        "ON CONFLICT (class) DO UPDATE SET paused = excluded.paused, reason = excluded.reason, "
+        "changed_at = excluded.changed_at, changed_by = excluded.changed_by",
+        (klass, paused, reason, to_text(now), actor),
+    )
+    audit(db, now, actor, "pause" if paused else "resume", None, klass, reason)
+    return ClassState(paused, reason, now, actor)
+
+
+def audit(
+    db: Db, at: datetime, actor: str, action: str, address: str | None, klass: str | None, detail: str
+) -> None:
+    db.execute(
+        "INSERT INTO audit (at, actor, action, address, class, detail) VALUES (?,?,?,?,?,?)",
+        (to_text(at), actor, action, address, klass, detail),
+    )
+
+
+# -- feedback ------------------------------------------------------------------
+
+_EVENT = _names(EventRecord)
+_EVENT_INSERT = _insert(
+    "events", (*_EVENT, "received_at"), " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+)
+_UNMATCHED = _names(UnmatchedEvent)
+_UNMATCHED_INSERT = _insert(
+    "unmatched_events", (*_UNMATCHED, "received_at"), " ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+class FeedbackTx:
+    """The unit of work of one feedback batch: every effect commits together or not at all.
+
+    `Store.apply_feedback(fn, now)` runs `fn(tx)` as one write: plain synchronous
+    calls, one hand-off for the whole batch. The orchestration (what to do with an
+    event) lives in feedback/apply.py, the SQL here and in reads.py.
+    """
+
+    def __init__(self, db: Db, now: datetime) -> None:
+        self._db = db
+        self.now = now
+
+    def record_event(self, rec: EventRecord) -> int | None:
+        """Log the event; None when its dedupe key is already logged (a redelivery)."""
+        row = self._db.fetchone(_EVENT_INSERT, [*_values(rec, _EVENT), to_text(self.now)])
+        return None if row is None else int(row["id"])
+
+    def recipient(self, ses_message_id: str, address: str | None) -> RecipientContext | None:
+        """The submission this relay sent `ses_message_id` for (to `address` when given)."""
+        return reads.recipient_context(self._db, ses_message_id, address)
+
+    def transient_history(self, address: str, since: datetime) -> tuple[datetime, ...]:
+        return reads.transient_history(self._db, address, since)
+
+    def add_transient(self, address: str, at: datetime) -> None:
+        self._db.execute("INSERT INTO transient_bounces (address, at) VALUES (?, ?)", (address, to_text(at)))
+
+    def set_status(self, submission_id: str, address: str, status: str, detail: str | None) -> None:
+        set_status(self._db, submission_id, address, status, detail, self.now)
+
+    def merge_suppression(self, new: Suppression) -> Suppression:
+        return merge_suppression(self._db, new)
+
+    def add_review(
+        self, reason: str, *, recipient: str | None, klass: str | None, ses_message_id: str | None,
+        event_id: int | None,
+    ) -> None:  # fmt: skip
+        self._db.execute(
+            "INSERT INTO review (created_at, recipient, class, reason, ses_message_id, event_id) "
+            "VALUES (?,?,?,?,?,?)",
+            (to_text(self.now), recipient, klass, reason, ses_message_id, event_id),
+        )
+
+    def add_notice(self, rec: NoticeRecord) -> bool:
+        """Queue a notice; False when one with the same dedupe key exists already."""
+        return add_notice(self._db, rec, self.now)
+
+    def hold_unmatched(self, held: UnmatchedEvent) -> None:
+        """Keep an event's effects until its SES message id is recorded for the recipient."""
+        self._db.execute(_UNMATCHED_INSERT, [*_values(held, _UNMATCHED), to_text(self.now)])
+
+    def forget_unmatched(self, received_before: datetime) -> int:
+        """Drop held events older than this: events of mail some other sender sent."""
+        return self._db.execute(
+            "DELETE FROM unmatched_events WHERE received_at < ?", (to_text(received_before),)
+        )
+
+    def dead_letter(self, source: str, body: str, error: str) -> None:
+        self._db.execute(
+            "INSERT INTO dead_letters (received_at, source, body, error) VALUES (?,?,?,?)",
+            (to_text(self.now), source, body, error),
+        )
