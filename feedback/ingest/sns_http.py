@@ -23,7 +23,7 @@ is confirmed by GETting its (checked) SubscribeURL; an UnsubscribeConfirmation i
 only logged, since visiting its URL would subscribe us again.
 
 Why `asyncio.start_server` with a small HTTP/1.1 reader rather than
-`http.server` in a thread: the store is aiosqlite bound to this event loop, so a
+`http.server` in a thread: the store is an asyncio object bound to this event loop, so a
 handler on the loop calls `apply_batch` directly, where a threaded server would
 have to hop back with `run_coroutine_threadsafe` and carry two concurrency
 models. SNS needs very little HTTP: a POST with Content-Length, no chunking, one
