@@ -35,6 +35,7 @@ BUSY_TIMEOUT_MS = 5000
 LOOKUP_BUSY_TIMEOUT_MS = 100  # the loop thread must not wait long
 MAX_GROUP_COMMIT = 256  # writes (accepts, outcomes...) of one kind sharing one transaction
 WRITE_SOON_SECONDS = 0.5  # how long `write_soon` items wait for a commit to ride along with
+RETURNING_ID = " RETURNING id"  # ends an INSERT that wants its new row's INTEGER PRIMARY KEY
 
 
 class SqliteDb:
@@ -52,6 +53,11 @@ class SqliteDb:
         self.conn.executemany(sql, rows)
 
     def fetchone(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        if sql.endswith(RETURNING_ID) and sql.startswith("INSERT") and " DO UPDATE " not in sql:
+            # SQLite (3.40) runs RETURNING through a temporary table, ~9 µs a row on the
+            # events log; an inserted row's INTEGER PRIMARY KEY is its rowid, known anyway.
+            cur = self.conn.execute(sql[: -len(RETURNING_ID)], params)
+            return {"id": cur.lastrowid} if cur.rowcount == 1 else None
         cur = self.conn.execute(sql, params)
         try:
             row: Row | None = cur.fetchone()

@@ -9,6 +9,8 @@ placeholders (see relay/store/backend.py).
 from __future__ import annotations
 
 import json
+import operator
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -38,18 +40,36 @@ def stored(value: object) -> object:
     return value
 
 
-def _names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
 def _insert(table: str, names: Sequence[str], tail: str = "") -> str:
     """An INSERT of a record's fields (`names`, in their columns) into `table`."""
     columns = ", ".join(reads.column(n) for n in names)
     return f"INSERT INTO {table} ({columns}) VALUES ({marks(len(names))}){tail}"  # noqa: S608 - names only
 
 
-def _values(record: object, names: Sequence[str]) -> list[object]:
-    return [stored(getattr(record, n)) for n in names]
+class _Table:
+    """A record kept as a row: every field in its column, then `extra` columns.
+
+    The fields are read in one attrgetter call and only those typed as times or
+    enums are converted, so a hot insert costs little more than a literal tuple.
+    """
+
+    def __init__(self, table: str, cls: type, extra: Sequence[str] = (), tail: str = "") -> None:
+        names = tuple(f.name for f in fields(cls))
+        hints = typing.get_type_hints(cls)
+        self.sql = _insert(table, (*names, *extra), tail)
+        self._get = operator.attrgetter(*names)
+        self._converted = [i for i, name in enumerate(names) if _needs_converting(hints[name])]
+
+    def values(self, record: object, *extra: object) -> list[object]:
+        values = list(self._get(record))
+        for i in self._converted:
+            values[i] = stored(values[i])
+        values.extend(extra)
+        return values
+
+
+def _needs_converting(hint: object) -> bool:
+    return hint in (datetime, datetime | None) or (isinstance(hint, type) and issubclass(hint, Enum))
 
 
 # -- intake and sending: group-committed ------------------------------------------
@@ -89,9 +109,8 @@ _RECIPIENT_INSERT = _insert(
     "recipients", ("submission_id", "address", "status", "detail", "updated_at", "ordinal")
 )
 _SPOOL_INSERT = _insert("spool", ("submission_id", "data", "next_attempt_at", "created_at"))
-_NOTICE = _names(NoticeRecord)
-_NOTICE_INSERT = _insert(
-    "notices", (*_NOTICE, "created_at", "next_attempt_at"), " ON CONFLICT (dedupe_key) DO NOTHING"
+_NOTICES = _Table(
+    "notices", NoticeRecord, ("created_at", "next_attempt_at"), " ON CONFLICT (dedupe_key) DO NOTHING"
 )
 
 
@@ -119,7 +138,7 @@ def accept(db: Db, items: Sequence[Accept]) -> None:
     db.executemany(_SPOOL_INSERT, spool)
     count_refusals(db, refusals)
     notices = [_notice_values(n, item.sub.created_at) for item in items for n in item.notices]
-    db.executemany(_NOTICE_INSERT, notices)
+    db.executemany(_NOTICES.sql, notices)
 
 
 def count_refusals(db: Db, refusals: Sequence[Refusal]) -> None:
@@ -246,17 +265,17 @@ def set_status(
 
 
 def _notice_values(rec: NoticeRecord, now: datetime) -> list[object]:
-    return [*_values(rec, _NOTICE), to_text(now), to_text(now)]
+    return _NOTICES.values(rec, to_text(now), to_text(now))
 
 
 def add_notice(db: Db, notice: NoticeRecord, now: datetime) -> bool:
     """Queue a notice; False when one with the same dedupe key exists already."""
-    return bool(db.execute(_NOTICE_INSERT, _notice_values(notice, now)))
+    return bool(db.execute(_NOTICES.sql, _notice_values(notice, now)))
 
 
 def add_notices(db: Db, notices: Sequence[NoticeRecord], now: datetime) -> None:
     """Queue notices, but none whose dedupe key is queued already."""
-    db.executemany(_NOTICE_INSERT, [_notice_values(n, now) for n in notices])
+    db.executemany(_NOTICES.sql, [_notice_values(n, now) for n in notices])
 
 
 def settle_notice(
@@ -280,14 +299,11 @@ def settle_notice(
 
 # -- suppressions, class pauses, audit ---------------------------------------------
 
-_SUPPRESSION = _names(Suppression)
-_SUPPRESSION_UPSERT = _insert(
+_UPDATED = [reads.column(f.name) for f in fields(Suppression) if f.name not in ("address", "klass")]
+_SUPPRESSIONS = _Table(
     "suppressions",
-    _SUPPRESSION,
-    " ON CONFLICT (address, class) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}" for c in map(reads.column, _SUPPRESSION) if c not in ("address", "class")
-    ),
+    Suppression,
+    tail=" ON CONFLICT (address, class) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED),
 )
 
 
@@ -297,7 +313,7 @@ def merge_suppression(db: Db, new: Suppression) -> Suppression:
     if existing is not None and not existing.active(new.updated_at):
         existing = None  # an expired entry is history, not a floor for the new one
     merged = merge(existing, new)
-    db.execute(_SUPPRESSION_UPSERT, _values(merged, _SUPPRESSION))
+    db.execute(_SUPPRESSIONS.sql, _SUPPRESSIONS.values(merged))
     return merged
 
 
@@ -352,13 +368,9 @@ def audit(
 
 # -- feedback ------------------------------------------------------------------
 
-_EVENT = _names(EventRecord)
-_EVENT_INSERT = _insert(
-    "events", (*_EVENT, "received_at"), " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
-)
-_UNMATCHED = _names(UnmatchedEvent)
-_UNMATCHED_INSERT = _insert(
-    "unmatched_events", (*_UNMATCHED, "received_at"), " ON CONFLICT (event_id) DO NOTHING"
+_EVENTS = _Table("events", EventRecord, ("received_at",), " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
+_UNMATCHED = _Table(
+    "unmatched_events", UnmatchedEvent, ("received_at",), " ON CONFLICT (event_id) DO NOTHING"
 )
 
 
@@ -376,7 +388,7 @@ class FeedbackTx:
 
     def record_event(self, rec: EventRecord) -> int | None:
         """Log the event; None when its dedupe key is already logged (a redelivery)."""
-        row = self._db.fetchone(_EVENT_INSERT, [*_values(rec, _EVENT), to_text(self.now)])
+        row = self._db.fetchone(_EVENTS.sql, _EVENTS.values(rec, to_text(self.now)))
         return None if row is None else int(row["id"])
 
     def recipient(self, ses_message_id: str, address: str | None) -> RecipientContext | None:
@@ -411,7 +423,7 @@ class FeedbackTx:
 
     def hold_unmatched(self, held: UnmatchedEvent) -> None:
         """Keep an event's effects until its SES message id is recorded for the recipient."""
-        self._db.execute(_UNMATCHED_INSERT, [*_values(held, _UNMATCHED), to_text(self.now)])
+        self._db.execute(_UNMATCHED.sql, _UNMATCHED.values(held, to_text(self.now)))
 
     def forget_unmatched(self, received_before: datetime) -> int:
         """Drop held events older than this: events of mail some other sender sent."""

@@ -4,6 +4,7 @@ from a driver's own types, and SQL without SQLite-only forms."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import relay.store.reads
 import relay.store.writes
 from relay.store import ClassState, NoticeRecord, RecipientContext
 from relay.store.reads import decode
+from relay.store.sqlite import RETURNING_ID, SqliteDb
 from relay.store.writes import stored
 from relay.suppression import Cause, Level, Suppression
 from relay.timeutil import from_text, maybe_time, to_text
@@ -84,3 +86,23 @@ def test_the_sql_of_reads_and_writes_has_no_sqlite_only_forms(module: object) ->
     for what, pattern in SQLITE_ONLY.items():
         found = re.findall(pattern, strings, flags=re.IGNORECASE)
         assert not found, f"{module.__name__}: {what}: {found}"
+
+
+def test_sqlite_answers_returning_id_from_the_rowid_as_returning_itself_would(tmp_path: Path) -> None:
+    """The SQLite wrapper skips RETURNING's temporary table for `RETURNING id`; same answers."""
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL UNIQUE)")
+        db = SqliteDb(conn)
+        insert = "INSERT INTO t (k) VALUES (?) ON CONFLICT (k) DO NOTHING"
+        assert dict(db.fetchone(insert + RETURNING_ID, ["a"])) == {"id": 1}  # type: ignore[arg-type]
+        assert db.fetchone(insert + RETURNING_ID, ["a"]) is None  # a duplicate: no row
+        itself = db.fetchone(insert + " RETURNING id AS id", ["b"])  # SQLite's own RETURNING
+        assert itself is not None and itself["id"] == 2
+        assert db.fetchone(insert + " RETURNING id AS id", ["b"]) is None
+        assert dict(db.fetchone(insert + RETURNING_ID, ["c"])) == {"id": 3}  # type: ignore[arg-type]
+        table = [tuple(r) for r in db.fetchall("SELECT id, k FROM t ORDER BY id")]
+        assert table == [(1, "a"), (2, "b"), (3, "c")]
+    finally:
+        conn.close()
