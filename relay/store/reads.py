@@ -179,6 +179,15 @@ def transient_history(db: Db, address: str, since: datetime) -> tuple[datetime, 
     return tuple(from_text(r["at"]) for r in rows)
 
 
+def last_engagement(db: Db, address: str) -> datetime | None:
+    """The time of the address's latest open or click (events_by_recipient serves it)."""
+    row = db.fetchone(
+        "SELECT max(occurred_at) AS at FROM events WHERE recipient = ? AND kind IN ('open', 'click')",
+        (address,),
+    )
+    return None if row is None else maybe_time(row["at"])
+
+
 def dead_letters(db: Db) -> list[DeadLetter]:
     return [decode(DeadLetter, r) for r in db.fetchall("SELECT * FROM dead_letters ORDER BY id")]
 

@@ -398,6 +398,9 @@ class FeedbackTx:
     def transient_history(self, address: str, since: datetime) -> tuple[datetime, ...]:
         return reads.transient_history(self._db, address, since)
 
+    def last_engagement(self, address: str) -> datetime | None:
+        return reads.last_engagement(self._db, address)
+
     def add_transient(self, address: str, at: datetime) -> None:
         self._db.execute("INSERT INTO transient_bounces (address, at) VALUES (?, ?)", (address, to_text(at)))
 
