@@ -47,6 +47,11 @@ class Backend(Protocol):
     the same without waiting (counters). `read` runs on a reader connection off the
     event loop; `lookup` is a point read on the calling thread, for the SMTP hot
     path. Any database failure surfaces as StoreError.
+
+    A write function may run more than once: when a transaction it shared with
+    others is done again without the one that failed, or when a database asks for a
+    retry. A run whose transaction rolled back leaves no trace, so a write function
+    changes nothing but the database it is given.
     """
 
     async def write(self, fn: Callable[[Db], T]) -> T: ...

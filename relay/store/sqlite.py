@@ -4,10 +4,10 @@
   own connection. While one transaction is written and fsynced, new writes queue
   and share the next one (group commit): a busy intake pays one fsync per batch
   rather than per message, and a hand-off per transaction rather than per statement.
-  Each write in a shared transaction runs in a savepoint of its own, so a write
-  that fails rolls back alone; a transaction that cannot begin or commit fails
-  every write in it. `synchronous=FULL` (the intake) means a commit has reached
-  the disk before the caller hears of it.
+  A write that fails rolls back alone (the others of its transaction are done
+  again without it); a transaction that cannot begin or commit fails every write
+  in it. `synchronous=FULL` (the intake) means a commit has reached the disk
+  before the caller hears of it.
 - Reads: plain functions on a reader connection in a thread of its own, each in one
   read snapshot (in WAL a reader never waits for the writer).
 - Lookups: the RCPT-time suppression check reads directly on the event loop's
@@ -252,13 +252,36 @@ class SqliteBackend:
                     unit.settle(ok, value)
 
 
+class _UnitFailed(Exception):
+    """A write of a shared transaction failed: its transaction is to be done again."""
+
+
 def _commit(conn: sqlite3.Connection, units: Sequence[_Unit]) -> list[tuple[bool, Any]]:
-    """One transaction for all units, in the commit thread; (ok, result or exception) each."""
+    """One transaction for all units, in the commit thread; (ok, result or exception) each.
+
+    Every unit runs straight in the transaction: savepoints would copy each page a
+    write touches, a few microseconds a message. Should one of several fail, it has
+    taken the others' work with it, and the transaction is done again with each unit
+    in a savepoint of its own, so that only the failing ones fail.
+    """
     db = SqliteDb(conn)
-    with _immediate(conn):
-        if len(units) == 1:
+    if len(units) == 1:
+        with _immediate(conn):
             return [(True, units[0].run(db))]  # its failure is the transaction's
+    try:
+        with _immediate(conn):
+            return [(True, _run(unit, db)) for unit in units]
+    except _UnitFailed:
+        pass
+    with _immediate(conn):
         return [_in_savepoint(conn, db, unit) for unit in units]
+
+
+def _run(unit: _Unit, db: SqliteDb) -> Any:
+    try:
+        return unit.run(db)
+    except Exception as exc:
+        raise _UnitFailed from exc
 
 
 def _in_savepoint(conn: sqlite3.Connection, db: SqliteDb, unit: _Unit) -> tuple[bool, Any]:

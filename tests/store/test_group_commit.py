@@ -69,6 +69,32 @@ def test_a_failing_write_rolls_back_alone_and_its_caller_hears_its_own_error(tmp
     assert rows(db, "SELECT count(*) FROM spool") == [(5,)]
 
 
+def test_the_writes_that_shared_a_failed_transaction_run_again_and_land_once(tmp_path: Path) -> None:
+    """Why a write function may change nothing but the database: it can run twice."""
+    db = tmp_path / "relay.db"
+    runs: list[int] = []
+
+    def probe(tx: FeedbackTx) -> None:
+        runs.append(1)
+        tx.dead_letter("test", "{}", "kept")
+
+    async def scenario(store: Store) -> None:
+        with write_lock(db):
+            first = asyncio.create_task(store.merge_suppression(suppression("first@example.org")))
+            await asyncio.sleep(QUEUE_UP)
+            kept = asyncio.create_task(store.apply_feedback(probe, T0))
+            failing = asyncio.create_task(store.apply_feedback(failing_feedback, T0))
+            await asyncio.sleep(QUEUE_UP)
+        await first
+        await kept
+        with pytest.raises(ValueError, match="policy bug"):
+            await failing
+
+    in_store(db, scenario)
+    assert len(runs) == 2
+    assert rows(db, "SELECT error FROM dead_letters") == [("kept",)]
+
+
 def test_a_failing_batch_fails_each_of_its_callers_with_store_error_and_nothing_else(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
     twin = submission(("a@example.org",), sid="0123456789abcdef0123")
