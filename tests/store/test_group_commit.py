@@ -19,7 +19,9 @@ import pytest
 import relay.store.sqlite
 from relay.store import FeedbackTx, Store, StoreError
 from relay.timeutil import to_text
-from tests.store.helpers import T0, in_store, rows, submission, suppression
+from tests.support.entries import NOW as T0
+from tests.support.entries import suppression
+from tests.support.stores import db_rows, in_store, new_submission
 
 QUEUE_UP = 0.2  # seconds for queued writes to reach the (blocked) commit thread
 
@@ -50,7 +52,7 @@ def test_a_failing_write_rolls_back_alone_and_its_caller_hears_its_own_error(tmp
             await asyncio.sleep(QUEUE_UP)  # the commit thread now waits for the lock with it
             failing = asyncio.create_task(store.apply_feedback(failing_feedback, T0))
             merged = asyncio.create_task(store.merge_suppression(suppression("b@example.org")))
-            accepts = [asyncio.create_task(store.accept(submission((f"r{i}@example.org",)), b"x", 1.0))
+            accepts = [asyncio.create_task(store.accept(new_submission((f"r{i}@example.org",)), b"x", 1.0))
                        for i in range(5)]  # fmt: skip
             await asyncio.sleep(QUEUE_UP)
             assert not any(t.done() for t in (first, failing, merged, *accepts))
@@ -60,13 +62,13 @@ def test_a_failing_write_rolls_back_alone_and_its_caller_hears_its_own_error(tmp
         assert (await merged).address == "b@example.org"
         await asyncio.gather(*accepts)
 
-    in_store(db, scenario)
-    assert rows(db, "SELECT count(*) FROM dead_letters") == [(0,)]
-    assert rows(db, "SELECT address FROM suppressions ORDER BY address") == [
+    in_store(tmp_path, scenario)
+    assert db_rows(tmp_path, "SELECT count(*) FROM dead_letters") == [(0,)]
+    assert db_rows(tmp_path, "SELECT address FROM suppressions ORDER BY address") == [
         ("b@example.org",), ("first@example.org",)
     ]  # fmt: skip
-    assert rows(db, "SELECT count(*) FROM submissions") == [(5,)]
-    assert rows(db, "SELECT count(*) FROM spool") == [(5,)]
+    assert db_rows(tmp_path, "SELECT count(*) FROM submissions") == [(5,)]
+    assert db_rows(tmp_path, "SELECT count(*) FROM spool") == [(5,)]
 
 
 def test_the_writes_that_shared_a_failed_transaction_run_again_and_land_once(tmp_path: Path) -> None:
@@ -90,14 +92,14 @@ def test_the_writes_that_shared_a_failed_transaction_run_again_and_land_once(tmp
         with pytest.raises(ValueError, match="policy bug"):
             await failing
 
-    in_store(db, scenario)
+    in_store(tmp_path, scenario)
     assert len(runs) == 2
-    assert rows(db, "SELECT error FROM dead_letters") == [("kept",)]
+    assert db_rows(tmp_path, "SELECT error FROM dead_letters") == [("kept",)]
 
 
 def test_a_failing_batch_fails_each_of_its_callers_with_store_error_and_nothing_else(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
-    twin = submission(("a@example.org",), sid="0123456789abcdef0123")
+    twin = new_submission(("a@example.org",), sid="0123456789abcdef0123")
 
     async def scenario(store: Store) -> None:
         with write_lock(db):
@@ -113,10 +115,10 @@ def test_a_failing_batch_fails_each_of_its_callers_with_store_error_and_nothing_
                 await accepted
         await merged
 
-    in_store(db, scenario)
-    assert rows(db, "SELECT count(*) FROM submissions") == [(0,)]
-    assert rows(db, "SELECT count(*) FROM recipients") == [(0,)]
-    assert rows(db, "SELECT count(*) FROM suppressions") == [(2,)]
+    in_store(tmp_path, scenario)
+    assert db_rows(tmp_path, "SELECT count(*) FROM submissions") == [(0,)]
+    assert db_rows(tmp_path, "SELECT count(*) FROM recipients") == [(0,)]
+    assert db_rows(tmp_path, "SELECT count(*) FROM suppressions") == [(2,)]
 
 
 def test_a_locked_database_fails_every_write_in_the_transaction_and_the_next_one_succeeds(
@@ -128,7 +130,7 @@ def test_a_locked_database_fails_every_write_in_the_transaction_and_the_next_one
     async def scenario(store: Store) -> None:
         with write_lock(db):
             results = await asyncio.gather(
-                store.accept(submission(("a@example.org",)), b"x", 1.0),
+                store.accept(new_submission(("a@example.org",)), b"x", 1.0),
                 store.merge_suppression(suppression("b@example.org")),
                 store.apply_feedback(lambda tx: tx.dead_letter("test", "{}", "e"), T0),
                 store.make_all_due(),
@@ -138,10 +140,10 @@ def test_a_locked_database_fails_every_write_in_the_transaction_and_the_next_one
             assert isinstance(result, StoreError) and "database is locked" in str(result), result
         await store.merge_suppression(suppression("b@example.org"))
 
-    in_store(db, scenario)
-    assert rows(db, "SELECT count(*) FROM submissions") == [(0,)]
-    assert rows(db, "SELECT count(*) FROM dead_letters") == [(0,)]
-    assert rows(db, "SELECT address FROM suppressions") == [("b@example.org",)]
+    in_store(tmp_path, scenario)
+    assert db_rows(tmp_path, "SELECT count(*) FROM submissions") == [(0,)]
+    assert db_rows(tmp_path, "SELECT count(*) FROM dead_letters") == [(0,)]
+    assert db_rows(tmp_path, "SELECT address FROM suppressions") == [("b@example.org",)]
 
 
 def test_a_write_whose_caller_gave_up_before_its_transaction_began_is_not_made(tmp_path: Path) -> None:
@@ -159,8 +161,8 @@ def test_a_write_whose_caller_gave_up_before_its_transaction_began_is_not_made(t
         await kept
         assert given_up.cancelled()
 
-    in_store(db, scenario)
-    assert rows(db, "SELECT address FROM suppressions ORDER BY address") == [
+    in_store(tmp_path, scenario)
+    assert db_rows(tmp_path, "SELECT address FROM suppressions ORDER BY address") == [
         ("first@example.org",), ("kept@example.org",)
     ]  # fmt: skip
 
@@ -173,57 +175,52 @@ def test_an_accept_whose_caller_gave_up_is_committed_all_the_same(tmp_path: Path
         with write_lock(db):
             first = asyncio.create_task(store.merge_suppression(suppression("first@example.org")))
             await asyncio.sleep(QUEUE_UP)
-            accepting = asyncio.create_task(store.accept(submission(("a@example.org",)), b"x", 1.0))
+            accepting = asyncio.create_task(store.accept(new_submission(("a@example.org",)), b"x", 1.0))
             await asyncio.sleep(0)
             accepting.cancel()
         await first
 
-    in_store(db, scenario)
-    assert rows(db, "SELECT count(*) FROM submissions") == [(1,)]
+    in_store(tmp_path, scenario)
+    assert db_rows(tmp_path, "SELECT count(*) FROM submissions") == [(1,)]
 
 
-def refused_count(db: Path, address: str) -> int:
-    found = rows(db, "SELECT refused_count FROM suppressions WHERE address = ?", address)
+def refused_count(tmp_path: Path, address: str) -> int:
+    found = db_rows(tmp_path, "SELECT refused_count FROM suppressions WHERE address = ?", address)
     return int(found[0][0])
 
 
 def test_refusal_counts_go_on_their_own_half_a_second_later(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
-
     async def scenario(store: Store) -> None:
         await store.merge_suppression(suppression("s@example.org"))
         store.note_refused([("s@example.org", "*")], T0)
         noted = time.monotonic()
-        assert refused_count(db, "s@example.org") == 0  # the 550 did not wait for a write
-        while refused_count(db, "s@example.org") == 0:
+        assert refused_count(tmp_path, "s@example.org") == 0  # the 550 did not wait for a write
+        while refused_count(tmp_path, "s@example.org") == 0:
             assert time.monotonic() - noted < 5, "the refusal count was never written"
             await asyncio.sleep(0.02)
         assert time.monotonic() - noted >= relay.store.sqlite.WRITE_SOON_SECONDS * 0.9
 
-    in_store(db, scenario)
-    assert rows(db, "SELECT last_refused_at FROM suppressions") == [(to_text(T0),)]
+    in_store(tmp_path, scenario)
+    assert db_rows(tmp_path, "SELECT last_refused_at FROM suppressions") == [(to_text(T0),)]
 
 
 def test_refusal_counts_ride_along_with_the_next_accept_and_are_written_at_close(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
-
     async def scenario(store: Store) -> None:
         await store.merge_suppression(suppression("s@example.org"))
         store.note_refused([("s@example.org", "*")], T0)
-        await store.accept(submission(("a@example.org",)), b"x", 1.0)
-        assert refused_count(db, "s@example.org") == 1
+        await store.accept(new_submission(("a@example.org",)), b"x", 1.0)
+        assert refused_count(tmp_path, "s@example.org") == 1
         store.note_refused([("s@example.org", "*"), ("s@example.org", "*")], T0)
 
-    in_store(db, scenario)  # closes at once, well within the half second
-    assert refused_count(db, "s@example.org") == 3
+    in_store(tmp_path, scenario)  # closes at once, well within the half second
+    assert refused_count(tmp_path, "s@example.org") == 3
 
 
 def test_many_concurrent_writes_of_every_kind_all_land(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
     n = 600  # more than two group commits' worth of accepts
 
     async def scenario(store: Store) -> None:
-        subs = [submission((f"r{i}@example.org", f"s{i}@example.org"), subject=f"m{i}") for i in range(n)]
+        subs = [new_submission((f"r{i}@example.org", f"s{i}@example.org"), subject=f"m{i}") for i in range(n)]
         await asyncio.gather(
             *(store.accept(sub, b"x", 1.0) for sub in subs[:300]),
             *(store.merge_suppression(suppression(f"x{i}@example.org")) for i in range(50)),
@@ -236,10 +233,10 @@ def test_many_concurrent_writes_of_every_kind_all_land(tmp_path: Path) -> None:
         )  # fmt: skip
         assert await store.spool_stats() == (n, 1.0)
 
-    in_store(db, scenario)
-    assert rows(db, "SELECT count(*) FROM submissions") == [(n,)]
-    assert rows(db, "SELECT status, count(*) FROM recipients GROUP BY status ORDER BY status") == [
+    in_store(tmp_path, scenario)
+    assert db_rows(tmp_path, "SELECT count(*) FROM submissions") == [(n,)]
+    assert db_rows(tmp_path, "SELECT status, count(*) FROM recipients GROUP BY status ORDER BY status") == [
         ("queued", 2 * n - 100), ("sent", 100)
     ]  # fmt: skip
-    assert rows(db, "SELECT count(*) FROM suppressions") == [(50,)]
-    assert rows(db, "SELECT count(*) FROM dead_letters") == [(20,)]
+    assert db_rows(tmp_path, "SELECT count(*) FROM suppressions") == [(50,)]
+    assert db_rows(tmp_path, "SELECT count(*) FROM dead_letters") == [(20,)]

@@ -10,11 +10,12 @@ import pytest
 
 from relay.store import Store, StoreError
 from relay.store.sqlite_schema import MIGRATIONS
-from tests.store.helpers import T0, in_store, rows, submission
+from tests.support.entries import NOW
+from tests.support.stores import db_rows, in_store, new_submission
 
 
-def columns(db: Path, table: str) -> list[str]:
-    return [r[1] for r in rows(db, f"PRAGMA table_info({table})")]
+def columns(tmp_path: Path, table: str) -> list[str]:
+    return [r[1] for r in db_rows(tmp_path, f"PRAGMA table_info({table})")]
 
 
 def old_store(db: Path, version: int) -> None:
@@ -30,15 +31,13 @@ def old_store(db: Path, version: int) -> None:
 
 
 def test_a_new_store_is_at_the_latest_version_without_columns_no_code_reads(tmp_path: Path) -> None:
-    db = tmp_path / "relay.db"
-
     async def scenario(store: Store) -> None:
         assert await store.schema_version() == len(MIGRATIONS) == 5
 
-    in_store(db, scenario)
+    in_store(tmp_path, scenario)
     spool = ["submission_id", "data", "attempts", "next_attempt_at", "last_error", "created_at"]
-    assert columns(db, "spool") == spool
-    assert "ordinal" in columns(db, "recipients")
+    assert columns(tmp_path, "spool") == spool
+    assert "ordinal" in columns(tmp_path, "recipients")
 
 
 def test_a_version_4_store_keeps_its_mail_and_the_envelope_order_of_its_recipients(tmp_path: Path) -> None:
@@ -77,10 +76,10 @@ def test_a_version_4_store_keeps_its_mail_and_the_envelope_order_of_its_recipien
         assert due["b" * 20].pending == ("q@x.org", "b@x.org")
         assert due["b" * 20].data == b"Hi"
 
-    in_store(db, scenario)
-    assert "lease_until" not in columns(db, "spool")
+    in_store(tmp_path, scenario)
+    assert "lease_until" not in columns(tmp_path, "spool")
     ordered = "SELECT submission_id, address, ordinal FROM recipients ORDER BY submission_id, ordinal"
-    assert rows(db, ordered) == [
+    assert db_rows(tmp_path, ordered) == [
         ("a" * 20, "z@x.org", 0), ("a" * 20, "a@x.org", 1), ("a" * 20, "m@x.org", 2),
         ("b" * 20, "q@x.org", 0), ("b" * 20, "b@x.org", 1),
     ]  # fmt: skip
@@ -88,16 +87,16 @@ def test_a_version_4_store_keeps_its_mail_and_the_envelope_order_of_its_recipien
 
 def test_new_submissions_keep_their_recipients_in_envelope_order(tmp_path: Path) -> None:
     async def scenario(store: Store) -> None:
-        sub = submission(("z@x.org", "a@x.org", "m@x.org"))
+        sub = new_submission(("z@x.org", "a@x.org", "m@x.org"))
         await store.accept(sub, b"x", 1.0)
         found = await store.submission(sub.id)
         assert found is not None
         assert [r.address for r in found.recipients] == ["z@x.org", "a@x.org", "m@x.org"]
-        assert found.tags == (("team", "a"),) and found.created_at == T0
-        recent = await store.recent_submissions(T0)
+        assert found.tags == (("team", "a"),) and found.created_at == NOW
+        recent = await store.recent_submissions(NOW)
         assert [r.address for r in recent[0].recipients] == ["z@x.org", "a@x.org", "m@x.org"]
 
-    in_store(tmp_path / "relay.db", scenario)
+    in_store(tmp_path, scenario)
 
 
 def test_a_store_from_a_newer_ses_relay_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
@@ -107,7 +106,7 @@ def test_a_store_from_a_newer_ses_relay_is_refused_and_left_as_it_is(tmp_path: P
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS) + 1,))
     with pytest.raises(StoreError, match=r"store schema version 6 is newer than this ses-relay \(5\)"):
         asyncio.run(Store.open(db))
-    assert rows(db, "SELECT max(version) FROM schema_version") == [(6,)]
+    assert db_rows(tmp_path, "SELECT max(version) FROM schema_version") == [(6,)]
 
 
 def test_a_store_that_cannot_be_opened_says_which_and_why(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from relay.store.sqlite import RETURNING_ID, SqliteDb
 from relay.store.writes import stored
 from relay.suppression import Cause, Level, Suppression
 from relay.timeutil import from_text, maybe_time, to_text
-from tests.store.helpers import T0
+
+T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 
 ENTRY = Suppression(
     address="a@example.org", klass="*", level=Level.HARD, cause=Cause.BOUNCE, reason="bounced",
