@@ -34,6 +34,7 @@ from relay.store.records import (
 )
 from relay.suppression import Level, Suppression
 from relay.timeutil import from_text, id_floor, maybe_text, maybe_time, to_text
+from relay.vocabulary import Status
 
 R = TypeVar("R")
 
@@ -337,7 +338,7 @@ def due(db: Db, now_epoch: float, limit: int, exclude: Iterable[str]) -> list[Sp
     items = []
     for row in spooled:
         sub = subs[row["submission_id"]]
-        pending = tuple(r.address for r in sub.recipients if r.status == "queued")
+        pending = tuple(r.address for r in sub.recipients if r.status == Status.QUEUED)
         items.append(SpoolItem(sub, bytes(row["data"]), row["attempts"], row["created_at"], pending))
     return items
 

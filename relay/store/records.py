@@ -20,7 +20,7 @@ class StoreError(RuntimeError):
 @dataclass(frozen=True)
 class NewRecipient:
     address: str
-    status: str  # "queued" or "suppressed"
+    status: str  # relay.vocabulary.START: queued or suppressed
     detail: str | None = None
 
 

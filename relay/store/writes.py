@@ -28,7 +28,7 @@ from relay.store.records import (
 )
 from relay.suppression import Suppression, merge
 from relay.timeutil import to_text
-from relay.vocabulary import STATUS_RANK, advance_status
+from relay.vocabulary import STATUS_RANK, NoticeState, Status, advance_status
 
 
 def stored(value: object) -> object:
@@ -130,7 +130,7 @@ def accept(db: Db, items: Sequence[Accept]) -> None:
         recipients.extend(
             (sub.id, r.address, r.status, r.detail, created, i) for i, r in enumerate(sub.recipients)
         )
-        if any(r.status == "queued" for r in sub.recipients):
+        if any(r.status == Status.QUEUED for r in sub.recipients):
             spool.append((sub.id, item.data, item.now_epoch, item.now_epoch))
         refusals.extend((created, address, klass) for address, klass in sub.refused)
     db.executemany(_SUBMISSION_INSERT, submissions)
@@ -282,7 +282,7 @@ def settle_notice(
     db: Db, notice_id: int, state: str, *, now: datetime, error: str | None, next_attempt_at: datetime | None
 ) -> None:
     """Mark a notice delivered ('sent'), given up on ('skipped'), or due again later ('pending')."""
-    if state == "pending":
+    if state == NoticeState.PENDING:
         if next_attempt_at is None:
             raise ValueError("a notice due again needs next_attempt_at")
         db.execute(
