@@ -385,10 +385,11 @@ class FeedbackTx:
     def __init__(self, db: Db, now: datetime) -> None:
         self._db = db
         self.now = now
+        self._stamp = to_text(now)  # once for the batch's rows, not once a row
 
     def record_event(self, rec: EventRecord) -> int | None:
         """Log the event; None when its dedupe key is already logged (a redelivery)."""
-        row = self._db.fetchone(_EVENTS.sql, _EVENTS.values(rec, to_text(self.now)))
+        row = self._db.fetchone(_EVENTS.sql, _EVENTS.values(rec, self._stamp))
         return None if row is None else int(row["id"])
 
     def recipient(self, ses_message_id: str, address: str | None) -> RecipientContext | None:
@@ -417,7 +418,7 @@ class FeedbackTx:
         self._db.execute(
             "INSERT INTO review (created_at, recipient, class, reason, ses_message_id, event_id) "
             "VALUES (?,?,?,?,?,?)",
-            (to_text(self.now), recipient, klass, reason, ses_message_id, event_id),
+            (self._stamp, recipient, klass, reason, ses_message_id, event_id),
         )
 
     def add_notice(self, rec: NoticeRecord) -> bool:
@@ -426,7 +427,7 @@ class FeedbackTx:
 
     def hold_unmatched(self, held: UnmatchedEvent) -> None:
         """Keep an event's effects until its SES message id is recorded for the recipient."""
-        self._db.execute(_UNMATCHED.sql, _UNMATCHED.values(held, to_text(self.now)))
+        self._db.execute(_UNMATCHED.sql, _UNMATCHED.values(held, self._stamp))
 
     def forget_unmatched(self, received_before: datetime) -> int:
         """Drop held events older than this: events of mail some other sender sent."""
@@ -437,5 +438,5 @@ class FeedbackTx:
     def dead_letter(self, source: str, body: str, error: str) -> None:
         self._db.execute(
             "INSERT INTO dead_letters (received_at, source, body, error) VALUES (?,?,?,?)",
-            (to_text(self.now), source, body, error),
+            (self._stamp, source, body, error),
         )
