@@ -32,9 +32,7 @@ def normalise(address: str) -> str:
     """Return the canonical form: trimmed, angle brackets removed, lower-cased,
     IDNA (punycode) domain. Raise AddressError when it is not a usable mailbox.
     """
-    text = address.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1].strip()
+    text = unbracket(address)
     if not text:
         raise AddressError(address, "empty address")
     if any(ord(c) < 0x20 or c == "\x7f" for c in text):
@@ -55,6 +53,15 @@ def normalise(address: str) -> str:
     if len(result) > MAX_ADDRESS:
         raise AddressError(address, f"address longer than {MAX_ADDRESS} octets")
     return result
+
+
+def unbracket(address: str) -> str:
+    """The address as written, trimmed and without one pair of enclosing angle brackets:
+    the form in which an envelope sender can be addressed again, before any check."""
+    text = address.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return text
 
 
 def _normalise_domain(address: str, domain: str) -> str:

@@ -24,6 +24,7 @@ from email.parser import Parser
 from email.utils import format_datetime, formataddr, parseaddr
 
 from feedback.notices.texts import SES_SUBTYPE_TEXT, Kind, kind_for, status_words
+from relay.addresses import unbracket
 from relay.vocabulary import NoticeReason, is_one_of
 
 __all__ = [
@@ -105,7 +106,7 @@ def should_notify(req: NoticeRequest) -> str | None:
     checked either: our notices carry Auto-Submitted and the null sender, which already
     stop them.
     """
-    sender = _bare_address(req.original_sender)
+    sender = unbracket(req.original_sender)
     if not sender:
         return "null envelope sender"
     local = sender.rpartition("@")[0].lower() if "@" in sender else sender.lower()
@@ -132,7 +133,7 @@ def compose(
     or without angle brackets. Raises ValueError for a null original sender (there is
     no one to address) and for malformed sender, host or Message-ID.
     """
-    to = _bare_address(req.original_sender)
+    to = unbracket(req.original_sender)
     if not to:
         raise ValueError("cannot compose a notice for the null envelope sender")
     if now.tzinfo is None:
@@ -244,7 +245,7 @@ def _status_part(req: NoticeRequest, kind: Kind, status: str, mta: str) -> MIMEP
     per_message["Arrival-Date"] = _date(req.arrival_date)
     # Extension fields (RFC 3464 7): what a program needs to match the report to its mail.
     per_message["X-SES-Relay-Submission-Id"] = _field(req.submission_id)
-    per_message["X-SES-Relay-Sender"] = f"rfc822; {_field(_bare_address(req.original_sender))}"
+    per_message["X-SES-Relay-Sender"] = f"rfc822; {_field(unbracket(req.original_sender))}"
     if req.message_class:
         per_message["X-SES-Relay-Class"] = _field(req.message_class)
 
@@ -320,13 +321,6 @@ def _header_block(raw: str) -> str:
             break
         lines.append(line.rstrip())
     return "".join(f"{line}\n" for line in lines)
-
-
-def _bare_address(text: str) -> str:
-    value = text.strip()
-    if value.startswith("<") and value.endswith(">"):
-        value = value[1:-1].strip()
-    return value
 
 
 def _from_header(notice_sender: str) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from relay import maildir
+from relay.addresses import unbracket
 
 __all__ = [
     "DEFAULT_MAILDIR_TEMPLATE",
@@ -127,7 +128,7 @@ def route_for(sender: str, routes: Mapping[str, str], default: str) -> Route:
     `mail.example.com` falls back to `example.com`, so one entry covers a company's
     subdomains while a more specific one can still override it.
     """
-    _, _, domain = _bare(sender).rpartition("@")
+    _, _, domain = unbracket(sender).rpartition("@")
     table = {_domain_key(key): value for key, value in routes.items()}
     labels = _domain_key(domain).split(".") if domain else []
     for i in range(len(labels)):
@@ -146,7 +147,7 @@ def maildir_path(route: Route, address: str, data_dir: Path) -> Path:
     """
     template = route.target or DEFAULT_MAILDIR_TEMPLATE
     _check_template(template)
-    bare = _bare(address)
+    bare = unbracket(address)
     local, at, domain = bare.rpartition("@")
     if not at or not local or not domain:
         raise ValueError(f"cannot file a notice for {address!r}: not an address")
@@ -299,7 +300,7 @@ async def deliver(
         source = parseaddr(notice_sender)[1]
         if not source:
             raise ValueError(f"notice_sender {notice_sender!r} has no address to use as the SES source")
-        await ses_send(message, source, _bare(recipient))
+        await ses_send(message, source, unbracket(recipient))
     else:
         raise ValueError(f"unknown route kind {route.kind!r}; expected one of {', '.join(ROUTE_KINDS)}")
 
@@ -416,13 +417,6 @@ def _hostname() -> str:
     # smtplib's default is socket.getfqdn(), a reverse DNS lookup that can stall for
     # seconds; the plain host name costs nothing and is fine for LHLO/EHLO.
     return socket.gethostname() or "localhost"
-
-
-def _bare(address: str) -> str:
-    value = address.strip()
-    if value.startswith("<") and value.endswith(">"):
-        value = value[1:-1].strip()
-    return value
 
 
 def _domain_key(domain: str) -> str:
