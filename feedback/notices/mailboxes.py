@@ -193,21 +193,15 @@ async def deliver_lmtp(
 ) -> None:
     """One LMTP transaction (RFC 2033) in a worker thread; `host` may be a socket path."""
 
-    def run() -> None:
-        where = host if host.startswith("/") else f"{host}:{port}"
-        try:
-            # smtplib treats a host starting with "/" as a unix socket path
-            with smtplib.LMTP(
-                host, port or 0, local_hostname=local_hostname or _hostname(), timeout=timeout
-            ) as client:
-                client.sendmail(mail_from, [rcpt], message)
-        except Exception as exc:
-            error = _classify(exc, f"LMTP {where}")
-            if error is exc:
-                raise
-            raise error from exc
+    def talk() -> None:
+        # smtplib treats a host starting with "/" as a unix socket path
+        with smtplib.LMTP(
+            host, port or 0, local_hostname=local_hostname or _hostname(), timeout=timeout
+        ) as client:
+            client.sendmail(mail_from, [rcpt], message)
 
-    await asyncio.to_thread(run)
+    where = host if host.startswith("/") else f"{host}:{port}"
+    await _transaction(f"LMTP {where}", talk)
 
 
 async def deliver_smtp(
@@ -230,24 +224,17 @@ async def deliver_smtp(
     the certificate is verified against `ssl_context` (default: the system's CAs).
     """
 
-    def run() -> None:
-        where = f"SMTP {host}:{port}"
-        try:
-            with smtplib.SMTP(host, port, local_hostname=local_hostname or _hostname(), timeout=timeout) as c:
+    def talk() -> None:
+        with smtplib.SMTP(host, port, local_hostname=local_hostname or _hostname(), timeout=timeout) as c:
+            c.ehlo()
+            if starttls:
+                c.starttls(context=ssl_context or ssl.create_default_context())
                 c.ehlo()
-                if starttls:
-                    c.starttls(context=ssl_context or ssl.create_default_context())
-                    c.ehlo()
-                if username is not None:
-                    c.login(username, password or "")
-                c.sendmail(mail_from, [rcpt], message)
-        except Exception as exc:
-            error = _classify(exc, where)
-            if error is exc:
-                raise
-            raise error from exc
+            if username is not None:
+                c.login(username, password or "")
+            c.sendmail(mail_from, [rcpt], message)
 
-    await asyncio.to_thread(run)
+    await _transaction(f"SMTP {host}:{port}", talk)
 
 
 async def deliver(
@@ -381,6 +368,22 @@ def _check_template(template: str) -> None:
                 f"Maildir path template {template!r}: unknown placeholder {{{name}}}; "
                 "use {address}, {domain} or {local}"
             )
+
+
+async def _transaction(where: str, talk: Callable[[], None]) -> None:
+    """Hold one blocking smtplib conversation in a worker thread; its smtplib and socket
+    failures come out as DeliveryErrors naming `where`, anything else unchanged."""
+
+    def run() -> None:
+        try:
+            talk()
+        except Exception as exc:
+            error = _classify(exc, where)
+            if error is exc:
+                raise
+            raise error from exc
+
+    await asyncio.to_thread(run)
 
 
 def _classify(exc: BaseException, where: str) -> BaseException:
