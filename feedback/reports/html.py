@@ -191,12 +191,18 @@ def standing_table(report: Report) -> str:
     return "\n".join(out)
 
 
-def _head(title: str) -> list[str]:
+def _opening(report: Report) -> list[str]:
+    """The document's head, the heading and the window's tally: the page and the mail
+    open alike, so a reader knows one from the other only by what follows."""
+    since, until = to_text(report.since), to_text(report.until)
     return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(title)}</title>",
+        f"<title>{e(f'ses-relay report {since} to {until}')}</title>",
         f"<style>{STYLE}</style></head><body>",
+        "<h1>ses-relay: bounces and complaints</h1>",
+        f"<p>From {e(since)} to {e(until)} (UTC): {report.overall.bounces} bounce(s), "
+        f"{report.overall.complaints} complaint(s).</p>",
     ]
 
 
@@ -217,13 +223,7 @@ def html_page(
     or a presigned URL for a published page (a relative link from a presigned page
     would reach the spreadsheet without a signature, and a private bucket refuses that).
     """
-    since, until = to_text(report.since), to_text(report.until)
-    out = _head(f"ses-relay report {since} to {until}")
-    out += [
-        "<h1>ses-relay: bounces and complaints</h1>",
-        f"<p>From {e(since)} to {e(until)} (UTC): {report.overall.bounces} bounce(s), "
-        f"{report.overall.complaints} complaint(s).</p>",
-    ]
+    out = _opening(report)
     if xlsx_href:
         out.append(export_link(xlsx_href))
     out += ["<h2>Summary</h2>", summary_table(report)]
@@ -247,12 +247,8 @@ def html_page(
 
 def mail_html(report: Report, *, page_url: str, xlsx_url: str, expires: datetime) -> str:
     """The published report's mail: the summary and standing at a glance, links to the rest."""
-    since, until = to_text(report.since), to_text(report.until)
-    out = _head(f"ses-relay report {since} to {until}")
+    out = _opening(report)
     out += [
-        "<h1>ses-relay: bounces and complaints</h1>",
-        f"<p>From {e(since)} to {e(until)} (UTC): {report.overall.bounces} bounce(s), "
-        f"{report.overall.complaints} complaint(s).</p>",
         f'<p><a class="dashboard" href="{e(page_url, quote=True)}">Open the dashboard</a> '
         "(chart per hour and every row)</p>",
         export_link(xlsx_url),
