@@ -193,47 +193,32 @@ def _build_bounce(
     if not isinstance(bounce_type, str) or not bounce_type.strip():
         raise ParseError(f"SES {type_name} event {common['ses_message_id']} has no bounce.bounceType")
     shared = {
-        "feedback_id": opt_str(detail.get("feedbackId")),
         "bounce_type": bounce_type.strip(),
-        "bounce_subtype": opt_str(detail.get("bounceSubType")),
-        "reporting_mta": opt_str(detail.get("reportingMTA")),
-        "remote_mta_ip": opt_str(detail.get("remoteMtaIp")),
-    }
-    events = []
-    for item in _recipient_objects(detail, "bouncedRecipients", type_name, common):
-        per = {
-            **shared,
-            "diagnostic_code": opt_str(item.get("diagnosticCode")),
-            "status": opt_str(item.get("status")),
-            "action": opt_str(item.get("action")),
-        }
-        events.append(_event(kind, item["emailAddress"], common, per))
-    return events
+        **_texts(detail, feedback_id="feedbackId", bounce_subtype="bounceSubType",
+                 reporting_mta="reportingMTA", remote_mta_ip="remoteMtaIp"),
+    }  # fmt: skip
+    return _per_recipient(
+        kind, type_name, detail, "bouncedRecipients", common, shared,
+        diagnostic_code="diagnosticCode", status="status", action="action",
+    )  # fmt: skip
 
 
 def _build_complaint(
     kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
 ) -> list[FeedbackEvent]:
-    shared = {
-        "feedback_id": opt_str(detail.get("feedbackId")),
-        "complaint_feedback_type": opt_str(detail.get("complaintFeedbackType")),
-        "complaint_subtype": opt_str(detail.get("complaintSubType")),
-        "user_agent": opt_str(detail.get("userAgent")),
-    }
-    return [
-        _event(kind, item["emailAddress"], common, shared)
-        for item in _recipient_objects(detail, "complainedRecipients", type_name, common)
-    ]
+    shared = _texts(
+        detail, feedback_id="feedbackId", complaint_feedback_type="complaintFeedbackType",
+        complaint_subtype="complaintSubType", user_agent="userAgent",
+    )  # fmt: skip
+    return _per_recipient(kind, type_name, detail, "complainedRecipients", common, shared)
 
 
 def _build_delivery(
     kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
 ) -> list[FeedbackEvent]:
-    shared = {
-        "smtp_response": opt_str(detail.get("smtpResponse")),
-        "reporting_mta": opt_str(detail.get("reportingMTA")),
-        "remote_mta_ip": opt_str(detail.get("remoteMtaIp")),
-    }
+    shared = _texts(
+        detail, smtp_response="smtpResponse", reporting_mta="reportingMTA", remote_mta_ip="remoteMtaIp"
+    )
     recipients = _address_list(detail.get("recipients"), f"SES {type_name} delivery.recipients", common)
     return [_event(kind, r, common, shared) for r in recipients]
 
@@ -242,19 +227,13 @@ def _build_delay(
     kind: EventKind, type_name: str, detail: dict[str, Any], mail: dict[str, Any], common: dict[str, Any]
 ) -> list[FeedbackEvent]:
     shared = {
-        "delay_type": opt_str(detail.get("delayType")),
+        **_texts(detail, delay_type="delayType", reporting_mta="reportingMTA"),
         "expiration_time": parse_time(detail.get("expirationTime")),
-        "reporting_mta": opt_str(detail.get("reportingMTA")),
     }
-    events = []
-    for item in _recipient_objects(detail, "delayedRecipients", type_name, common):
-        per = {
-            **shared,
-            "diagnostic_code": opt_str(item.get("diagnosticCode")),
-            "status": opt_str(item.get("status")),
-        }
-        events.append(_event(kind, item["emailAddress"], common, per))
-    return events
+    return _per_recipient(
+        kind, type_name, detail, "delayedRecipients", common, shared,
+        diagnostic_code="diagnosticCode", status="status",
+    )  # fmt: skip
 
 
 def _build_per_message(
@@ -266,13 +245,11 @@ def _build_per_message(
     extra: dict[str, Any] = {}
     discriminator = ""
     if kind is EventKind.REJECT:
-        extra["reject_reason"] = opt_str(detail.get("reason"))
+        extra = _texts(detail, reject_reason="reason")
     elif kind is EventKind.RENDERING_FAILURE:
-        extra["rendering_error"] = opt_str(detail.get("errorMessage"))
-        extra["template_name"] = opt_str(detail.get("templateName"))
+        extra = _texts(detail, rendering_error="errorMessage", template_name="templateName")
     elif kind in (EventKind.OPEN, EventKind.CLICK):
-        extra["user_agent"] = opt_str(detail.get("userAgent"))
-        extra["ip_address"] = opt_str(detail.get("ipAddress"))
+        extra = _texts(detail, user_agent="userAgent", ip_address="ipAddress")
         if kind is EventKind.CLICK:
             extra["click_link"] = opt_str(detail.get("link"))
             discriminator = extra["click_link"] or ""
@@ -365,6 +342,24 @@ def _event(
     parts = [kind.value, common["ses_message_id"], anchor, recipient or "", discriminator]
     dedupe_key = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
     return FeedbackEvent(kind=kind, recipient=recipient, dedupe_key=dedupe_key, **common, **fields)
+
+
+def _texts(obj: dict[str, Any], **keys: str) -> dict[str, Any]:
+    """Optional text fields of one SES object, each under its event field's name
+    (`field="sesKey"`): SES leaves most of them out or empty now and then."""
+    return {name: opt_str(obj.get(key)) for name, key in keys.items()}
+
+
+def _per_recipient(
+    kind: EventKind, type_name: str, detail: dict[str, Any], list_key: str, common: dict[str, Any],
+    shared: dict[str, Any], **own_keys: str,
+) -> list[FeedbackEvent]:  # fmt: skip
+    """One event per object of the detail's recipients list (bounced, complained, delayed):
+    the fields the whole report shares, then the text fields of the recipient's own object."""
+    return [
+        _event(kind, item["emailAddress"], common, {**shared, **_texts(item, **own_keys)})
+        for item in _recipient_objects(detail, list_key, type_name, common)
+    ]
 
 
 def _recipient_objects(
