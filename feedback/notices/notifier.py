@@ -12,7 +12,7 @@ visible in `ses-relay notices list`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -60,20 +60,10 @@ def request_for(row: NoticeRow, now: datetime) -> NoticeRequest:
     )
 
 
-def spool_sender(store: Store, config: Config) -> Callable[[bytes, str, str], Awaitable[None]]:
-    """The `ses` route: a notice becomes a submission of its own on the relay's spool."""
-
-    async def send(raw: bytes, source: str, destination: str) -> None:
-        try:
-            await spool_message(store, config, raw, source, [destination], origin="notice")
-        except StoreError as exc:
-            raise DeliveryError(f"cannot spool the notice: {exc}", temporary=True) from exc
-
-    return send
-
-
-class Notifier(Loop):
-    """Delivers the notices that are due, resting POLL_SECONDS whenever none is."""
+class MailingLoop(Loop):
+    """A worker loop that mails as the relay: from the notice sender, naming the relay's
+    host, and through the relay's own spool, after which it wakes the sender so the
+    message leaves at once rather than at the sender's next look."""
 
     def __init__(
         self,
@@ -83,6 +73,7 @@ class Notifier(Loop):
         *,
         hostname: str | None = None,
         wake_sender: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         super().__init__()
         self.store = store
@@ -90,12 +81,20 @@ class Notifier(Loop):
         self.data_dir = data_dir
         self.hostname = hostname or relay_hostname(config)
         self.sender = notice_sender(config, self.hostname)
-        self._spool = spool_sender(store, config)
-        self._wake_sender = wake_sender
+        self.wake_sender = wake_sender
+        self.clock = clock
+
+
+class Notifier(MailingLoop):
+    """Delivers the notices that are due, resting POLL_SECONDS whenever none is."""
 
     async def _ses_send(self, raw: bytes, source: str, destination: str) -> None:
-        await self._spool(raw, source, destination)
-        self._wake_sender()
+        """The `ses` route: a notice becomes a submission of its own on the relay's spool."""
+        try:
+            await spool_message(self.store, self.config, raw, source, [destination], origin="notice")
+        except StoreError as exc:
+            raise DeliveryError(f"cannot spool the notice: {exc}", temporary=True) from exc
+        self.wake_sender()
 
     async def tick(self) -> float:
         try:
@@ -106,7 +105,7 @@ class Notifier(Loop):
         return 0.0 if handled else POLL_SECONDS
 
     async def deliver_due(self) -> int:
-        now = utcnow()
+        now = self.clock()
         rows = await self.store.due_notices(now)
         for row in rows:
             await self._one(row, now)

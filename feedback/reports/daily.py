@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from feedback.notices.notifier import notice_sender
+from feedback.notices.notifier import MailingLoop
 from feedback.reports.html import html_page, mail_html
 from feedback.reports.publish import TEMPORARY_CREDENTIALS, Published, PublishError, S3Publisher
 from feedback.reports.report import Report, collect, standing_text, summary_text
 from feedback.reports.xlsx import XLSX_CONTENT_TYPE, xlsx_bytes
-from relay.config import Config
-from relay.hostname import relay_hostname
 from relay.intake.pickup import spool_message
-from relay.loop import Loop
 from relay.ops import services
-from relay.store import Store, StoreError
-from relay.timeutil import utcnow
+from relay.store import StoreError
 
 log = logging.getLogger("ses_relay.report")
 
@@ -101,28 +96,18 @@ def compose(
     return bytes(msg)
 
 
-class DailyReport(Loop):
+class DailyReport(MailingLoop):
     """The worker's task that mails the report when it is due; it looks every POLL_SECONDS."""
 
-    def __init__(
-        self,
-        store: Store,
-        config: Config,
-        data_dir: Path,
-        *,
-        hostname: str | None = None,
-        wake_sender: Callable[[], None] = lambda: None,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        super().__init__()
-        self.store = store
-        self.config = config
-        self.state = data_dir / STATE_FILE
-        self.sender = notice_sender(config, hostname or relay_hostname(config))
-        self.wake_sender = wake_sender
-        self.clock = clock
-        self._sent: date | None = None  # in memory too: an unwritable state file must not repeat it
-        self._publisher: S3Publisher | None = None
+    # Until set on the instance: the day last sent, kept in memory too so that an
+    # unwritable state file does not repeat the report; the S3 client, made once.
+    _sent: date | None = None
+    _publisher: S3Publisher | None = None
+
+    @property
+    def state(self) -> Path:
+        """The file that keeps the day last sent across restarts."""
+        return self.data_dir / STATE_FILE
 
     async def send_if_due(self) -> bool:
         """Send today's report if it is due; True when one was spooled."""
