@@ -78,32 +78,28 @@ def _describe_url_problem(url: str, what: str, form: str) -> str:
     return f"{what} {url!r} is not of the form {form}"
 
 
-def _check_partition(match: re.Match[str], url: str, what: str) -> None:
+def _sns_url(pattern: re.Pattern[str], url: str, what: str, form: str) -> re.Match[str]:
+    """`url` matched in full by `pattern`, on the host of its own partition (a China
+    region only under amazonaws.com.cn, any other never), or a VerifyError saying why not."""
+    match = pattern.fullmatch(url)
+    if match is None:
+        raise VerifyError(_describe_url_problem(url, what, form))
     china = match.group("region").startswith("cn-")
     if china != bool(match.group("cn")):
         domain = "amazonaws.com.cn" if china else "amazonaws.com"
         raise VerifyError(f"{what} {url!r}: region {match.group('region')} is served from {domain}")
+    return match
 
 
 def check_cert_url(url: str) -> str:
     """Refuse any SigningCertURL but https://sns.<region>.amazonaws.com/<name>.pem; return <name>."""
-    match = _CERT_URL.fullmatch(url)
-    if match is None:
-        raise VerifyError(
-            _describe_url_problem(url, "SigningCertURL", "https://sns.<region>.amazonaws.com/<name>.pem")
-        )
-    _check_partition(match, url, "SigningCertURL")
-    return match.group("name")
+    form = "https://sns.<region>.amazonaws.com/<name>.pem"
+    return _sns_url(_CERT_URL, url, "SigningCertURL", form).group("name")
 
 
 def check_subscribe_url(url: str) -> str:
     """Refuse a SubscribeURL anywhere but https://sns.<region>.amazonaws.com/ (no SSRF via SNS)."""
-    match = _SUBSCRIBE_URL.fullmatch(url)
-    if match is None:
-        raise VerifyError(
-            _describe_url_problem(url, "SubscribeURL", "https://sns.<region>.amazonaws.com/?Action=...")
-        )
-    _check_partition(match, url, "SubscribeURL")
+    _sns_url(_SUBSCRIBE_URL, url, "SubscribeURL", "https://sns.<region>.amazonaws.com/?Action=...")
     return url
 
 

@@ -247,6 +247,26 @@ def test_a_signed_confirmation_with_a_subscribe_url_off_sns_is_refused(
         check_subscribe_url(url)
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://sns.cn-north-1.amazonaws.com/?Action=A", "cn-north-1 is served from amazonaws.com.cn"),
+        ("https://sns.eu-west-1.amazonaws.com.cn/?Action=A", "eu-west-1 is served from amazonaws.com"),
+        ("https://sns.eu-west-1.amazonaws.com/x?Action=A", "is not of the form https://sns."),
+    ],
+)
+def test_a_subscribe_url_in_the_wrong_partition_or_form_is_refused_saying_why(url: str, why: str) -> None:
+    with pytest.raises(VerifyError) as info:
+        check_subscribe_url(url)
+    assert why in str(info.value)
+    assert str(info.value).startswith("SubscribeURL ")
+
+
+def test_a_subscribe_url_of_a_china_region_is_kept_as_given() -> None:
+    url = "https://sns.cn-north-1.amazonaws.com.cn/?Action=ConfirmSubscription&Token=ab12"
+    assert check_subscribe_url(url) == url
+
+
 # --------------------------------------------------------------------------- certificate validity and source
 
 
