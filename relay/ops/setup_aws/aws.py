@@ -173,16 +173,7 @@ def _destinations(clients: Clients, cset: str) -> list[Destination] | None:
             clients.ses.get_configuration_set_event_destinations,
             ConfigurationSetName=cset,
         )
-        return [
-            Destination(
-                d["Name"],
-                bool(d.get("Enabled")),
-                frozenset(canonical_type(t) for t in d.get("MatchingEventTypes", [])),
-                (d.get("SnsDestination") or {}).get("TopicArn"),
-            )
-            for d in reply.get("EventDestinations", [])
-            if d
-        ]
+        return _read_destinations(reply.get("EventDestinations", []), "SnsDestination", "TopicArn")
     reply = _missing(
         f"ses DescribeConfigurationSet {cset}",
         clients.ses.describe_configuration_set,
@@ -191,14 +182,20 @@ def _destinations(clients: Clients, cset: str) -> list[Destination] | None:
     )
     if reply is None:
         return None
+    return _read_destinations(reply.get("EventDestinations", []), "SNSDestination", "TopicARN")
+
+
+def _read_destinations(items: list[Any], sns_key: str, arn_key: str) -> list[Destination]:
+    """Event destinations as setup-aws compares them; SESv1 and SESv2 answer the same
+    fields but spell the SNS part differently (`sns_key`, `arn_key`)."""
     return [
         Destination(
             d["Name"],
             bool(d.get("Enabled")),
             frozenset(canonical_type(t) for t in d.get("MatchingEventTypes", [])),
-            (d.get("SNSDestination") or {}).get("TopicARN"),
+            (d.get(sns_key) or {}).get(arn_key),
         )
-        for d in reply.get("EventDestinations", [])
+        for d in items
         if d  # moto answers [None] for a set without any
     ]
 
