@@ -221,16 +221,18 @@ class RelaySMTP(SMTP):
             await self.push("501 5.5.2 Cannot decode base64")
             return None
 
-    async def auth_PLAIN(self, _: SMTP, args: list[str]) -> AuthResult:
+    async def _first_response(self, args: list[str], challenge: str) -> bytes | None:
+        """The mechanism's first client response, given on the AUTH line or asked for with
+        `challenge`; None when the client aborted or sent no base64 (it has been answered)."""
         if len(args) == 1:
-            blob = await self.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            blob = await self._b64(args[1])
-            if blob is None:
-                return AuthResult(success=False, handled=True)
-        assert isinstance(blob, bytes)
+            blob = await self.challenge_auth(challenge)
+            return blob if isinstance(blob, bytes) else None
+        return await self._b64(args[1])
+
+    async def auth_PLAIN(self, _: SMTP, args: list[str]) -> AuthResult:
+        blob = await self._first_response(args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
         parts = blob.split(b"\0")
         if len(parts) != 3:
             await self.push("501 5.5.2 Cannot split the PLAIN response into authzid, login and password")
@@ -241,18 +243,13 @@ class RelaySMTP(SMTP):
         return await self._check(login, password)
 
     async def auth_LOGIN(self, _: SMTP, args: list[str]) -> AuthResult:
-        if len(args) == 1:
-            login = await self.challenge_auth("Username:")
-            if login is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            login = await self._b64(args[1])
-            if login is None:
-                return AuthResult(success=False, handled=True)
+        login = await self._first_response(args, "Username:")
+        if login is None:
+            return AuthResult(success=False, handled=True)
         password = await self.challenge_auth("Password:")
         if password is MISSING:
             return AuthResult(success=False, handled=True)
-        assert isinstance(login, bytes) and isinstance(password, bytes)
+        assert isinstance(password, bytes)
         return await self._check(login, password)
 
     async def _check(self, login: bytes, password: bytes) -> AuthResult:

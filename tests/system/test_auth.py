@@ -122,6 +122,39 @@ def test_auth_plain_and_login_succeed_and_wrong_password_gets_535(secure_relay: 
             assert (code, text[:6]) == (535, b"5.7.8 ")
 
 
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_auth_asks_for_what_the_auth_line_leaves_out_and_answers_aborts_and_bad_base64(
+    secure_relay: Any, cert: Cert
+) -> None:
+    """Both mechanisms take their first response on the AUTH line or after a 334 challenge."""
+    relay = secure_relay(users={"alice": ("app@example.com",)})
+    with tls_client(relay, cert) as client:  # PLAIN, the blob after an empty challenge
+        assert client.docmd("AUTH", "PLAIN") == (334, b"")
+        assert client.docmd(plain_blob("alice", PASSWORD))[0] == 235
+    with tls_client(relay, cert) as client:  # LOGIN, asked for both
+        assert client.docmd("AUTH", "LOGIN") == (334, b64("Username:").encode())
+        assert client.docmd(b64("alice")) == (334, b64("Password:").encode())
+        assert client.docmd(b64(PASSWORD))[0] == 235
+    with tls_client(relay, cert) as client:  # LOGIN, the user on the AUTH line
+        assert client.docmd("AUTH", "LOGIN " + b64("alice")) == (334, b64("Password:").encode())
+        assert client.docmd(b64(PASSWORD))[0] == 235
+    with tls_client(relay, cert) as client:
+        for mechanism in ("PLAIN", "LOGIN"):
+            code, text = client.docmd("AUTH", mechanism + " not*base64")
+            assert (code, text) == (501, b"5.5.2 Cannot decode base64")
+            assert client.docmd("AUTH", mechanism)[0] == 334
+            assert client.docmd("*")[0] == 501  # the client gave up
+        assert client.docmd("AUTH", "LOGIN " + b64("alice"))[0] == 334
+        assert client.docmd("*")[0] == 501  # gave up at the password
+        code, text = client.docmd("AUTH", "PLAIN " + b64("alice\0" + PASSWORD))
+        assert (code, text[:6]) == (501, b"5.5.2 ")
+        assert client.noop()[0] == 250  # the session goes on
+        assert auth_plain(client, "alice", PASSWORD)[0] == 235
+
+
 def test_authenticated_mail_carries_user_default_class_and_rate(secure_relay: Any, cert: Cert) -> None:
     relay = secure_relay(
         users={"alice": ("@example.com",)},
