@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from relay.ops.stats import SES_PAUSE, SES_REVIEW, UNKNOWN_CLASS, Counts, summarise
+from relay.ops.stats import SES_PAUSE, SES_REVIEW, UNKNOWN_CLASS, Counts, share_of_sent, summarise
 from relay.store import EventRecord
 from relay.timeutil import to_text
 
@@ -70,11 +70,11 @@ class SummaryLine:
     @property
     def bounce_rate(self) -> float:
         """Permanent bounces per recipient sent, as SES's reputation metric counts them."""
-        return self.permanent / self.sent if self.sent else 0.0
+        return share_of_sent(self.permanent, self.sent)
 
     @property
     def complaint_rate(self) -> float:
-        return self.complaints / self.sent if self.sent else 0.0
+        return share_of_sent(self.complaints, self.sent)
 
 
 class Hour(NamedTuple):

@@ -15,6 +15,12 @@ SES_PAUSE = {"bounce_rate": 0.10, "complaint_rate": 0.005}
 UNKNOWN_CLASS = "unknown"
 
 
+def share_of_sent(count: int, sent: int) -> float:
+    """`count` as a fraction of the recipients sent, the way SES states its rates; 0.0
+    while nothing was sent, so a quiet class never looks alarming."""
+    return count / sent if sent else 0.0
+
+
 @dataclass
 class Counts:
     sent: int = 0
@@ -27,11 +33,11 @@ class Counts:
 
     @property
     def bounce_rate(self) -> float:
-        return self.bounced_permanent / self.sent if self.sent else 0.0
+        return share_of_sent(self.bounced_permanent, self.sent)
 
     @property
     def complaint_rate(self) -> float:
-        return self.complained / self.sent if self.sent else 0.0
+        return share_of_sent(self.complained, self.sent)
 
     def as_dict(self) -> dict[str, float | int]:
         return {**asdict(self), "bounce_rate": self.bounce_rate, "complaint_rate": self.complaint_rate}

@@ -6,7 +6,7 @@ import pytest
 
 from relay.config import GuardConfig
 from relay.ops.guard import verdict
-from relay.ops.stats import Counts
+from relay.ops.stats import Counts, share_of_sent
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,11 @@ def test_guard_defaults() -> None:
     cfg = GuardConfig()
     assert (cfg.min_volume, cfg.min_bounces, cfg.min_complaints) == (1000, 10, 3)
     assert (cfg.bounce_rate, cfg.complaint_rate) == (0.025, 0.0005)
+
+
+def test_rates_are_shares_of_sent_counting_permanent_bounces_only_and_zero_before_any_send() -> None:
+    counts = Counts(sent=200, bounced=7, bounced_permanent=4, bounced_transient=3, complained=1)
+    assert (counts.bounce_rate, counts.complaint_rate) == (0.02, 0.005)
+    unsent = Counts(bounced_permanent=2, complained=1)
+    assert (unsent.bounce_rate, unsent.complaint_rate) == (0.0, 0.0)
+    assert share_of_sent(0, 0) == 0.0
