@@ -111,6 +111,18 @@ def _known_class(name: str | None, config: Config) -> str | None:
     return name if name is not None and name in config.classes else None
 
 
+def _verdict(event: FeedbackEvent, klass: str | None) -> dict[str, str | None]:
+    """The SesVerdict fields of an event: its log row and the notice it owes both carry
+    them, and must say the same. The diagnostic is SES's own words, whichever it gave."""
+    return {
+        "klass": klass,
+        "status": event.status,
+        "diagnostic": event.diagnostic_code or event.reject_reason or event.rendering_error,
+        "bounce_type": event.bounce_type,
+        "bounce_subtype": event.bounce_subtype,
+    }
+
+
 def _record(event: FeedbackEvent, ctx: RecipientContext | None, klass: str | None) -> EventRecord:
     return EventRecord(
         dedupe_key=event.dedupe_key,
@@ -121,11 +133,7 @@ def _record(event: FeedbackEvent, ctx: RecipientContext | None, klass: str | Non
         occurred_at=event.timestamp,
         raw=json.dumps(event.raw, separators=(",", ":"), default=str),
         submission_id=ctx.submission_id if ctx else event.submission_id,
-        klass=klass,
-        bounce_type=event.bounce_type,
-        bounce_subtype=event.bounce_subtype,
-        diagnostic=event.diagnostic_code or event.reject_reason or event.rendering_error,
-        status=event.status,
+        **_verdict(event, klass),
         complaint_type=event.complaint_feedback_type,
         feedback_id=event.feedback_id,
         source_ip=event.source_ip,
@@ -231,11 +239,7 @@ def _carry_out(
                 sender=ctx.mail_from,
                 submission_id=ctx.submission_id,
                 ses_message_id=event.ses_message_id,
-                klass=klass,
-                status=event.status,
-                diagnostic=event.diagnostic_code or event.reject_reason or event.rendering_error,
-                bounce_type=event.bounce_type,
-                bounce_subtype=event.bounce_subtype,
+                **_verdict(event, klass),
                 extra=note,
             )
         )
