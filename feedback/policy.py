@@ -253,16 +253,16 @@ def _mailbox(
 def _recent_clear(event: FeedbackEvent, history: RecipientHistory, config: PolicyConfig) -> Cleared | None:
     """The latest clear within `reclear_window` before the bounce (anchored on the event's
     own time, so a bounce that happened before the clear but arrives after it does not
-    count); of the entries it cleared, the longest-lasting."""
+    count); when it cleared several entries, their highest level and longest window."""
     end = event.timestamp
     recent = [c for c in history.clears if c.at < end <= c.at + config.reclear_window]
     if not recent:
         return None
     latest = max(c.at for c in recent)
-    return max(
-        (c for c in recent if c.at == latest),
-        key=lambda c: (c.window is None, c.window or timedelta(0)),
-    )
+    those = [c for c in recent if c.at == latest]
+    windows = [c.window for c in those]
+    window = None if None in windows else max(w for w in windows if w is not None)
+    return Cleared(latest, max(c.level for c in those), window)
 
 
 def _suppression(

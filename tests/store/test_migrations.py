@@ -105,7 +105,8 @@ def test_a_store_from_a_newer_ses_relay_is_refused_and_left_as_it_is(tmp_path: P
     with sqlite3.connect(db) as conn:
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS) + 1,))
     newer, ours = len(MIGRATIONS) + 1, len(MIGRATIONS)
-    with pytest.raises(StoreError, match=rf"store schema version {newer} is newer than this ses-relay \({ours}\)"):
+    refused = rf"store schema version {newer} is newer than this ses-relay \({ours}\)"
+    with pytest.raises(StoreError, match=refused):
         asyncio.run(Store.open(db))
     assert db_rows(tmp_path, "SELECT max(version) FROM schema_version") == [(newer,)]
 
