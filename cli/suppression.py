@@ -15,6 +15,7 @@ from relay.addresses import AddressError, normalise
 from relay.ops.provider_imports import FORMAT_NAMES as PROVIDER_FORMATS
 from relay.store import Store
 from relay.suppression import ALL, Cause, Level, Suppression
+from relay.suppression_history import HistoryRow, Source
 from relay.timeutil import maybe_text, to_text, utcnow
 
 
@@ -137,10 +138,18 @@ def suppression_list(
 @json_option
 @common_options
 def suppression_show(ctx: Context, address: str, as_json: bool) -> None:
-    """Why ADDRESS is suppressed, since when, until when, and how many sends it has refused."""
+    """Why ADDRESS is suppressed, since when, until when, how many sends it has refused,
+    and its history: every change of its entries, oldest first, with who or what made it."""
+    from relay.ops.suppression_story import step_json, story, story_lines
+
     addr = address_argument(address)
-    entries = with_store(ctx, lambda store: store.suppressions_of(addr), create=False)
+
+    async def read(store: Store) -> tuple[list[Suppression], list[HistoryRow]]:
+        return await store.suppressions_of(addr), await store.suppression_history(addr)
+
+    entries, rows = with_store(ctx, read, create=False)
     now = utcnow()
+    steps = story(rows, now)
     if as_json:
         emit_json(
             {
@@ -149,12 +158,12 @@ def suppression_show(ctx: Context, address: str, as_json: bool) -> None:
                     {**suppression_json(e), "active": e.active(now)}
                     for e in entries
                 ],
+                "history": [step_json(s) for s in steps],
             }
         )
         return
     if not entries:
         click.echo(f"{addr} is not suppressed")
-        return
     for e in entries:
         state = "active" if e.active(now) else "expired"
         expires = "never (until cleared)" if e.expires_at is None else to_text(e.expires_at)
@@ -167,24 +176,42 @@ def suppression_show(ctx: Context, address: str, as_json: bool) -> None:
         click.echo(f"  expires:  {expires}")
         last = f", last at {to_text(e.last_refused_at)}" if e.last_refused_at else ""
         click.echo(f"  refused:  {e.refused_count} send(s){last}")
+    if rows or entries:
+        click.echo("\n".join(story_lines(steps)))
 
 
 @suppression_group.command("clear")
 @click.argument("address")
 @click.option("--class", "klass", help="Clear only this class ('*' = the all-classes entry); default all.")
-@click.option("--reason", default="cleared by admin", show_default=True, help="Recorded in the audit log.")
+@click.option("--reason", help="Why; kept in the entry's history and the audit log. Needed, with "
+              "--force, to clear a complaint, an unsubscribe or an entry from SES's account-level list.")
+@click.option("--force", is_flag=True, help="Clear such an entry (with --reason), or go past "
+              "[policy] max_clears_per_day.")  # fmt: skip
 @common_options
-def suppression_clear(ctx: Context, address: str, klass: str | None, reason: str) -> None:
-    """Remove ADDRESS's suppressions (audited)."""
+def suppression_clear(ctx: Context, address: str, klass: str | None, reason: str | None, force: bool) -> None:
+    """Remove ADDRESS's suppressions (audited, and kept in its history).
+
+    Clearing an entry caused by a complaint, an unsubscribe or SES's account-level list
+    takes --force and --reason; all clears together are limited to [policy]
+    max_clears_per_day in any 24 hours unless --force. A refusal says why and exits 1.
+    """
+    from relay.clearing import ClearRequest, left_line, refusal_lines
+
     addr = address_argument(address)
     _class_option(ctx, klass)
-    removed = with_store(
-        ctx, lambda store: store.clear_suppressions(addr, klass, actor=actor(), reason=reason, now=utcnow())
+    if reason is not None and not reason.strip():
+        fail("--reason: say why, in words", 2)
+    request = ClearRequest(
+        addr, klass, actor(), reason.strip() if reason else None, force, ctx.config.policy.max_clears_per_day
     )
-    if not removed:
+    verdict = with_store(ctx, lambda store: store.clear_suppressions(request, utcnow()))
+    if not verdict.entries:
         fail(f"{addr} has no suppression{'' if klass is None else f' in class {klass}'}")
-    for e in removed:
+    if verdict.problems:
+        fail("\n".join(refusal_lines(verdict)))
+    for e in verdict.cleared:
         click.echo(f"cleared {addr} in class {e.klass} (was {e.level} {e.cause}: {e.reason})")
+    click.echo(left_line(verdict))
 
 
 # -- import / export / sync-ses (relay/ops/suppression_csv.py, relay/ops/ses_sync.py) -----
@@ -289,6 +316,7 @@ def suppression_import(ctx: Context, file: str, klass: str, fmt: str, dry_run: b
             await suppression_io.merge_all(
                 store, import_plan.to_write(rows), actor=actor(), action="import",
                 detail=f"from {name}, {read.source}",
+                source=Source.SES_LIST if read.from_ses_list else Source.IMPORT,
             )  # fmt: skip
         return rows
 
@@ -362,7 +390,8 @@ def suppression_sync_ses(ctx: Context, direction: str | None, dry_run: bool, as_
         if not dry_run and pull.to_merge:
             detail = "SES account-level list"
             with_store(ctx, lambda store: suppression_io.merge_all(
-                store, pull.to_merge, actor=actor(), action="sync-ses-pull", detail=detail
+                store, pull.to_merge, actor=actor(), action="sync-ses-pull", detail=detail,
+                source=Source.SES_LIST,
             ))
         click.echo(
             f"SES lists {len(at_ses)} address(es): {'would add' if dry_run else 'added'} "

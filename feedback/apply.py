@@ -177,11 +177,17 @@ def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: Ba
     address = event.recipient
     status = ctx.status if ctx and ctx.status in STATUS_RANK else None
     since = event.timestamp - config.policy.escalate_window
-    # Only bounces read the transient history (the escalation rule); skip the query otherwise.
-    bounces = tx.transient_history(address, since) if event.kind is EventKind.BOUNCE else ()
+    # Only bounces read the transient history (the escalation rule) and the recent clears
+    # (bounced again after a clear); skip the queries otherwise.
+    is_bounce = event.kind is EventKind.BOUNCE
+    bounces = tx.transient_history(address, since) if is_bounce else ()
+    cleared_since = event.timestamp - config.policy.reclear_window
+    clears = tx.recent_clears(address, cleared_since) if is_bounce else ()
     # Only bounces that may escalate read the last open/click (engagement-aware escalation).
     engaged_at = tx.last_engagement(address) if needs_engagement(event) else None
-    history = RecipientHistory(transient_bounces=bounces, status=status, last_engagement=engaged_at)
+    history = RecipientHistory(
+        transient_bounces=bounces, status=status, last_engagement=engaged_at, clears=clears
+    )
     if klass is None and event.message_class is not None:
         # decide() falls back on the event's tag; here the tag names no configured class,
         # and a suppression in a class that does not exist would block nothing: unknown, `*`.
@@ -207,7 +213,7 @@ def _carry_out(
         tx.set_status(ctx.submission_id, address, decision.status, _detail(event))
     note = None
     if decision.suppression is not None:
-        merged = tx.merge_suppression(decision.suppression)
+        merged = tx.merge_suppression(decision.suppression, event_id)
         note = suppression_note(merged.expires_at, now=tx.now, message_class=merged.klass)
         result.suppressions += 1
         log.info("suppressed %s in class %s (%s, %s)", address, merged.klass, merged.level, merged.reason)

@@ -21,6 +21,7 @@ from feedback.diagnostics import sender_fault
 from feedback.events import EventKind, FeedbackEvent
 from relay.config import PolicyConfig
 from relay.suppression import ALL, Cause, Level, Suppression
+from relay.suppression_history import Cleared
 from relay.vocabulary import NoticeReason, Status, advance_status
 
 __all__ = [
@@ -43,12 +44,15 @@ class RecipientHistory:
     and not including the event being decided. `status` is the recipient's current
     delivery status for this message, if any. `last_engagement` is the time of the
     recipient's latest open or click; only bounces that may escalate need it
-    (`needs_engagement`), so callers look it up for those alone.
+    (`needs_engagement`), so callers look it up for those alone. `clears` are the
+    recipient's bounce entries an admin cleared (at least those within `reclear_window`
+    before the event); only bounces read them.
     """
 
     transient_bounces: tuple[datetime, ...] = ()
     status: str | None = None
     last_engagement: datetime | None = None
+    clears: tuple[Cleared, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,17 +158,10 @@ def _bounce(
                 reputation_hit=klass or ALL,
             )
         forever = subtype in _HARD_FOREVER
+        lasts = None if forever else config.permanent_general_expiry
         return Decision(
             status=status,
-            suppression=_suppression(
-                event,
-                ALL,
-                Level.HARD,
-                Cause.BOUNCE,
-                reason,
-                None if forever else config.permanent_general_expiry,
-                now,
-            ),
+            suppression=_mailbox(event, Level.HARD, reason, lasts, history, now, config),
             notice=NoticeReason.PERMANENT_BOUNCE,
         )
 
@@ -184,9 +181,7 @@ def _bounce(
         escalated = _clip(f"{count} transient bounces within {window}{who}; last {reason}")
         return Decision(
             status=status,
-            suppression=_suppression(
-                event, ALL, Level.HARD, Cause.BOUNCE, escalated, config.escalate_expiry, now
-            ),
+            suppression=_mailbox(event, Level.HARD, escalated, config.escalate_expiry, history, now, config),
             review=review,
             notice=NoticeReason.SOFT_BOUNCE_ESCALATED,
             counts_transient=True,
@@ -195,9 +190,7 @@ def _bounce(
         return Decision(status=status, review=review, counts_transient=True)
     return Decision(
         status=status,
-        suppression=_suppression(
-            event, ALL, Level.SOFT, Cause.BOUNCE, reason, config.soft_bounce_expiry, now
-        ),
+        suppression=_mailbox(event, Level.SOFT, reason, config.soft_bounce_expiry, history, now, config),
         counts_transient=True,
     )
 
@@ -223,6 +216,53 @@ def _engaged(event: FeedbackEvent, history: RecipientHistory, config: PolicyConf
     """
     last = history.last_engagement
     return last is not None and last >= event.timestamp - config.engaged_window
+
+
+def _mailbox(
+    event: FeedbackEvent,
+    level: Level,
+    reason: str,
+    lasts: timedelta | None,
+    history: RecipientHistory,
+    now: datetime,
+    config: PolicyConfig,
+) -> Suppression:
+    """The all-class suppression a bounce of the mailbox makes, weighed against recent clears.
+
+    An address that bounces again within `reclear_window` of an admin's clear of its
+    bounce entry was cleared too soon: it is suppressed for twice the cleared entry's
+    window (when that is longer than this bounce's own), at the cleared level at least,
+    and its reason (hence its history) says so. A cleared entry that never expired
+    makes one that never expires.
+    """
+    clear = _recent_clear(event, history, config)
+    if clear is not None:
+        note = f"bounced again {_span(event.timestamp - clear.at)} after a clear"
+        if clear.window is None:
+            if lasts is not None:
+                note += " of an entry that never expired: until cleared"
+            lasts = None
+        elif lasts is not None and 2 * clear.window > lasts:
+            lasts = 2 * clear.window
+            note += f": twice the cleared entry's {_span(clear.window)}"
+        level = max(level, clear.level)
+        reason = f"{note}; {reason}"
+    return _suppression(event, ALL, level, Cause.BOUNCE, reason, lasts, now)
+
+
+def _recent_clear(event: FeedbackEvent, history: RecipientHistory, config: PolicyConfig) -> Cleared | None:
+    """The latest clear within `reclear_window` before the bounce (anchored on the event's
+    own time, so a bounce that happened before the clear but arrives after it does not
+    count); when it cleared several entries, their highest level and longest window."""
+    end = event.timestamp
+    recent = [c for c in history.clears if c.at < end <= c.at + config.reclear_window]
+    if not recent:
+        return None
+    latest = max(c.at for c in recent)
+    those = [c for c in recent if c.at == latest]
+    windows = [c.window for c in those]
+    window = None if None in windows else max(w for w in windows if w is not None)
+    return Cleared(latest, max(c.level for c in those), window)
 
 
 def _suppression(
@@ -277,6 +317,17 @@ def _duration(delta: timedelta) -> str:
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _span(delta: timedelta) -> str:
+    """A duration in its two largest units: 30d, 1d 2h, 45m, 10s."""
+    seconds = max(0, int(delta.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (size == 1 and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return " ".join(parts[:2])
 
 
 def _clip(text: str) -> str:

@@ -290,6 +290,8 @@ class PolicyConfig(_Section):
     escalate_expiry: Duration = timedelta(days=7)  # ...make a hard suppression this long
     engaged_window: Duration = timedelta(days=30)  # an open or click this recent...
     escalate_after_engaged: int = Field(default=15, ge=1)  # ...needs this many instead of escalate_after
+    reclear_window: Duration = timedelta(days=7)  # a bounce this soon after a clear: twice its window
+    max_clears_per_day: int = Field(default=100, ge=0)  # clears by all admins in 24 h, unless --force
 
 
 class NoticesConfig(_Section):

@@ -437,6 +437,12 @@ class Read:
     parsed: ParsedImport
     note: str | None = None
 
+    @property
+    def from_ses_list(self) -> bool:
+        """Whether the file is SES's account-level list (`list-suppressed-destinations` JSON):
+        entries from it are SES's, and clearing them takes --force (relay/clearing.py)."""
+        return self.source == BY_NAME["ses-json"].title
+
 
 def read_import(text: str, *, filename: str = "", fmt_name: str = "auto", opts: Options) -> Read:
     """Recognise the file (or take `fmt_name`) and map every row; CsvFormatError when

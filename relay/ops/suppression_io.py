@@ -12,6 +12,7 @@ from datetime import datetime
 
 from relay.store import Store
 from relay.suppression import Suppression
+from relay.suppression_history import Source
 
 CHUNK = 500
 
@@ -26,9 +27,10 @@ async def on_file(store: Store, addresses: Iterable[str], now: datetime) -> dict
 
 
 async def merge_all(
-    store: Store, entries: Sequence[Suppression], *, actor: str, action: str, detail: str
+    store: Store, entries: Sequence[Suppression], *, actor: str, action: str, detail: str, source: Source
 ) -> None:
-    """Merge `entries` (each audited under `action`), one transaction a chunk."""
+    """Merge `entries` (each audited under `action`, and its changes kept in the history as
+    made by `source`), one transaction a chunk."""
     for start in range(0, len(entries), CHUNK):
         chunk = entries[start : start + CHUNK]
-        await store.merge_suppressions(chunk, actor=actor, action=action, detail=detail)
+        await store.merge_suppressions(chunk, actor=actor, action=action, detail=detail, source=source)

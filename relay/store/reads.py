@@ -13,7 +13,7 @@ import json
 import typing
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from relay.store.records import (
     SubmissionRow,
 )
 from relay.suppression import Level, Suppression
+from relay.suppression_history import Cleared, HistoryRow
 from relay.timeutil import from_text, id_floor, maybe_text, maybe_time, to_text
 from relay.vocabulary import Status
 
@@ -124,6 +125,39 @@ def suppression_counts(db: Db, now: datetime) -> dict[Level, int]:
         [to_text(now)],
     )
     return {Level(int(r["level"])): int(r["n"]) for r in rows}
+
+
+def suppression_history(db: Db, address: str) -> list[HistoryRow]:
+    """Every recorded change of the address's entries, in every class, oldest first."""
+    rows = db.fetchall("SELECT * FROM suppression_history WHERE address = ? ORDER BY id", (address,))
+    return [decode(HistoryRow, r) for r in rows]
+
+
+def clears_since(db: Db, since: datetime) -> int:
+    """Entries cleared by hand since a time, by every admin (the daily limit on clears)."""
+    row = db.fetchone(
+        "SELECT count(*) AS n FROM suppression_history WHERE change = 'cleared' AND at >= ?",
+        (to_text(since),),
+    )
+    return 0 if row is None else int(row["n"])
+
+
+def recent_clears(db: Db, address: str, since: datetime) -> tuple[Cleared, ...]:
+    """The address's bounce entries cleared by hand since a time, oldest first (the policy's
+    "bounced again after a clear")."""
+    rows = db.fetchall(
+        "SELECT at, level, window_seconds, expires_at FROM suppression_history "
+        "WHERE address = ? AND change = 'cleared' AND cause = 'bounce' AND at >= ? ORDER BY id",
+        (address, to_text(since)),
+    )
+    return tuple(
+        Cleared(
+            at=from_text(r["at"]),
+            level=Level(int(r["level"])),
+            window=None if r["expires_at"] is None else timedelta(seconds=int(r["window_seconds"] or 0)),
+        )
+        for r in rows
+    )
 
 
 def _where(*conditions: tuple[str, object]) -> tuple[str, list[object]]:

@@ -180,4 +180,54 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT min(r.rowid) FROM recipients r WHERE r.submission_id = recipients.submission_id
     );
     """,
+    # 6: the history of suppression entries: one row for every change (created, renewed,
+    # raised, extended, restated, cleared), with the entry as the change left it and what
+    # made it (an SES event by id, or an admin and their words). Entries already on file
+    # get one `on-file` row each, whose source is read from the audit log's latest word
+    # on them (an add, an import, a pull from SES's list), else an SES event.
+    """
+    CREATE TABLE suppression_history (
+        id              INTEGER PRIMARY KEY,
+        address         TEXT NOT NULL,
+        class           TEXT NOT NULL,
+        at              TEXT NOT NULL,
+        change          TEXT NOT NULL,
+        source          TEXT NOT NULL,
+        actor           TEXT NOT NULL,
+        level           INTEGER NOT NULL,
+        cause           TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        expires_at      TEXT,
+        note            TEXT,
+        event_id        INTEGER,
+        feedback_id     TEXT,
+        ses_message_id  TEXT,
+        refused_count   INTEGER NOT NULL DEFAULT 0,
+        last_refused_at TEXT,
+        window_seconds  INTEGER
+    );
+    CREATE INDEX suppression_history_by_address ON suppression_history(address, id);
+    CREATE INDEX suppression_history_by_change ON suppression_history(change, at);
+    INSERT INTO suppression_history (
+        address, class, at, change, source, actor, level, cause, reason, expires_at, note,
+        feedback_id, ses_message_id, refused_count, last_refused_at
+    )
+    SELECT s.address, s.class, s.updated_at, 'on-file',
+        CASE
+            WHEN a.action = 'sync-ses-pull' THEN 'ses-list'
+            WHEN a.action = 'import' AND a.detail LIKE '%, SES account-level list)' THEN 'ses-list'
+            WHEN a.action = 'import' THEN 'import'
+            WHEN a.action = 'add' THEN 'admin'
+            ELSE 'event'
+        END,
+        CASE WHEN a.action IN ('add', 'import', 'sync-ses-pull') THEN a.actor ELSE 'feedback' END,
+        s.level, s.cause, s.reason, s.expires_at, 'on file when the history began',
+        s.feedback_id, s.ses_message_id, s.refused_count, s.last_refused_at
+    FROM suppressions s
+    LEFT JOIN audit a ON a.id = (
+        SELECT max(b.id) FROM audit b WHERE b.address = s.address AND b.class = s.class
+        AND b.action IN ('add', 'import', 'sync-ses-pull', 'clear')
+    )
+    ORDER BY s.updated_at, s.address, s.class;
+    """,
 )

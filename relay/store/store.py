@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from relay.clearing import ClearRequest, ClearVerdict
 from relay.store import reads, writes
 from relay.store.backend import Backend
 from relay.store.records import (
@@ -35,6 +36,7 @@ from relay.store.records import (
 )
 from relay.store.sqlite import SqliteBackend
 from relay.suppression import Level, Suppression
+from relay.suppression_history import HistoryRow, Source
 from relay.timeutil import to_text
 
 T = TypeVar("T")
@@ -105,42 +107,55 @@ class Store:
         self._local.write_soon(writes.count_refusals, [(stamp, address, klass) for address, klass in refused])
 
     async def merge_suppression(
-        self, new: Suppression, *, actor: str | None = None, action: str = "add", detail: str = ""
+        self,
+        new: Suppression,
+        *,
+        actor: str | None = None,
+        action: str = "add",
+        detail: str = "",
+        source: Source = Source.ADMIN,
     ) -> Suppression:
-        """Merge `new` into the entry on file (relay.suppression.merge); with an actor, audit it."""
+        """Merge `new` into the entry on file (relay.suppression.merge); with an actor, audit it.
+
+        A change is recorded in the entry's history as made by `source` (and `actor`).
+        """
         if actor is None:
             return await self._state.write(partial(writes.merge_suppression, new=new))
         entries = [(new, detail or new.reason)]
         return (
             await self._state.write(
-                partial(writes.merge_audited, entries=entries, actor=actor, action=action)
+                partial(writes.merge_audited, entries=entries, actor=actor, action=action, source=source)
             )
         )[0]
 
     async def merge_suppressions(
-        self, entries: Sequence[Suppression], *, actor: str, action: str, detail: str = ""
+        self, entries: Sequence[Suppression], *, actor: str, action: str, source: Source, detail: str = ""
     ) -> list[Suppression]:
         """Merge many entries in one transaction (CSV import, SES sync), each audited.
 
         One commit instead of one per row: an fsync'd commit each would make a
         100,000-row import take minutes. Callers chunk very large inputs so that a
         transaction stays short. The audit detail is the entry's reason, followed by
-        `detail` (e.g. where it came from) when given.
+        `detail` (e.g. where it came from) when given; the history of each entry
+        changed keeps `detail` and `source` (an import, SES's account-level list).
         """
         noted = [(new, f"{new.reason} ({detail})" if detail else new.reason) for new in entries]
         return await self._state.write(
-            partial(writes.merge_audited, entries=noted, actor=actor, action=action)
-        )
-
-    async def clear_suppressions(
-        self, address: str, klass: str | None, *, actor: str, reason: str, now: datetime
-    ) -> list[Suppression]:
-        """Remove the entries (one class, or all when klass is None); audited; returns what was removed."""
-        return await self._state.write(
             partial(
-                writes.clear_suppressions, address=address, klass=klass, actor=actor, reason=reason, now=now
+                writes.merge_audited, entries=noted, actor=actor, action=action, source=source,
+                note=detail or None,
             )
-        )
+        )  # fmt: skip
+
+    async def clear_suppressions(self, request: ClearRequest, now: datetime) -> ClearVerdict:
+        """Remove an address's entries (one class, or all) unless the clear rules refuse it
+        (relay/clearing.py, weighed in the same transaction); audited, and kept in their
+        history. `verdict.cleared` is what was removed; `verdict.problems` why not."""
+        return await self._state.write(partial(writes.clear_suppressions, request=request, now=now))
+
+    async def suppression_history(self, address: str) -> list[HistoryRow]:
+        """Every recorded change of the address's entries, in every class, oldest first."""
+        return await self._state.read(partial(reads.suppression_history, address=address))
 
     async def suppression_counts(self, now: datetime) -> dict[Level, int]:
         """Active suppressions per level, for the ses_relay_suppressions gauge."""

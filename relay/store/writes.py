@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import Enum
 
+from relay.clearing import LIMIT_SPAN, ClearRequest, ClearVerdict, judge
 from relay.store import reads
 from relay.store.backend import Db, marks
 from relay.store.records import (
@@ -27,8 +28,12 @@ from relay.store.records import (
     UnmatchedEvent,
 )
 from relay.suppression import Suppression, merge
+from relay.suppression_history import Change, Cleared, Origin, Source, change_of, current, window_of
 from relay.timeutil import to_text
 from relay.vocabulary import STATUS_RANK, NoticeState, Status, advance_status
+
+FEEDBACK = "feedback"  # the actor of changes the feedback consumer makes
+BY_HAND = Origin(Source.ADMIN, "ses-relay")  # a merge whose caller names no origin
 
 
 def stored(value: object) -> object:
@@ -307,40 +312,91 @@ _SUPPRESSIONS = _Table(
 )
 
 
-def merge_suppression(db: Db, new: Suppression) -> Suppression:
-    """Merge `new` into the entry on file (relay.suppression.merge); the merged entry."""
-    existing = reads.suppression(db, new.address, new.klass)
+def merge_suppression(db: Db, new: Suppression, origin: Origin = BY_HAND) -> Suppression:
+    """Merge `new` into the entry on file (relay.suppression.merge); the merged entry.
+
+    A change (see relay.suppression_history.change_of) is recorded in the entry's
+    history, with `origin`, in the same transaction.
+    """
+    on_file = reads.suppression(db, new.address, new.klass)
+    existing = on_file
     if existing is not None and not existing.active(new.updated_at):
         existing = None  # an expired entry is history, not a floor for the new one
     merged = merge(existing, new)
     db.execute(_SUPPRESSIONS.sql, _SUPPRESSIONS.values(merged))
+    change = change_of(on_file, merged, new.updated_at)
+    if change is not None:
+        # The ids of what made this change, not those of whichever event set the level.
+        record_change(db, merged, change, origin, new.updated_at, ids=(new.feedback_id, new.ses_message_id))
     return merged
 
 
 def merge_audited(
-    db: Db, entries: Sequence[tuple[Suppression, str]], *, actor: str, action: str
-) -> list[Suppression]:
-    """Merge each entry and audit it with its note: one transaction for a whole import."""
+    db: Db, entries: Sequence[tuple[Suppression, str]], *, actor: str, action: str,
+    source: Source = Source.ADMIN, note: str | None = None,
+) -> list[Suppression]:  # fmt: skip
+    """Merge each entry and audit it with its note: one transaction for a whole import.
+    Its history keeps `source` and `note` (where an import came from), else the entry's note."""
     merged = []
-    for new, note in entries:
-        merged.append(merge_suppression(db, new))
-        audit(db, new.updated_at, actor, action, new.address, new.klass, note)
+    for new, detail in entries:
+        merged.append(merge_suppression(db, new, Origin(source, actor, note or detail)))
+        audit(db, new.updated_at, actor, action, new.address, new.klass, detail)
     return merged
 
 
-def clear_suppressions(
-    db: Db, address: str, klass: str | None, *, actor: str, reason: str, now: datetime
-) -> list[Suppression]:
-    """Remove the entries (one class, or all when klass is None); audited; returns what was removed."""
-    removed = reads.suppressions_of(db, address, klass)
+def clear_suppressions(db: Db, request: ClearRequest, now: datetime) -> ClearVerdict:
+    """Remove the request's entries (one class, or all), unless the clear rules refuse it.
+
+    The rules (relay/clearing.py) are weighed here, in the transaction that clears, on
+    the entries and the count of the day's clears as they are now. A clear removes the
+    entries (each with a history row keeping what it was, and an audit row) and the
+    address's transient-bounce history; a refusal changes nothing.
+    """
+    address, klass = request.address, request.klass
+    on_file = reads.suppressions_of(db, address, klass)
+    rows = reads.suppression_history(db, address)
+    before = reads.clears_since(db, now - LIMIT_SPAN) if request.max_per_day is not None else 0
+    verdict = judge(request, on_file, rows, before)
+    if not verdict.cleared:
+        return verdict
     # A manual clear also forgets the transient bounces before it, so the
     # next soft bounce does not escalate on history the admin just forgave.
     db.execute("DELETE FROM transient_bounces WHERE address = ?", (address,))
-    for entry in removed:
+    origin = Origin(Source.ADMIN, request.actor, request.note)
+    for entry in verdict.cleared:
         db.execute("DELETE FROM suppressions WHERE address = ? AND class = ?", (address, entry.klass))
-        note = f"{reason} (was {entry.level} {entry.cause}: {entry.reason})"
-        audit(db, now, actor, "clear", address, entry.klass, note)
-    return removed
+        window = window_of(entry, current(rows, entry.klass))
+        seconds = None if window is None else round(window.total_seconds())
+        record_change(db, entry, Change.CLEARED, origin, now, window_seconds=seconds)
+        note = f"{request.note} (was {entry.level} {entry.cause}: {entry.reason})"
+        audit(db, now, request.actor, "clear", address, entry.klass, note)
+    return verdict
+
+
+_HISTORY_INSERT = _insert(
+    "suppression_history",
+    ("address", "klass", "at", "change", "source", "actor", "level", "cause", "reason", "expires_at",
+     "note", "event_id", "feedback_id", "ses_message_id", "refused_count", "last_refused_at",
+     "window_seconds"),
+)  # fmt: skip
+
+
+def record_change(
+    db: Db, entry: Suppression, change: Change, origin: Origin, at: datetime, *,
+    ids: tuple[str | None, str | None] | None = None, window_seconds: int | None = None,
+) -> None:  # fmt: skip
+    """One row of an entry's history: `entry` as the change left it (a cleared one as it was).
+    `ids`: the SES feedback and message ids behind the change (default: the entry's own)."""
+    feedback_id, ses_message_id = ids if ids is not None else (entry.feedback_id, entry.ses_message_id)
+    db.execute(
+        _HISTORY_INSERT,
+        (
+            entry.address, entry.klass, to_text(at), str(change), str(origin.source), origin.actor,
+            int(entry.level), str(entry.cause), entry.reason, stored(entry.expires_at), origin.note,
+            origin.event_id, feedback_id, ses_message_id, entry.refused_count,
+            stored(entry.last_refused_at), window_seconds,
+        ),
+    )  # fmt: skip
 
 
 def set_class_paused(
@@ -408,8 +464,12 @@ class FeedbackTx:
     def set_status(self, submission_id: str, address: str, status: str, detail: str | None) -> None:
         set_status(self._db, submission_id, address, status, detail, self.now)
 
-    def merge_suppression(self, new: Suppression) -> Suppression:
-        return merge_suppression(self._db, new)
+    def recent_clears(self, address: str, since: datetime) -> tuple[Cleared, ...]:
+        return reads.recent_clears(self._db, address, since)
+
+    def merge_suppression(self, new: Suppression, event_id: int) -> Suppression:
+        """Merge a suppression the policy decided on; its history names the event (`event_id`)."""
+        return merge_suppression(self._db, new, Origin(Source.EVENT, FEEDBACK, new.reason, event_id))
 
     def add_review(
         self, reason: str, *, recipient: str | None, klass: str | None, ses_message_id: str | None,

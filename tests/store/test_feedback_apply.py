@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from relay.clearing import ClearRequest
 from relay.store import NewRecipient, NewSubmission, Store
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import new_id
@@ -243,10 +244,9 @@ def test_manual_clear_resets_the_transient_history(tmp_path) -> None:
 
     async def scenario(store: Store) -> None:
         await transient_series(store, addr, times[:4])
-        removed = await store.clear_suppressions(
-            addr, None, actor="test", reason="mailbox fixed", now=times[3] + timedelta(minutes=1)
-        )
-        assert [e.level for e in removed] == [Level.SOFT]
+        request = ClearRequest(addr, None, "test", "mailbox fixed")
+        verdict = await store.clear_suppressions(request, times[3] + timedelta(minutes=1))
+        assert [e.level for e in verdict.cleared] == [Level.SOFT]
         entry = await transient_series(store, addr, times[4:])
         assert entry.level is Level.SOFT  # without the clear this fifth bounce escalates (test above)
         assert [a.action for a in await store.audit_log(addr)] == ["clear"]
