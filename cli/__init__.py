@@ -17,6 +17,7 @@ from cli import (  # noqa: F401  (imported for the commands they add to main)
     notices,
     processes,
     reports,
+    state,
     submission,
     suppression,
     users,

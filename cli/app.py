@@ -40,6 +40,11 @@ class Context:
     def store_path(self) -> Path:
         return self.data_dir / STORE_FILE
 
+    @property
+    def has_state(self) -> bool:
+        """Is there a state to read: the shared one when configured, else the data dir's store?"""
+        return self.config.state.shared or self.store_path.is_file()
+
 
 def fail(message: str, status: int = 1) -> NoReturn:
     click.echo(f"ses-relay: {message}", err=True)
@@ -70,9 +75,10 @@ def require_store(ctx: Context) -> None:
     """Commands that only read answer from an existing store, never from a new empty one.
 
     Pointed at the wrong data dir, "no suppressions" would look like an answer; say
-    where we looked instead, and create nothing there.
+    where we looked instead, and create nothing there. A shared state ([state] url)
+    needs no data dir: the commands answer from it.
     """
-    if ctx.store_path.is_file():
+    if ctx.has_state:
         return
     data_dir = ctx.data_dir.resolve()
     where = (
@@ -89,16 +95,19 @@ def require_store(ctx: Context) -> None:
 
 @contextlib.asynccontextmanager
 async def open_store(
-    ctx: Context, *, fsync_every_commit: bool = True, create: bool = True
+    ctx: Context, *, fsync_every_commit: bool = True, create: bool = True, spool: bool = True
 ) -> AsyncIterator[Store]:
-    """The store in the data dir, closed on the way out.
+    """The store in the data dir (and the shared state, when configured), closed on the way out.
 
-    `create=False` (commands that only read) fails if there is none yet.
+    `create=False` (commands that only read) fails if there is none yet. `spool=False`:
+    with a shared state, open that alone (the admin commands touch no spool).
     """
     if not create:
         require_store(ctx)
     try:
-        store = await Store.open(ctx.store_path, fsync_every_commit=fsync_every_commit)
+        store = await Store.open(
+            ctx.store_path, fsync_every_commit=fsync_every_commit, state=ctx.config.state, spool=spool
+        )
     except StoreError as exc:
         fail(str(exc))
     try:
@@ -115,7 +124,7 @@ def with_store(ctx: Context, fn: Callable[[Store], Awaitable[T]], *, create: boo
     """
 
     async def go() -> T:
-        async with open_store(ctx, create=create) as store:
+        async with open_store(ctx, create=create, spool=False) as store:
             return await fn(store)
 
     try:

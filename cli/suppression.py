@@ -322,7 +322,7 @@ def suppression_import(ctx: Context, file: str, klass: str, fmt: str, dry_run: b
 
     rows: list[import_plan.PlannedRow] = []
     if parsed.entries:
-        if dry_run and not ctx.store_path.is_file():
+        if dry_run and not ctx.has_state:
             rows = import_plan.plan(parsed.entries, parsed.lines, {}, now)  # a dry run creates nothing
         else:
             rows = with_store(ctx, go)

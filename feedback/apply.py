@@ -86,6 +86,9 @@ def apply_parsed(
     tx: FeedbackTx, parsed: Sequence[tuple[Incoming, ParsedBody | ParseError]], config: Config
 ) -> BatchResult:
     result = BatchResult()
+    # Parsed first, locked next: every recipient of the batch at once, so that batches
+    # applied by several hosts at the same time give the result of some serial order.
+    tx.lock(recipients_of(parsed))
     tx.forget_unmatched(tx.now - UNMATCHED_KEEP)
     for item, outcome in parsed:
         if isinstance(outcome, ParseError):
@@ -105,6 +108,15 @@ def apply_parsed(
         for event in outcome.events:
             apply_event(tx, event, config, result)
     return result
+
+
+def recipients_of(parsed: Sequence[tuple[Incoming, ParsedBody | ParseError]]) -> list[str]:
+    """Every recipient the batch's events are about, each once."""
+    found: dict[str, None] = {}
+    for _, outcome in parsed:
+        if isinstance(outcome, ParsedBody):
+            found.update((e.recipient, None) for e in outcome.events if e.recipient is not None)
+    return list(found)
 
 
 def _known_class(name: str | None, config: Config) -> str | None:

@@ -27,11 +27,14 @@ from pydantic import (
 )
 
 from relay.addresses import AddressError, normalise
+from relay.logredact import redact_url
 from relay.networks import is_loopback_host, wide_network
 
 DEFAULT_CONFIG_FILE = Path("ses-relay.toml")
 DEFAULT_DATA_DIR = Path("ses-relay-data")
 DEFAULT_LISTEN = "127.0.0.1:2525"
+STATE_URL_ENV = "SES_RELAY_STATE_URL"  # overrides [state] url
+STATE_URL_SCHEMES = ("postgresql://", "postgres://")
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -329,6 +332,60 @@ class GuardConfig(_Section):
     alert_to: AddressList = ()  # who is mailed when a class is paused
 
 
+def check_state_url(value: str) -> str:
+    """A PostgreSQL URL libpq accepts (or "" for the local SQLite store); errors never show its password."""
+    url = value.strip()
+    if not url:
+        return ""
+    if not url.lower().startswith(STATE_URL_SCHEMES):
+        raise ValueError(
+            f"{redact_url(url)!r} is not a PostgreSQL URL: use postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
+            "or \"\" for the local SQLite store"
+        )
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        why = redact_url(str(exc))
+        raise ValueError(f"{redact_url(url)!r} is not a valid PostgreSQL URL ({why})") from None
+    for port in str(params.get("port", "")).split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"{redact_url(url)!r}: port {port!r} is not a number from 1 to 65535")
+    return url
+
+
+class StateConfig(_Section):
+    """Where the shared state lives: "" keeps it in the local SQLite store (one host)."""
+
+    url: str = Field(default="", repr=False)  # postgresql://...; env SES_RELAY_STATE_URL overrides
+    pool_size: int = Field(default=4, ge=1, le=64)  # PostgreSQL connections per process
+    connect_timeout: Duration = timedelta(seconds=5)  # to connect, and to wait for a free connection
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_state_url(value)
+
+    @field_validator("connect_timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least one second")
+        return value
+
+    @property
+    def shared(self) -> bool:
+        """True when the state is in PostgreSQL (shared by every relay that names it)."""
+        return bool(self.url)
+
+    @property
+    def where(self) -> str:
+        """The URL as it may be printed and logged: without its password."""
+        return redact_url(self.url)
+
+
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 
@@ -355,6 +412,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     notices: NoticesConfig = NoticesConfig()
     guard: GuardConfig = GuardConfig()
+    state: StateConfig = StateConfig()
 
     @field_validator("hostname")
     @classmethod
@@ -474,18 +532,29 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def load(path: Path | None) -> Config:
-    """Load and validate `path`; None gives the defaults."""
-    if path is None:
+    """Load and validate `path` (None: the defaults), with $SES_RELAY_STATE_URL over [state] url."""
+    env_url = os.environ.get(STATE_URL_ENV, "").strip()
+    if path is None and not env_url:
         return Config()
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("", f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("", f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
+    if env_url and isinstance(data.get("state", {}), dict):
+        data["state"] = {**data.get("state", {}), "url": env_url}
+        try:
+            return from_dict(data)
+        except ConfigError as exc:
+            if exc.key == "state.url":
+                raise ConfigError(exc.key, f"{exc.message} (from ${STATE_URL_ENV})") from None
+            raise
     return from_dict(data)
 
 

@@ -47,6 +47,7 @@ _KEYED = re.compile(
     r"['\"]?\s*[:=]\s*b?['\"]?)[^\s'\",}&]+"
 )
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s]*@", re.IGNORECASE)  # to the last @
 _CLIENT_LINE_FORMATS = ("%r >> %r", "_handle_client readline: %r", "%r unrecognised: %s")
 _ALWAYS_REDACT_FORMATS = ("%r can't decode base64: %s",)
 
@@ -107,6 +108,16 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
             text = text.replace(secret, MASK)
     text = _AUTH_ARG.sub(lambda m: m.group(1) + MASK, text)
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", text)
+    return _KEYED.sub(lambda m: m.group(1) + MASK, text)
+
+
+def redact_url(url: str) -> str:
+    """A connection URL (or any text holding one) with every password masked.
+
+    Catches `scheme://user:PASSWORD@host` and a `password=` parameter, the two ways a
+    libpq URL carries one.
+    """
+    text = _URL_USERINFO.sub(lambda m: m.group(1) + MASK + "@", url)
     return _KEYED.sub(lambda m: m.group(1) + MASK, text)
 
 

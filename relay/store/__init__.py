@@ -6,7 +6,10 @@
   in SQL that SQLite and PostgreSQL both run;
 - backend.py: the connection wrapper and backend protocols between them;
 - sqlite.py, sqlite_schema.py: the SQLite backend (commit thread, group commit,
-  reader, RCPT lookups) and its numbered migrations.
+  reader, RCPT lookups) and its numbered migrations;
+- postgres.py, pg_schema.py: the PostgreSQL backend of a shared state (a connection
+  pool, advisory locks) and its migrations (the change log, notifications, leases);
+- shared.py: the writes only a shared state has (notice leases).
 """
 
 from relay.store.records import (
@@ -23,11 +26,12 @@ from relay.store.records import (
     RecipientRow,
     ReviewItem,
     SpoolItem,
+    StateProbe,
     StoreError,
     SubmissionRow,
     UnmatchedEvent,
 )
-from relay.store.store import Store
+from relay.store.store import Store, probe_state
 from relay.store.writes import FeedbackTx
 from relay.suppression import ALL
 
@@ -47,8 +51,10 @@ __all__ = [
     "RecipientRow",
     "ReviewItem",
     "SpoolItem",
+    "StateProbe",
     "Store",
     "StoreError",
     "SubmissionRow",
     "UnmatchedEvent",
+    "probe_state",
 ]

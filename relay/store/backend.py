@@ -4,8 +4,8 @@ Reads and writes (relay/store/reads.py, writes.py) are plain functions of a `Db`
 statements with `?` placeholders, rows read by column name, SQL that SQLite and
 PostgreSQL both run (`INSERT ... ON CONFLICT`, `RETURNING`, standard functions). A
 backend wraps its driver's connection in a `Db` (PostgreSQL's turns `?` into `%s`
-there, in one place) and runs those functions where its database wants them: the
-`Backend` protocol is all the facade knows of it.
+there, in one place, and makes `lock` an advisory lock) and runs those functions
+where its database wants them: the `Backend` protocol is all the facade knows of it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,16 @@ class Db(Protocol):
     def fetchone(self, sql: str, params: Sequence[object] = ()) -> Row | None: ...
 
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
+
+    def lock(self, keys: Iterable[str]) -> None:
+        """Serialise this transaction with every other that locks one of `keys`, until it ends.
+
+        Write functions that read, decide and write about an address (a suppression's
+        merge, a feedback batch, a sender's outcome) lock it first, so that concurrent
+        writers on several hosts give the result of some serial order. A database with
+        one writer at a time (SQLite) has nothing to do.
+        """
+        ...
 
 
 class Backend(Protocol):

@@ -272,7 +272,7 @@ def class_states(db: Db) -> dict[str, ClassState]:
     }
 
 
-_NOTICE_SELECT = (
+NOTICE_SELECT = (
     "SELECT n.*, s.headers, s.message_id, s.subject, s.created_at AS sub_created_at "
     "FROM notices n LEFT JOIN submissions s ON s.id = n.submission_id"
 )
@@ -280,19 +280,19 @@ _NOTICE_SELECT = (
 
 def due_notices(db: Db, now: datetime, limit: int) -> list[NoticeRow]:
     rows = db.fetchall(
-        f"{_NOTICE_SELECT} WHERE n.state = 'pending' AND n.next_attempt_at <= ? "
+        f"{NOTICE_SELECT} WHERE n.state = 'pending' AND n.next_attempt_at <= ? "
         "ORDER BY n.next_attempt_at, n.id LIMIT ?",
         [to_text(now), limit],
     )
-    return [_notice_row(r) for r in rows]
+    return [notice_row(r) for r in rows]
 
 
 def notices(db: Db, *, pending_only: bool, limit: int) -> list[NoticeRow]:
     where = "WHERE n.state = 'pending' " if pending_only else ""
-    return [_notice_row(r) for r in db.fetchall(f"{_NOTICE_SELECT} {where}ORDER BY n.id LIMIT ?", [limit])]
+    return [notice_row(r) for r in db.fetchall(f"{NOTICE_SELECT} {where}ORDER BY n.id LIMIT ?", [limit])]
 
 
-def _notice_row(row: Row) -> NoticeRow:
+def notice_row(row: Row) -> NoticeRow:
     return decode(
         NoticeRow,
         row,
@@ -356,17 +356,34 @@ def recent_submissions(
     return [found[i] for i in ids]
 
 
-def due(db: Db, now_epoch: float, limit: int, exclude: Iterable[str]) -> list[SpoolItem]:
-    """Up to `limit` spooled messages due now, oldest first, not in `exclude`; none of a paused class."""
+def due(
+    db: Db, now_epoch: float, limit: int, exclude: Iterable[str], paused: Collection[str] | None = None
+) -> list[SpoolItem]:
+    """Up to `limit` spooled messages due now, oldest first, not in `exclude`; none of a paused class.
+
+    The paused classes are those of the `class_state` table beside the spool, unless
+    `paused` names them (a shared state keeps the pauses elsewhere).
+    """
     skip = list(exclude)
     not_in = f"AND submission_id NOT IN ({marks(len(skip))}) " if skip else ""
+    if paused is None:
+        held, held_params = (
+            "AND NOT EXISTS (SELECT 1 FROM submissions s JOIN class_state c ON c.class = s.class "
+            "WHERE s.id = spool.submission_id AND c.paused) "
+        ), []
+    elif paused:
+        held = (
+            "AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.id = spool.submission_id "  # noqa: S608
+            f"AND s.class IN ({marks(len(paused))})) "
+        )
+        held_params = list(paused)
+    else:
+        held, held_params = "", []
     spooled = db.fetchall(
         "SELECT submission_id, data, attempts, created_at FROM spool "  # noqa: S608 - placeholders only
-        f"WHERE next_attempt_at <= ? {not_in}"
-        "AND NOT EXISTS (SELECT 1 FROM submissions s JOIN class_state c ON c.class = s.class "
-        "WHERE s.id = spool.submission_id AND c.paused) "
+        f"WHERE next_attempt_at <= ? {not_in}{held}"
         "ORDER BY next_attempt_at LIMIT ?",
-        [now_epoch, *skip, limit],
+        [now_epoch, *skip, *held_params, limit],
     )
     subs = submissions(db, [row["submission_id"] for row in spooled])
     items = []

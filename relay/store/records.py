@@ -216,3 +216,35 @@ class NoticeRow:
     original_message_id: str | None
     original_subject: str | None
     arrival_date: datetime | None
+
+
+@dataclass(frozen=True)
+class StateProbe:
+    """What `ses-relay state check` found where the state is kept, without changing anything."""
+
+    backend: str  # "sqlite" or "postgresql"
+    where: str  # the file, or the URL without its password
+    expected_schema_version: int  # the one this ses-relay brings
+    reachable: bool
+    schema_version: int | None = None  # 0: no ses-relay schema there yet
+    error: str | None = None
+    server_version: str | None = None
+    connect_ms: float | None = None
+
+    @property
+    def problems(self) -> list[str]:
+        if not self.reachable:
+            return [f"cannot open {self.where}: {self.error}"]
+        if not self.schema_version:
+            return ["no ses-relay schema there yet: `ses-relay serve` or `worker` creates it at start"]
+        if self.schema_version < self.expected_schema_version:
+            return [
+                f"schema version {self.schema_version} is behind this ses-relay's "
+                f"{self.expected_schema_version}: `serve` or `worker` migrates it at start"
+            ]
+        if self.schema_version > self.expected_schema_version:
+            return [
+                f"schema version {self.schema_version} is newer than this ses-relay's "
+                f"{self.expected_schema_version}: upgrade ses-relay"
+            ]
+        return []

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.store.backend import A, Db, Row
-from relay.store.records import StoreError
+from relay.store.records import StateProbe, StoreError
 from relay.store.sqlite_schema import MIGRATIONS
 
 T = TypeVar("T")
@@ -67,6 +67,9 @@ class SqliteDb:
 
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
+
+    def lock(self, keys: Iterable[str]) -> None:
+        """Nothing to do: the commit thread is SQLite's one writer."""
 
 
 @dataclass
@@ -353,3 +356,22 @@ def _statements(script: str) -> list[str]:
 def _file_uri(path: Path) -> str:
     """A file: URI for SQLite's URI filenames (percent-encoded, so any path works)."""
     return Path(os.path.abspath(path)).as_uri()
+
+
+def probe(path: Path) -> StateProbe:
+    """The file's schema version, read-only (a missing file is not created)."""
+    where = str(path)
+    if not path.is_file():
+        return StateProbe("sqlite", where, len(MIGRATIONS), reachable=False, error="no such file")
+    try:
+        conn = sqlite3.connect(f"{_file_uri(path)}?mode=ro", uri=True, isolation_level=None)
+        try:
+            present = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()[0]
+            version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] if present else 0
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return StateProbe("sqlite", where, len(MIGRATIONS), reachable=False, error=str(exc))
+    return StateProbe("sqlite", where, len(MIGRATIONS), reachable=True, schema_version=int(version or 0))

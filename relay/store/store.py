@@ -4,11 +4,30 @@ Callers see domain operations (accept a submission, take due mail, record a send
 merge a suppression...), never SQL or a connection. Each operation is a plain
 function of reads.py or writes.py handed to a backend (relay/store/backend.py),
 which runs it where its database wants: for SQLite, writes in the single commit
-thread (group-committed), reads on a reader thread, the RCPT lookup on the loop.
+thread (group-committed), reads on a reader thread, the RCPT lookup on the loop;
+for PostgreSQL, a transaction on a pooled connection in a worker thread.
 
-Two roles, one backend today: `_local` is this host's file (the spool, and what the
-intake checks at RCPT and DATA), `_state` the record of suppressions, submissions,
-events and notices. With one host both are the same SQLite file.
+Two roles: `_local` is this host's SQLite file (the spool: message bytes and what
+the sender needs of them), `_state` the record of suppressions, submissions, events,
+notices and class pauses. With one host (`[state] url = ""`) both are the same file
+and each operation is one transaction, as it always was. With a shared state
+(`[state] url = "postgresql://..."`) `_state` is PostgreSQL, and:
+
+- `_state`: suppressions_of, list_suppressions, merge_suppression(s),
+  clear_suppressions, suppression_counts, apply_feedback, dead_letters,
+  review_items, events, report_events, outcome_counts, audit_log, class_states,
+  set_class_paused, notices, submission, recent_submissions;
+- `_state`, with a lease on each notice (relay/store/shared.py): due_notices,
+  settle_notice;
+- `_local`: make_all_due, next_due, defer, finish, last_sent_at, spool_stats,
+  schema_version; due, with the paused classes read from `_state`;
+- `_state` first, then `_local`: accept (writes.accept_shared, accept_spool) and
+  record_outcome (writes.record_outcomes_shared, record_outcomes_spool). A failure
+  of the first writes nothing locally: a 250, or a send marked done, has both;
+- `_state`, on the intake's path: suppressions_for (RCPT and DATA), note_refused.
+
+The last two put PostgreSQL on the intake's path; a local mirror of
+suppressions and class pauses, and an outbox that ships local commits, take it off.
 """
 
 from __future__ import annotations
@@ -17,10 +36,10 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay.clearing import ClearRequest, ClearVerdict
-from relay.store import reads, writes
+from relay.store import reads, shared, writes
 from relay.store.backend import Backend
 from relay.store.records import (
     AuditRow,
@@ -32,6 +51,8 @@ from relay.store.records import (
     NoticeRow,
     ReviewItem,
     SpoolItem,
+    StateProbe,
+    StoreError,
     SubmissionRow,
 )
 from relay.store.sqlite import SqliteBackend
@@ -39,7 +60,11 @@ from relay.suppression import Level, Suppression
 from relay.suppression_history import HistoryRow, Source
 from relay.timeutil import to_text
 
+if TYPE_CHECKING:
+    from relay.config import StateConfig
+
 T = TypeVar("T")
+HOST_ID_FILE = "host-id"
 
 
 class Store:
@@ -49,19 +74,46 @@ class Store:
         self.path = path
         self._local = local
         self._state = local if state is None else state
+        self.shared = self._state is not self._local  # the state is not this host's file
+        self._host_id: str | None = None
 
     @classmethod
-    async def open(cls, path: Path, *, fsync_every_commit: bool = True) -> Store:
-        """Open (and migrate) the store.
+    async def open(
+        cls, path: Path, *, fsync_every_commit: bool = True, state: StateConfig | None = None,
+        spool: bool = True,
+    ) -> Store:  # fmt: skip
+        """Open (and migrate) the store: the local file, and the shared state when `state` names one.
 
         `fsync_every_commit=False` is for the worker process: its commits record what
         already happened (an SES call's outcome, a feedback batch) and a power loss
         can only drop the last few *whole* transactions, in order, leaving those
         messages queued to be sent again — a duplicate, never a loss. The intake keeps
         the default, because its commit is the promise behind a 250.
+
+        `spool=False` with a shared state opens the shared state alone (the admin CLI,
+        which may run where no relay keeps a spool); the spool's methods then fail.
         """
         synchronous = "FULL" if fsync_every_commit else "NORMAL"
-        return cls(path, await SqliteBackend.open(path, synchronous=synchronous))
+        if state is None or not state.shared:
+            return cls(path, await SqliteBackend.open(path, synchronous=synchronous))
+        from relay.store.postgres import PostgresBackend  # psycopg is loaded only when used
+
+        shared_state = await PostgresBackend.open(
+            state.url, pool_size=state.pool_size, connect_timeout=state.connect_timeout.total_seconds()
+        )
+        try:
+            local: Backend = await SqliteBackend.open(path, synchronous=synchronous) if spool else NoSpool()
+        except BaseException:
+            await shared_state.close()
+            raise
+        return cls(path, local, shared_state)
+
+    @property
+    def host_id(self) -> str:
+        """This host's name in the shared state (notice leases): kept in the data dir, made once."""
+        if self._host_id is None:
+            self._host_id = host_id(self.path.parent)
+        return self._host_id
 
     async def close(self) -> None:
         """Commit what is queued and close."""
@@ -77,11 +129,13 @@ class Store:
     async def suppressions_for(self, addresses: Iterable[str], now: datetime) -> dict[str, list[Suppression]]:
         """Unexpired suppressions of each address, in every class.
 
-        The check of every RCPT: a point read on the calling (loop) thread.
+        The check of every RCPT: a point read on the calling (loop) thread; with a shared
+        state, a read of it.
         """
-        return self._local.lookup(
-            partial(reads.suppressions_for, addresses=list(dict.fromkeys(addresses)), now=now)
-        )
+        read = partial(reads.suppressions_for, addresses=list(dict.fromkeys(addresses)), now=now)
+        if self.shared:
+            return await self._state.read(read)
+        return self._local.lookup(read)
 
     async def suppressions_of(self, address: str, *, include_expired: bool = True) -> list[Suppression]:
         entries = await self._state.read(partial(reads.suppressions_of, address=address))
@@ -104,7 +158,7 @@ class Store:
         statistics; a crash may lose the last few.
         """
         stamp = to_text(now)
-        self._local.write_soon(writes.count_refusals, [(stamp, address, klass) for address, klass in refused])
+        self._state.write_soon(writes.count_refusals, [(stamp, address, klass) for address, klass in refused])
 
     async def merge_suppression(
         self,
@@ -205,6 +259,11 @@ class Store:
     # -- notices -----------------------------------------------------------
 
     async def due_notices(self, now: datetime, limit: int = 50) -> list[NoticeRow]:
+        """Notices due for delivery; with a shared state, leased to this host (settle each)."""
+        if self.shared:
+            return await self._state.write(
+                partial(shared.claim_notices, owner=self.host_id, now=now, limit=limit)
+            )
         return await self._state.read(partial(reads.due_notices, now=now, limit=limit))
 
     async def notices(self, *, pending_only: bool = False, limit: int = 10_000) -> list[NoticeRow]:
@@ -217,7 +276,8 @@ class Store:
         """Mark a notice delivered ('sent'), given up on ('skipped'), or due again later ('pending')."""
         await self._state.write(
             partial(
-                writes.settle_notice, notice_id=notice_id, state=state, now=now, error=error,
+                shared.settle_notice if self.shared else writes.settle_notice,
+                notice_id=notice_id, state=state, now=now, error=error,
                 next_attempt_at=next_attempt_at,
             )
         )  # fmt: skip
@@ -234,7 +294,12 @@ class Store:
         being written and fsynced, the next ones queue up and share the next commit, so
         a busy intake pays for one fsync per batch rather than per message.
         """
-        await self._local.write_batched(writes.accept, writes.Accept(sub, data, now_epoch, tuple(notices)))
+        item = writes.Accept(sub, data, now_epoch, tuple(notices))
+        if self.shared:
+            await self._state.write_batched(writes.accept_shared, item)
+            await self._local.write_batched(writes.accept_spool, item)
+            return
+        await self._local.write_batched(writes.accept, item)
 
     async def submission(self, submission_id: str) -> SubmissionRow | None:
         return await self._state.read(partial(reads.submission, submission_id=submission_id))
@@ -260,7 +325,13 @@ class Store:
         A read, not a lease: the one worker that sends a data dir (worker.lock) keeps
         what it has in flight in memory; a message of a paused class waits.
         """
-        return await self._local.read(partial(reads.due, now_epoch=now_epoch, limit=limit, exclude=exclude))
+        paused = None
+        if self.shared:
+            states = await self._state.read(reads.class_states)
+            paused = [klass for klass, state in states.items() if state.paused]
+        return await self._local.read(
+            partial(reads.due, now_epoch=now_epoch, limit=limit, exclude=exclude, paused=paused)
+        )
 
     async def next_due(self) -> float | None:
         return await self._local.read(reads.next_due)
@@ -288,6 +359,10 @@ class Store:
         outcome = writes.Outcome(
             submission_id, tuple(addresses), status, now, ses_message_id, detail, tuple(notices)
         )
+        if self.shared:
+            await self._state.write_batched(writes.record_outcomes_shared, outcome)
+            await self._local.write_batched(writes.record_outcomes_spool, outcome)
+            return
         await self._local.write_batched(writes.record_outcomes, outcome)
 
     async def defer(self, submission_id: str, *, next_attempt_at: float, error: str) -> None:
@@ -306,3 +381,63 @@ class Store:
     async def spool_stats(self) -> tuple[int, float | None]:
         """(messages spooled, epoch time of the oldest)."""
         return await self._local.read(reads.spool_stats)
+
+
+def probe_state(path: Path, state: StateConfig) -> StateProbe:
+    """Where the state is kept and whether this ses-relay can use it, changing nothing (blocking)."""
+    if state.shared:
+        from relay.store import postgres
+
+        return postgres.probe(state.url, state.connect_timeout.total_seconds())
+    from relay.store import sqlite
+
+    return sqlite.probe(path)
+
+
+def host_id(data_dir: Path) -> str:
+    """The id this data dir's relay goes by in the shared state: `<hostname>-<8 hex digits>`.
+
+    Kept in `<data-dir>/host-id`, so that it outlives restarts and follows the data dir
+    (with its spool) to another machine, and two relays on one machine differ.
+    """
+    import secrets
+    import socket
+
+    path = data_dir / HOST_ID_FILE
+    try:
+        known = path.read_text().strip()
+    except FileNotFoundError:
+        known = ""
+    if known:
+        return known
+    made = f"{socket.gethostname() or 'relay'}-{secrets.token_hex(4)}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(made + "\n")
+    tmp.replace(path)
+    return made
+
+
+class NoSpool:
+    """The local half of a Store opened for the shared state alone: every use is an error."""
+
+    def _refuse(self) -> StoreError:
+        return StoreError("this command opened the shared state only, not a local spool")
+
+    async def write(self, fn: Callable[..., Any]) -> Any:
+        raise self._refuse()
+
+    async def write_batched(self, fn: Callable[..., None], item: Any) -> None:
+        raise self._refuse()
+
+    def write_soon(self, fn: Callable[..., None], items: Iterable[Any]) -> None:
+        raise self._refuse()
+
+    async def read(self, fn: Callable[..., Any]) -> Any:
+        raise self._refuse()
+
+    def lookup(self, fn: Callable[..., Any]) -> Any:
+        raise self._refuse()
+
+    async def close(self) -> None:
+        return None

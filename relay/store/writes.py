@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import operator
 import typing
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import Enum
 
@@ -34,6 +34,7 @@ from relay.vocabulary import STATUS_RANK, NoticeState, Status, advance_status
 
 FEEDBACK = "feedback"  # the actor of changes the feedback consumer makes
 BY_HAND = Origin(Source.ADMIN, "ses-relay")  # a merge whose caller names no origin
+CLEARS_LOCK = " clears"  # Db.lock key of the daily count of clears (no address starts with a space)
 
 
 def stored(value: object) -> object:
@@ -113,37 +114,79 @@ _SUBMISSION_INSERT = _insert(
 _RECIPIENT_INSERT = _insert(
     "recipients", ("submission_id", "address", "status", "detail", "updated_at", "ordinal")
 )
+_NOTHING_ON_CONFLICT = " ON CONFLICT DO NOTHING"
 _SPOOL_INSERT = _insert("spool", ("submission_id", "data", "next_attempt_at", "created_at"))
 _NOTICES = _Table(
     "notices", NoticeRecord, ("created_at", "next_attempt_at"), " ON CONFLICT (dedupe_key) DO NOTHING"
 )
 
 
-def accept(db: Db, items: Sequence[Accept]) -> None:
-    """Record submissions, their recipients and message bytes: a few multi-row inserts for many."""
-    submissions, recipients, spool, refusals = [], [], [], []
+@dataclass
+class _AcceptRows:
+    """The rows of some accepted submissions, table by table."""
+
+    submissions: list[tuple[object, ...]] = field(default_factory=list)
+    recipients: list[tuple[object, ...]] = field(default_factory=list)
+    spool: list[tuple[object, ...]] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    notices: list[list[object]] = field(default_factory=list)
+
+
+def _accept_rows(items: Sequence[Accept]) -> _AcceptRows:
+    rows = _AcceptRows()
     for item in items:
         sub = item.sub
         created = to_text(sub.created_at)
-        submissions.append(
+        rows.submissions.append(
             (
                 sub.id, sub.mail_from, sub.klass, sub.class_source, sub.configuration_set,
                 json.dumps([list(t) for t in sub.tags]), sub.header_from, sub.subject, sub.message_id,
                 sub.headers, sub.size, sub.client_ip, sub.auth_user, created,
             )
         )  # fmt: skip
-        recipients.extend(
+        rows.recipients.extend(
             (sub.id, r.address, r.status, r.detail, created, i) for i, r in enumerate(sub.recipients)
         )
         if any(r.status == Status.QUEUED for r in sub.recipients):
-            spool.append((sub.id, item.data, item.now_epoch, item.now_epoch))
-        refusals.extend((created, address, klass) for address, klass in sub.refused)
-    db.executemany(_SUBMISSION_INSERT, submissions)
-    db.executemany(_RECIPIENT_INSERT, recipients)
-    db.executemany(_SPOOL_INSERT, spool)
-    count_refusals(db, refusals)
-    notices = [_notice_values(n, item.sub.created_at) for item in items for n in item.notices]
-    db.executemany(_NOTICES.sql, notices)
+            rows.spool.append((sub.id, item.data, item.now_epoch, item.now_epoch))
+        rows.refusals.extend((created, address, klass) for address, klass in sub.refused)
+        rows.notices.extend(_notice_values(n, sub.created_at) for n in item.notices)
+    return rows
+
+
+def accept(db: Db, items: Sequence[Accept]) -> None:
+    """Record submissions, their recipients and message bytes: a few multi-row inserts for many.
+
+    One host (SQLite): the spool and the record in one transaction.
+    """
+    rows = _accept_rows(items)
+    db.executemany(_SUBMISSION_INSERT, rows.submissions)
+    db.executemany(_RECIPIENT_INSERT, rows.recipients)
+    db.executemany(_SPOOL_INSERT, rows.spool)
+    count_refusals(db, rows.refusals)
+    db.executemany(_NOTICES.sql, rows.notices)
+
+
+def accept_spool(db: Db, items: Sequence[Accept]) -> None:
+    """The local half of an accept with a shared state: what the sender needs (submission,
+    recipients, message bytes)."""
+    rows = _accept_rows(items)
+    db.executemany(_SUBMISSION_INSERT, rows.submissions)
+    db.executemany(_RECIPIENT_INSERT, rows.recipients)
+    db.executemany(_SPOOL_INSERT, rows.spool)
+
+
+def accept_shared(db: Db, items: Sequence[Accept]) -> None:
+    """The shared half: submission, recipients, the notices owed and the refusal counts.
+
+    Applying it twice adds no row (the keys are natural); only the refusal counts
+    would count again.
+    """
+    rows = _accept_rows(items)
+    db.executemany(_SUBMISSION_INSERT + _NOTHING_ON_CONFLICT, rows.submissions)
+    db.executemany(_RECIPIENT_INSERT + _NOTHING_ON_CONFLICT, rows.recipients)
+    count_refusals(db, rows.refusals)
+    db.executemany(_NOTICES.sql, rows.notices)
 
 
 def count_refusals(db: Db, refusals: Sequence[Refusal]) -> None:
@@ -160,18 +203,45 @@ def record_outcomes(db: Db, outcomes: Sequence[Outcome]) -> None:
 
     Only `queued` rows change, so a retry path can never overwrite an earlier outcome.
     Events that arrived before the SES message id was recorded are applied here.
+    One host (SQLite): the spool and the record in one transaction.
     """
     for o in outcomes:
-        stamp = to_text(o.now)
-        db.executemany(
-            "UPDATE recipients SET status = ?, ses_message_id = coalesce(?, ses_message_id), "
-            "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ? AND status = 'queued'",
-            [(o.status, o.ses_message_id, o.detail, stamp, o.submission_id, a) for a in o.addresses],
-        )
+        _settle(db, o)
         if o.ses_message_id is not None:
             match_unmatched(db, o.submission_id, o.ses_message_id, o.now)
         add_notices(db, o.notices, o.now)
         finish(db, o.submission_id)
+
+
+def record_outcomes_spool(db: Db, outcomes: Sequence[Outcome]) -> None:
+    """The local half with a shared state: the sender's copy of the statuses, and the spool row."""
+    for o in outcomes:
+        _settle(db, o)
+        finish(db, o.submission_id)
+
+
+def record_outcomes_shared(db: Db, outcomes: Sequence[Outcome]) -> None:
+    """The shared half: statuses, SES message ids, held events matched, notices owed.
+
+    Locks the recipients' addresses first, as the feedback transaction does, so that an
+    event applied on another host at the same moment is either matched here or finds
+    the SES message id itself. Applying it twice changes nothing more.
+    """
+    db.lock(address for o in outcomes for address in o.addresses)
+    for o in outcomes:
+        _settle(db, o)
+        if o.ses_message_id is not None:
+            match_unmatched(db, o.submission_id, o.ses_message_id, o.now)
+        add_notices(db, o.notices, o.now)
+
+
+def _settle(db: Db, o: Outcome) -> None:
+    stamp = to_text(o.now)
+    db.executemany(
+        "UPDATE recipients SET status = ?, ses_message_id = coalesce(?, ses_message_id), "
+        "detail = ?, updated_at = ? WHERE submission_id = ? AND address = ? AND status = 'queued'",
+        [(o.status, o.ses_message_id, o.detail, stamp, o.submission_id, a) for a in o.addresses],
+    )
 
 
 def finish(db: Db, submission_id: str) -> None:
@@ -318,6 +388,12 @@ def merge_suppression(db: Db, new: Suppression, origin: Origin = BY_HAND) -> Sup
     A change (see relay.suppression_history.change_of) is recorded in the entry's
     history, with `origin`, in the same transaction.
     """
+    db.lock((new.address,))
+    return _merge(db, new, origin)
+
+
+def _merge(db: Db, new: Suppression, origin: Origin) -> Suppression:
+    """merge_suppression, the address locked already."""
     on_file = reads.suppression(db, new.address, new.klass)
     existing = on_file
     if existing is not None and not existing.active(new.updated_at):
@@ -337,9 +413,10 @@ def merge_audited(
 ) -> list[Suppression]:  # fmt: skip
     """Merge each entry and audit it with its note: one transaction for a whole import.
     Its history keeps `source` and `note` (where an import came from), else the entry's note."""
+    db.lock(sorted({new.address for new, _ in entries}))
     merged = []
     for new, detail in entries:
-        merged.append(merge_suppression(db, new, Origin(source, actor, note or detail)))
+        merged.append(_merge(db, new, Origin(source, actor, note or detail)))
         audit(db, new.updated_at, actor, action, new.address, new.klass, detail)
     return merged
 
@@ -350,9 +427,11 @@ def clear_suppressions(db: Db, request: ClearRequest, now: datetime) -> ClearVer
     The rules (relay/clearing.py) are weighed here, in the transaction that clears, on
     the entries and the count of the day's clears as they are now. A clear removes the
     entries (each with a history row keeping what it was, and an audit row) and the
-    address's transient-bounce history; a refusal changes nothing.
+    address's transient-bounce history; a refusal changes nothing. Clears of one
+    address, and with a daily limit all clears, take their turn (Db.lock).
     """
     address, klass = request.address, request.klass
+    db.lock((address, CLEARS_LOCK) if request.max_per_day is not None else (address,))
     on_file = reads.suppressions_of(db, address, klass)
     rows = reads.suppression_history(db, address)
     before = reads.clears_since(db, now - LIMIT_SPAN) if request.max_per_day is not None else 0
@@ -442,6 +521,10 @@ class FeedbackTx:
         self._db = db
         self.now = now
         self._stamp = to_text(now)  # once for the batch's rows, not once a row
+
+    def lock(self, addresses: Iterable[str]) -> None:
+        """Serialise this batch with every other writer about these addresses (see Db.lock)."""
+        self._db.lock(addresses)
 
     def record_event(self, rec: EventRecord) -> int | None:
         """Log the event; None when its dedupe key is already logged (a redelivery)."""

@@ -29,6 +29,7 @@ SECTIONS: dict[str, tuple[str, type[BaseModel]]] = {
     "`[policy]`": ("policy", configuration.PolicyConfig),
     "`[notices]`": ("notices", configuration.NoticesConfig),
     "`[guard]`": ("guard", configuration.GuardConfig),
+    "`[state]`": ("state", configuration.StateConfig),
 }
 
 
