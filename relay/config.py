@@ -333,14 +333,17 @@ class GuardConfig(_Section):
 
 
 def check_state_url(value: str) -> str:
-    """A PostgreSQL URL libpq accepts (or "" for the local SQLite store); errors never show its password."""
+    """A PostgreSQL URL libpq accepts (or "" for the local SQLite store).
+
+    Errors never repeat the value: it may hold a password.
+    """
     url = value.strip()
     if not url:
         return ""
     if not url.lower().startswith(STATE_URL_SCHEMES):
         raise ValueError(
-            f"{redact_url(url)!r} is not a PostgreSQL URL: use postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
-            "or \"\" for the local SQLite store"
+            "not a PostgreSQL URL: use postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
+            'or "" for the local SQLite store'
         )
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
@@ -348,11 +351,10 @@ def check_state_url(value: str) -> str:
     try:
         params = conninfo_to_dict(url)
     except ProgrammingError as exc:
-        why = redact_url(str(exc))
-        raise ValueError(f"{redact_url(url)!r} is not a valid PostgreSQL URL ({why})") from None
+        raise ValueError(f"not a valid PostgreSQL URL ({redact_url(str(exc))})") from None
     for port in str(params.get("port", "")).split(","):
         if port and not (port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"{redact_url(url)!r}: port {port!r} is not a number from 1 to 65535")
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
     return url
 
 

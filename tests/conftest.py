@@ -204,3 +204,50 @@ def moto_server() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+# -- PostgreSQL: one private server for the session, a fresh database for each test -----------
+
+PG_TEMPLATE = "ses_relay_template"  # migrated once; each test's database is a copy of it
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A private PostgreSQL server on 127.0.0.1 (tests/support/postgres.py), for the whole session."""
+    from tests.support.postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        server.start()
+        server.wait_ready()
+        _migrated_template(server)
+        yield server
+    finally:
+        server.cleanup()
+
+
+def _migrated_template(server: Any) -> None:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from relay.store.postgres import migrate
+
+    url = server.database(PG_TEMPLATE)
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        migrate(conn)
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> Iterator[str]:
+    """A fresh database with ses-relay's schema, dropped after the test; yields its URL."""
+    url = pg_server.database(template=PG_TEMPLATE)
+    yield url
+    pg_server.drop(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def pg_empty_url(pg_server: Any) -> Iterator[str]:
+    """A fresh, empty database (no schema), dropped after the test; yields its URL."""
+    url = pg_server.database()
+    yield url
+    pg_server.drop(url.rsplit("/", 1)[1])

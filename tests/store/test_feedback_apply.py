@@ -9,9 +9,7 @@ events log, the review queue and the notices owed to senders.
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ from relay.store import NewRecipient, NewSubmission, Store
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import new_id
 from tests.support.sns_sqs import bounce, complaint, delivery, delivery_delay, per_message, ses_mail
-from tests.support.stores import CONFIG, apply, in_store, status_of
+from tests.support.stores import CONFIG, Place, apply, in_store, status_of
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 DMARC = (
@@ -73,20 +71,11 @@ async def only(store: Store, address: str) -> Suppression:
     return entries[0]
 
 
-def rows(tmp_path: Path, sql: str, *params: Any) -> list[sqlite3.Row]:
-    db = sqlite3.connect(tmp_path / "relay.db")
-    db.row_factory = sqlite3.Row
-    try:
-        return list(db.execute(sql, params))
-    finally:
-        db.close()
-
-
 # --------------------------------------------------------------------------- permanent bounces
 
 
 @pytest.mark.parametrize("subtype", ["NoEmail", "Suppressed", "OnAccountSuppressionList"])
-def test_permanent_noemail_like_bounces_suppress_hard_in_all_classes_forever(tmp_path, subtype) -> None:
+def test_permanent_noemail_like_bounces_suppress_hard_in_all_classes_forever(place: Place, subtype) -> None:
     addr = "gone@example.org"
 
     async def scenario(store: Store) -> None:
@@ -116,10 +105,10 @@ def test_permanent_noemail_like_bounces_suppress_hard_in_all_classes_forever(tmp
         )
         assert (logged.record.submission_id, logged.record.klass) == (sid, "transactional")
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_permanent_general_suppresses_hard_for_30_days(tmp_path) -> None:
+def test_permanent_general_suppresses_hard_for_30_days(place: Place) -> None:
     addr = "moved@example.org"
 
     async def scenario(store: Store) -> None:
@@ -131,10 +120,10 @@ def test_permanent_general_suppresses_hard_for_30_days(tmp_path) -> None:
         assert entry.expires_at == now + timedelta(days=30)
         assert "5.1.1" in entry.reason
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_sender_at_fault_bounce_goes_to_review_with_a_notice_and_no_suppression(tmp_path) -> None:
+def test_sender_at_fault_bounce_goes_to_review_with_a_notice_and_no_suppression(place: Place) -> None:
     addr = "strict@example.org"
 
     async def scenario(store: Store) -> None:
@@ -155,8 +144,8 @@ def test_sender_at_fault_bounce_goes_to_review_with_a_notice_and_no_suppression(
         assert (item.recipient, item.klass, item.ses_message_id) == (addr, "list", ses_id)
         assert "sender at fault" in item.reason and "DMARC" in item.reason
 
-    in_store(tmp_path, scenario)
-    [notice] = rows(tmp_path, "SELECT * FROM notices")
+    in_store(place, scenario)
+    [notice] = place.rows("SELECT * FROM notices")
     assert (notice["reason"], notice["recipient"], notice["sender"]) == (
         "sender_at_fault",
         addr,
@@ -168,7 +157,7 @@ def test_sender_at_fault_bounce_goes_to_review_with_a_notice_and_no_suppression(
 
 
 @pytest.mark.parametrize("subtype", ["General", "MailboxFull"])
-def test_transient_bounce_suppresses_soft_for_an_hour_without_notice(tmp_path, subtype) -> None:
+def test_transient_bounce_suppresses_soft_for_an_hour_without_notice(place: Place, subtype) -> None:
     addr = "full@example.org"
 
     async def scenario(store: Store) -> None:
@@ -180,8 +169,8 @@ def test_transient_bounce_suppresses_soft_for_an_hour_without_notice(tmp_path, s
         entry = await only(store, addr)
         assert (entry.klass, entry.level, entry.expires_at) == (ALL, Level.SOFT, T0 + timedelta(hours=1))
 
-    in_store(tmp_path, scenario)
-    assert rows(tmp_path, "SELECT * FROM notices") == []
+    in_store(place, scenario)
+    assert place.rows("SELECT * FROM notices") == []
 
 
 async def transient_series(store: Store, addr: str, times: list[datetime]) -> Suppression:
@@ -198,7 +187,7 @@ def spread(count: int, over: timedelta) -> list[datetime]:
     return [T0 + over * i / (count - 1) for i in range(count)]
 
 
-def test_fifth_transient_bounce_within_24h_escalates_to_hard_for_7_days(tmp_path) -> None:
+def test_fifth_transient_bounce_within_24h_escalates_to_hard_for_7_days(place: Place) -> None:
     addr = "flaky@example.org"
     times = spread(5, timedelta(hours=23))
 
@@ -208,12 +197,12 @@ def test_fifth_transient_bounce_within_24h_escalates_to_hard_for_7_days(tmp_path
         assert entry.expires_at == times[-1] + timedelta(seconds=10) + timedelta(days=7)
         assert entry.reason.startswith("5 transient bounces within 1d")
 
-    in_store(tmp_path, scenario)
-    notices = rows(tmp_path, "SELECT reason, recipient FROM notices")
+    in_store(place, scenario)
+    notices = place.rows("SELECT reason, recipient FROM notices")
     assert [tuple(n) for n in notices] == [("soft_bounce_escalated", addr)]
 
 
-def test_four_transient_bounces_within_24h_stay_soft(tmp_path) -> None:
+def test_four_transient_bounces_within_24h_stay_soft(place: Place) -> None:
     addr = "flaky@example.org"
     times = spread(4, timedelta(hours=3))
 
@@ -222,11 +211,11 @@ def test_four_transient_bounces_within_24h_stay_soft(tmp_path) -> None:
         assert entry.level is Level.SOFT
         assert entry.expires_at == times[-1] + timedelta(seconds=10) + timedelta(hours=1)
 
-    in_store(tmp_path, scenario)
-    assert rows(tmp_path, "SELECT * FROM notices") == []
+    in_store(place, scenario)
+    assert place.rows("SELECT * FROM notices") == []
 
 
-def test_five_transient_bounces_spread_over_25h_stay_soft(tmp_path) -> None:
+def test_five_transient_bounces_spread_over_25h_stay_soft(place: Place) -> None:
     addr = "flaky@example.org"
     times = spread(5, timedelta(hours=25))
 
@@ -235,10 +224,10 @@ def test_five_transient_bounces_spread_over_25h_stay_soft(tmp_path) -> None:
         assert entry.level is Level.SOFT
         assert entry.expires_at == times[-1] + timedelta(seconds=10) + timedelta(hours=1)
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_manual_clear_resets_the_transient_history(tmp_path) -> None:
+def test_manual_clear_resets_the_transient_history(place: Place) -> None:
     addr = "flaky@example.org"
     times = spread(5, timedelta(hours=4))
 
@@ -251,11 +240,13 @@ def test_manual_clear_resets_the_transient_history(tmp_path) -> None:
         assert entry.level is Level.SOFT  # without the clear this fifth bounce escalates (test above)
         assert [a.action for a in await store.audit_log(addr)] == ["clear"]
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
 @pytest.mark.parametrize("subtype", ["MessageTooLarge", "ContentRejected", "AttachmentRejected"])
-def test_message_at_fault_transient_bounce_suppresses_nothing_but_tells_the_sender(tmp_path, subtype) -> None:
+def test_message_at_fault_transient_bounce_suppresses_nothing_but_tells_the_sender(
+    place: Place, subtype
+) -> None:
     addr = "picky@example.org"
 
     async def scenario(store: Store) -> None:
@@ -264,14 +255,14 @@ def test_message_at_fault_transient_bounce_suppresses_nothing_but_tells_the_send
         assert await store.suppressions_of(addr) == []
         assert await status_of(store, sid, addr) == "bounced"
 
-    in_store(tmp_path, scenario)
-    [notice] = rows(tmp_path, "SELECT reason FROM notices")
+    in_store(place, scenario)
+    [notice] = place.rows("SELECT reason FROM notices")
     expected = "message_too_large" if subtype == "MessageTooLarge" else "message_rejected_content"
     assert notice["reason"] == expected
-    assert rows(tmp_path, "SELECT * FROM transient_bounces") == []
+    assert place.rows("SELECT * FROM transient_bounces") == []
 
 
-def test_undetermined_bounce_lands_in_review_and_counts_as_transient(tmp_path) -> None:
+def test_undetermined_bounce_lands_in_review_and_counts_as_transient(place: Place) -> None:
     addr = "unsure@example.org"
 
     async def scenario(store: Store) -> None:
@@ -286,14 +277,14 @@ def test_undetermined_bounce_lands_in_review_and_counts_as_transient(tmp_path) -
         assert item.reason.startswith("undetermined bounce")
         assert await status_of(store, sid, addr) == "bounced"
 
-    in_store(tmp_path, scenario)
-    assert len(rows(tmp_path, "SELECT * FROM transient_bounces WHERE address = ?", addr)) == 1
+    in_store(place, scenario)
+    assert len(place.rows("SELECT * FROM transient_bounces WHERE address = ?", addr)) == 1
 
 
 # --------------------------------------------------------------------------- complaints and unsubscribes
 
 
-def test_complaint_on_a_bulk_submission_suppresses_class_bulk_only(tmp_path) -> None:
+def test_complaint_on_a_bulk_submission_suppresses_class_bulk_only(place: Place) -> None:
     addr = "annoyed@example.org"
 
     async def scenario(store: Store) -> None:
@@ -312,10 +303,10 @@ def test_complaint_on_a_bulk_submission_suppresses_class_bulk_only(tmp_path) -> 
         assert entry.reason == "abuse"
         assert await status_of(store, sid, addr) == "complained"
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_complaint_for_a_foreign_message_without_class_tag_suppresses_all_classes(tmp_path) -> None:
+def test_complaint_for_a_foreign_message_without_class_tag_suppresses_all_classes(place: Place) -> None:
     addr = "angry@example.org"
 
     async def scenario(store: Store) -> None:
@@ -328,11 +319,11 @@ def test_complaint_for_a_foreign_message_without_class_tag_suppresses_all_classe
         [logged] = await store.events(address=addr)
         assert (logged.record.submission_id, logged.record.klass) == (None, None)
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
 def test_complaint_for_a_foreign_message_tagged_with_a_configured_class_suppresses_that_class(
-    tmp_path,
+    place: Place,
 ) -> None:
     addr = "angry@example.org"
 
@@ -342,10 +333,10 @@ def test_complaint_for_a_foreign_message_tagged_with_a_configured_class_suppress
         entry = await only(store, addr)
         assert (entry.klass, entry.level) == ("list", Level.PERMANENT)
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_complaint_tagged_with_an_unconfigured_class_suppresses_all_classes(tmp_path) -> None:
+def test_complaint_tagged_with_an_unconfigured_class_suppresses_all_classes(place: Place) -> None:
     """A class name the relay does not know would block nothing; the class is unknown, so `*`."""
     addr = "angry@example.org"
 
@@ -355,10 +346,10 @@ def test_complaint_tagged_with_an_unconfigured_class_suppresses_all_classes(tmp_
         entry = await only(store, addr)
         assert (entry.klass, entry.level) == (ALL, Level.PERMANENT)
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_unsubscribe_suppresses_permanently_in_the_message_class(tmp_path) -> None:
+def test_unsubscribe_suppresses_permanently_in_the_message_class(place: Place) -> None:
     addr = "bye@example.org"
 
     async def scenario(store: Store) -> None:
@@ -379,13 +370,13 @@ def test_unsubscribe_suppresses_permanently_in_the_message_class(tmp_path) -> No
             None,
         )
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
 # --------------------------------------------------------------------------- merging, statuses, the log
 
 
-def test_levels_never_downgrade_noemail_then_transient_stays_hard_forever(tmp_path) -> None:
+def test_levels_never_downgrade_noemail_then_transient_stays_hard_forever(place: Place) -> None:
     addr = "gone@example.org"
 
     async def scenario(store: Store) -> None:
@@ -403,10 +394,10 @@ def test_levels_never_downgrade_noemail_then_transient_stays_hard_forever(tmp_pa
         assert entry.feedback_id == first["bounce"]["feedbackId"]
         assert entry.updated_at == later
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_statuses_follow_send_delay_delivery_and_never_move_backwards(tmp_path) -> None:
+def test_statuses_follow_send_delay_delivery_and_never_move_backwards(place: Place) -> None:
     a, b = "a@example.org", "b@example.org"
 
     async def scenario(store: Store) -> None:
@@ -426,7 +417,7 @@ def test_statuses_follow_send_delay_delivery_and_never_move_backwards(tmp_path) 
         kinds = [e.record.kind for e in await store.events(address=a)]
         assert kinds == ["send", "delivery_delay", "delivery", "bounce", "delivery"]
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
 @pytest.mark.parametrize(
@@ -442,7 +433,7 @@ def test_statuses_follow_send_delay_delivery_and_never_move_backwards(tmp_path) 
     ],
 )
 def test_reject_and_rendering_failure_set_status_and_owe_a_notice(
-    tmp_path, type_name, detail, status, notice
+    place: Place, type_name, detail, status, notice
 ):
     addr = "x@example.org"
 
@@ -452,11 +443,11 @@ def test_reject_and_rendering_failure_set_status_and_owe_a_notice(
         assert await status_of(store, sid, addr) == status
         assert await store.suppressions_of(addr) == []
 
-    in_store(tmp_path, scenario)
-    assert [n["reason"] for n in rows(tmp_path, "SELECT reason FROM notices")] == [notice]
+    in_store(place, scenario)
+    assert [n["reason"] for n in place.rows("SELECT reason FROM notices")] == [notice]
 
 
-def test_open_and_click_are_recorded_without_changing_status(tmp_path) -> None:
+def test_open_and_click_are_recorded_without_changing_status(place: Place) -> None:
     addr = "reader@example.org"
 
     async def scenario(store: Store) -> None:
@@ -475,10 +466,10 @@ def test_open_and_click_are_recorded_without_changing_status(tmp_path) -> None:
         assert await status_of(store, sid, addr) == "sent"
         assert await store.suppressions_of(addr) == []
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_unknown_event_type_is_logged_as_unknown_and_the_batch_still_applies(tmp_path) -> None:
+def test_unknown_event_type_is_logged_as_unknown_and_the_batch_still_applies(place: Place) -> None:
     addr = "gone@example.org"
 
     async def scenario(store: Store) -> None:
@@ -493,10 +484,10 @@ def test_unknown_event_type_is_logged_as_unknown_and_the_batch_still_applies(tmp
         assert (await only(store, addr)).level is Level.HARD
         assert await store.dead_letters() == []
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_notices_for_a_permanent_bounce_of_our_message_but_not_for_a_null_sender(tmp_path) -> None:
+def test_notices_for_a_permanent_bounce_of_our_message_but_not_for_a_null_sender(place: Place) -> None:
     a, b = "gone@example.org", "gone-too@example.org"
 
     async def scenario(store: Store) -> None:
@@ -516,8 +507,8 @@ def test_notices_for_a_permanent_bounce_of_our_message_but_not_for_a_null_sender
         for address in (a, b, "c@example.org"):
             assert (await only(store, address)).level is Level.HARD
 
-    in_store(tmp_path, scenario)
-    [notice] = rows(tmp_path, "SELECT * FROM notices")
+    in_store(place, scenario)
+    [notice] = place.rows("SELECT * FROM notices")
     assert (notice["recipient"], notice["sender"], notice["reason"], notice["state"]) == (
         a,
         "app@example.com",
@@ -528,7 +519,7 @@ def test_notices_for_a_permanent_bounce_of_our_message_but_not_for_a_null_sender
     assert (notice["bounce_type"], notice["bounce_subtype"]) == ("Permanent", "General")
 
 
-def test_a_redelivered_batch_changes_nothing(tmp_path) -> None:
+def test_a_redelivered_batch_changes_nothing(place: Place) -> None:
     addr = "gone@example.org"
 
     async def scenario(store: Store) -> None:
@@ -541,11 +532,11 @@ def test_a_redelivered_batch_changes_nothing(tmp_path) -> None:
         assert await only(store, addr) == before  # not even updated_at moved
         assert len(await store.events()) == 1
 
-    in_store(tmp_path, scenario)
-    assert len(rows(tmp_path, "SELECT * FROM notices")) == 1
+    in_store(place, scenario)
+    assert len(place.rows("SELECT * FROM notices")) == 1
 
 
-def test_a_bad_body_is_a_dead_letter_and_the_rest_of_the_batch_applies(tmp_path) -> None:
+def test_a_bad_body_is_a_dead_letter_and_the_rest_of_the_batch_applies(place: Place) -> None:
     addr = "gone@example.org"
 
     async def scenario(store: Store) -> None:
@@ -557,4 +548,4 @@ def test_a_bad_body_is_a_dead_letter_and_the_rest_of_the_batch_applies(tmp_path)
         assert "not valid JSON" in errors[0] and "Message" in errors[1]
         assert await status_of(store, sid, addr) == "bounced"
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)

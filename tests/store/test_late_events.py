@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import mailbox
 import random
-import sqlite3
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from feedback.apply import UNMATCHED_KEEP
@@ -27,7 +25,7 @@ from relay.config import Config
 from relay.store import NewRecipient, NewSubmission, Store
 from relay.timeutil import new_id, utcnow
 from tests.support.sns_sqs import bounce, complaint, delivery, per_message, ses_mail
-from tests.support.stores import apply, in_store, status_of
+from tests.support.stores import Place, apply, in_store, status_of
 
 CONFIG = Config()
 SENDER = "app@example.com"
@@ -57,16 +55,11 @@ async def sent(store: Store, sid: str, rcpts: list[str], ses_id: str) -> None:
     await store.record_outcome(sid, rcpts, "sent", now=utcnow(), ses_message_id=ses_id)
 
 
-def held(tmp_path: Path) -> list[sqlite3.Row]:
-    db = sqlite3.connect(tmp_path / "relay.db")
-    db.row_factory = sqlite3.Row
-    try:
-        return list(db.execute("SELECT * FROM unmatched_events ORDER BY event_id"))
-    finally:
-        db.close()
+def held(place: Place) -> list[Any]:
+    return place.rows("SELECT * FROM unmatched_events ORDER BY event_id")
 
 
-def test_a_delivery_applied_before_the_id_is_recorded_ends_delivered(tmp_path: Path) -> None:
+def test_a_delivery_applied_before_the_id_is_recorded_ends_delivered(place: Place) -> None:
     addr, ses_id = "late@example.org", "0100late-0001-000000"
 
     async def scenario(store: Store) -> None:
@@ -74,19 +67,19 @@ def test_a_delivery_applied_before_the_id_is_recorded_ends_delivered(tmp_path: P
         result = await apply(store, delivery(mail(ses_id, [addr], sid), [addr]), now=utcnow())
         assert result.events == 1
         assert await status_of(store, sid, addr) == "queued"  # nothing to match yet
-        assert len(held(tmp_path)) == 1
+        assert len(held(place)) == 1
         await sent(store, sid, [addr], ses_id)
         assert await status_of(store, sid, addr) == "delivered"
         sub = await store.submission(sid)
         assert sub is not None and sub.recipients[0].ses_message_id == ses_id
-        assert held(tmp_path) == []
+        assert held(place) == []
         [logged] = await store.events(address=addr)
         assert (logged.record.submission_id, logged.record.klass) == (sid, "bulk")
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_the_usual_order_holds_nothing(tmp_path: Path) -> None:
+def test_the_usual_order_holds_nothing(place: Place) -> None:
     addr, ses_id = "usual@example.org", "0100late-0002-000000"
 
     async def scenario(store: Store) -> None:
@@ -94,15 +87,15 @@ def test_the_usual_order_holds_nothing(tmp_path: Path) -> None:
         await sent(store, sid, [addr], ses_id)
         await apply(store, delivery(mail(ses_id, [addr], sid), [addr]), now=utcnow())
         assert await status_of(store, sid, addr) == "delivered"
-        assert held(tmp_path) == []
+        assert held(place) == []
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_a_bounce_before_the_id_still_owes_and_delivers_its_notice(tmp_path: Path) -> None:
+def test_a_bounce_before_the_id_still_owes_and_delivers_its_notice(place: Place) -> None:
     """The suppression happens at once; status and notice wait for the id, then both land."""
     addr, ses_id = "gone@example.org", "0100late-0003-000000"
-    data_dir = tmp_path / "data"
+    data_dir = place.data_dir / "data"
 
     async def scenario(store: Store) -> None:
         sid = await accept(store, [addr, "ok@example.org"])
@@ -113,7 +106,7 @@ def test_a_bounce_before_the_id_still_owes_and_delivers_its_notice(tmp_path: Pat
         assert [e.klass for e in await store.suppressions_of(addr)] == ["*"]
         # A redelivery before the id lands changes nothing.
         assert (await apply(store, doc, now=utcnow())).duplicates == 1
-        assert len(held(tmp_path)) == 1
+        assert len(held(place)) == 1
 
         await sent(store, sid, [addr, "ok@example.org"], ses_id)
         assert await status_of(store, sid, addr) == "bounced"
@@ -140,13 +133,13 @@ def test_a_bounce_before_the_id_still_owes_and_delivers_its_notice(tmp_path: Pat
         [row] = await store.notices()
         assert row.state == "sent"
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
     [copy] = list(mailbox.Maildir(data_dir / "mailboxes" / SENDER, create=False))
     assert copy["From"] == "Mail Delivery System <MAILER-DAEMON@relay.test>"
     assert addr in copy.as_string()
 
 
-def test_statuses_only_move_forward_whatever_the_order(tmp_path: Path) -> None:
+def test_statuses_only_move_forward_whatever_the_order(place: Place) -> None:
     a, b, c = "a@example.org", "b@example.org", "c@example.org"
     ses_id = "0100late-0004-000000"
 
@@ -164,15 +157,15 @@ def test_statuses_only_move_forward_whatever_the_order(tmp_path: Path) -> None:
         details = {r.address: r.detail for r in sub.recipients}
         assert details[a] is not None and details[a].startswith("Permanent/General")
         assert details[b] == "complaint: abuse"
-        assert held(tmp_path) == []
+        assert held(place) == []
         # A late Delivery for the bounced one, applied normally now, moves nothing back.
         await apply(store, delivery(m, [a], at=now + timedelta(minutes=5)), now=now)
         assert await status_of(store, sid, a) == "bounced"
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_only_the_recipients_the_id_was_recorded_for_are_matched(tmp_path: Path) -> None:
+def test_only_the_recipients_the_id_was_recorded_for_are_matched(place: Place) -> None:
     """Two SES calls (chunks) of one submission: each id settles its own recipients only."""
     first, second = "first@example.org", "second@example.org"
 
@@ -187,18 +180,18 @@ def test_only_the_recipients_the_id_was_recorded_for_are_matched(tmp_path: Path)
         assert await status_of(store, sid, second) == "queued"
         await sent(store, sid, [second], "0100late-chunk2")
         assert await status_of(store, sid, second) == "delivered"
-        assert [r["ses_message_id"] for r in held(tmp_path)] == ["0100late-chunk1"]
+        assert [r["ses_message_id"] for r in held(place)] == ["0100late-chunk1"]
 
         # Events nobody claims are forgotten after UNMATCHED_KEEP (any later batch prunes them).
         await apply(store, now=now + UNMATCHED_KEEP - timedelta(minutes=1))
-        assert len(held(tmp_path)) == 1
+        assert len(held(place)) == 1
         await apply(store, now=now + UNMATCHED_KEEP + timedelta(minutes=1))
-        assert held(tmp_path) == []
+        assert held(place) == []
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_a_null_sender_gets_its_status_but_no_notice(tmp_path: Path) -> None:
+def test_a_null_sender_gets_its_status_but_no_notice(place: Place) -> None:
     addr, ses_id = "gone@example.net", "0100late-0005-000000"
 
     async def scenario(store: Store) -> None:
@@ -208,10 +201,10 @@ def test_a_null_sender_gets_its_status_but_no_notice(tmp_path: Path) -> None:
         assert await status_of(store, sid, addr) == "bounced"
         assert await store.notices() == []
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_a_failed_outcome_matches_nothing(tmp_path: Path) -> None:
+def test_a_failed_outcome_matches_nothing(place: Place) -> None:
     addr = "never@example.org"
 
     async def scenario(store: Store) -> None:
@@ -219,12 +212,12 @@ def test_a_failed_outcome_matches_nothing(tmp_path: Path) -> None:
         await apply(store, delivery(mail("0100late-0006", [addr], sid), [addr]), now=utcnow())
         await store.record_outcome(sid, [addr], "failed", now=utcnow(), detail="refused")
         assert await status_of(store, sid, addr) == "failed"
-        assert len(held(tmp_path)) == 1
+        assert len(held(place)) == 1
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_either_commit_order_under_concurrency_gives_the_same_statuses(tmp_path: Path) -> None:
+def test_either_commit_order_under_concurrency_gives_the_same_statuses(place: Place) -> None:
     """Many submissions; outcomes and events committed from two tasks in random interleavings."""
     n = 200
     rng = random.Random(11)
@@ -252,10 +245,10 @@ def test_either_commit_order_under_concurrency_gives_the_same_statuses(tmp_path:
         expected = {"delivery": "delivered", "bounce": "bounced", "complaint": "complained"}
         got = [await status_of(store, sid, f"r{i}@example.org") for i, (sid, _) in enumerate(subs)]
         assert got == [expected[k] for k in kinds]
-        assert held(tmp_path) == []
+        assert held(place) == []
         notices = await store.notices()
         assert sorted(n.record.recipient for n in notices) == sorted(
             f"r{i}@example.org" for i, k in enumerate(kinds) if k == "bounce"
         )
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)

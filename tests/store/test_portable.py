@@ -13,6 +13,7 @@ import pytest
 import relay.store.reads
 import relay.store.writes
 from relay.store import ClassState, NoticeRecord, RecipientContext
+from relay.store.postgres import PgDb, translate
 from relay.store.reads import decode
 from relay.store.sqlite import RETURNING_ID, SqliteDb
 from relay.store.writes import stored
@@ -107,3 +108,28 @@ def test_sqlite_answers_returning_id_from_the_rowid_as_returning_itself_would(tm
         assert table == [(1, "a"), (2, "b"), (3, "c")]
     finally:
         conn.close()
+
+
+def test_postgresql_runs_the_same_text_with_its_own_placeholders() -> None:
+    """`?` becomes psycopg's `%s` and a literal `%` is doubled, once per statement text."""
+    assert translate("SELECT * FROM t WHERE a = ? AND b IN (?,?)") == (
+        "SELECT * FROM t WHERE a = %s AND b IN (%s,%s)"
+    )
+    assert translate("SELECT 'x%' || ? AS v") == "SELECT 'x%%' || %s AS v"
+    assert translate("SELECT 1") == "SELECT 1"
+
+
+def test_postgresql_answers_a_statement_with_a_literal_percent_as_written(pg_url: str) -> None:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(pg_url, row_factory=dict_row) as conn:
+        db = PgDb(conn)
+        row = db.fetchone("SELECT ? || '%' AS v, 'a%b' LIKE 'a%' AS m", ["50"])
+        assert row is not None and (row["v"], row["m"]) == ("50%", True)
+        assert db.execute("UPDATE class_state SET reason = ? WHERE class = ?", ["100%", "none"]) == 0
+        db.lock(["a@example.org", "b@example.org", "a@example.org"])  # twice in one list: taken once
+        held = conn.execute(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        ).fetchone()
+        assert held is not None and held["n"] == 2

@@ -81,6 +81,9 @@ class PostgresServer:
         self._initdb()
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # Root's groups are dropped too: a directory closed to its group (root) but open to
+        # others, as pytest's tmp dirs become once opened up, must count the server as other.
+        drop: dict[str, object] = {} if self.user is None else {"group": self.user, "extra_groups": []}
         return subprocess.run(
             [str(self.bin / args[0]), *args[1:]],
             check=check,
@@ -88,6 +91,7 @@ class PostgresServer:
             text=True,
             user=self.user,
             timeout=START_TIMEOUT + 10,
+            **drop,  # type: ignore[arg-type]
         )
 
     def _initdb(self) -> None:
@@ -119,14 +123,22 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def database(self, name: str | None = None) -> str:
-        """Create a fresh, empty database and return its URL."""
+    def database(self, name: str | None = None, *, template: str | None = None) -> str:
+        """Create a fresh database (empty, or a copy of `template`) and return its URL."""
         import psycopg
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
+
+    def drop(self, name: str) -> None:
+        """Drop a database, whoever is still connected to it."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
         import psycopg

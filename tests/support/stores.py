@@ -1,4 +1,5 @@
-"""A real Store in a tmp dir for store-level tests, what they accept, and the feedback batch applied to it."""
+"""A real Store for store-level tests (a tmp dir, and a PostgreSQL database when the state is
+shared), what they accept, and the feedback batch applied to it."""
 
 from __future__ import annotations
 
@@ -6,24 +7,85 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from feedback.apply import BatchResult, Incoming, apply_batch
-from relay.config import Config
+from relay.config import Config, StateConfig
 from relay.store import NewRecipient, NewSubmission, Store
-from relay.timeutil import new_id
+from relay.timeutil import new_id, to_text
 from tests.support.entries import NOW
 
 CONFIG = Config()
 
 
-def in_store(tmp_path: Path, scenario: Callable[[Store], Awaitable[None]]) -> None:
-    """Run `scenario` against a fresh store file, closing it whatever happens."""
+@dataclass(frozen=True)
+class Place:
+    """Where a test's store lives: a data dir, and the shared state's database (None: SQLite only)."""
+
+    data_dir: Path
+    state_url: str | None = None
+
+    @property
+    def state(self) -> StateConfig | None:
+        return None if self.state_url is None else StateConfig(url=self.state_url)
+
+    async def open(self, **kw: Any) -> Store:
+        return await Store.open(self.data_dir / "relay.db", state=self.state, **kw)
+
+    def rows(self, sql: str, *params: Any) -> list[Any]:
+        """What the state holds, read straight from its database (`?` placeholders).
+
+        Rows index by position and by column name, as sqlite3.Row does; times read from
+        PostgreSQL come back as the stored text SQLite keeps, so that one assertion
+        serves both.
+        """
+        if self.state_url is None:
+            db = sqlite3.connect(self.data_dir / "relay.db")
+            db.row_factory = sqlite3.Row
+            try:
+                return list(db.execute(sql, params))
+            finally:
+                db.close()
+        import psycopg
+
+        from relay.store.postgres import translate
+
+        with psycopg.connect(self.state_url) as conn:
+            cur = conn.execute(translate(sql), params)
+            names = tuple(d.name for d in cur.description or ())
+            return [Row(tuple(_as_stored(v) for v in values), names) for values in cur.fetchall()]
+
+
+class Row(tuple):
+    """A row that indexes by position and by column name."""
+
+    names: tuple[str, ...]
+
+    def __new__(cls, values: tuple[Any, ...], names: tuple[str, ...]) -> Row:
+        row = super().__new__(cls, values)
+        row.names = names
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self.names.index(key) if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def _as_stored(value: Any) -> Any:
+    return to_text(value) if isinstance(value, datetime) else value
+
+
+def in_store(where: Path | Place, scenario: Callable[[Store], Awaitable[None]]) -> None:
+    """Run `scenario` against a fresh store (a tmp dir, or a Place), closing it whatever happens."""
+    place = where if isinstance(where, Place) else Place(where)
 
     async def go() -> None:
-        store = await Store.open(tmp_path / "relay.db")
+        store = await place.open()
         try:
             await scenario(store)
         finally:
