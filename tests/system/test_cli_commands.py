@@ -24,6 +24,7 @@ COMMANDS: dict[str, list[str]] = {
     "report": [],
     "serve": [],
     "setup-aws": [],
+    "state": ["check"],
     "stats": [],
     "submission": ["list", "show"],
     "suppression": ["add", "clear", "export", "import", "list", "show", "sync-ses"],
