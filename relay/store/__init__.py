@@ -2,8 +2,9 @@
 
 - records.py: the records callers hand in and get back, and StoreError;
 - store.py: `Store`, the async facade callers use;
-- reads.py, writes.py: every read and write as a plain function of a connection,
-  in SQL that SQLite and PostgreSQL both run;
+- reads.py, writes.py, spool_writes.py: every read and write as a plain function of
+  a connection, in SQL that SQLite and PostgreSQL both run (spool_writes.py: the
+  intake's and the sender's, whole or in their shared and local halves);
 - backend.py: the connection wrapper and backend protocols between them;
 - sqlite.py, sqlite_schema.py: the SQLite backend (commit thread, group commit,
   reader, RCPT lookups) and its numbered migrations;

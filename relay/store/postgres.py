@@ -41,6 +41,7 @@ from relay.store.pg_schema import MIGRATION_LOCK, MIGRATIONS
 from relay.store.records import StateProbe, StoreError
 
 T = TypeVar("T")
+Riders = dict[Callable[[Db, Sequence[Any]], None], list[Any]]  # write_soon's items, by function
 log = logging.getLogger("ses_relay.store")
 
 RETRIES = 5  # tries of a write that meets a serialization failure or a deadlock
@@ -48,6 +49,7 @@ RETRY_PAUSE = 0.02  # seconds; the random pause before try n is at most RETRY_PA
 RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
 MAX_GROUP_COMMIT = 256  # items of one batched write sharing one transaction
 WRITE_SOON_SECONDS = 0.5
+MAX_SOON = 10_000  # write_soon items kept per function while they cannot be written
 APPLICATION_NAME = "ses-relay"
 _VERSION_SQL = "SELECT coalesce(max(version), 0) AS version FROM schema_version"
 _LOCK_SQL = (
@@ -136,9 +138,11 @@ class PostgresBackend:
         self._pool = pool
         self._threads = threads
         self.where = where  # the URL without its password, for messages
-        self._queued: dict[Callable[..., None], list[tuple[Any, asyncio.Future[None] | None]]] = {}
+        self._queued: dict[Callable[..., None], list[tuple[Any, asyncio.Future[None]]]] = {}
         self._runners: dict[Callable[..., None], asyncio.Task[None]] = {}
+        self._soon: Riders = {}
         self._soon_due = False
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 4, connect_timeout: float = 5.0) -> PostgresBackend:
@@ -156,10 +160,11 @@ class PostgresBackend:
 
     async def close(self) -> None:
         """Commit what is queued, then close the pool."""
-        self._flush_soon()
-        runners = [task for task in self._runners.values() if not task.done()]
+        runners = [task for task in [*self._runners.values(), self._flusher] if task and not task.done()]
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
+        if self._soon:
+            await self._commit_soon()
         await asyncio.get_running_loop().run_in_executor(self._threads, self._pool.close)
         self._threads.shutdown(wait=True)
 
@@ -188,14 +193,41 @@ class PostgresBackend:
     # -- writes ----------------------------------------------------------------
 
     async def write(self, fn: Callable[[Db], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, self.transact, fn)
+        return await self._transact(fn)
 
-    def transact(self, fn: Callable[[Db], T]) -> T:
-        """`fn` in one transaction, tried again on a serialization failure or deadlock (blocking)."""
+    async def _transact(self, fn: Callable[[Db], T]) -> T:
+        """`fn` in a transaction of its own, with the `write_soon` items queued so far riding along."""
+        riders, self._soon = self._soon, {}
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, self.transact, fn, riders)
+        except BaseException:
+            for rider, items in riders.items():  # rolled back with the transaction: try them again
+                kept = self._soon.setdefault(rider, [])
+                kept[:0] = items
+                del kept[:-MAX_SOON]
+            if riders:
+                self._soon_later()
+            raise
+
+    def transact(self, fn: Callable[[Db], T], riders: Riders | None = None) -> T:
+        """`fn` in one transaction, tried again on a serialization failure or deadlock (blocking).
+
+        `riders` (statistics, `write_soon`) run first, each in a savepoint: one that fails
+        is dropped with a warning and takes nothing else with it.
+        """
         for attempt in range(1, RETRIES + 1):
             try:
                 with self._pool.connection() as conn, conn.transaction():
-                    return fn(PgDb(conn))
+                    db = PgDb(conn)
+                    for rider, items in (riders or {}).items():
+                        try:
+                            with conn.transaction():
+                                rider(db, items)
+                        except psycopg.Error as exc:
+                            if isinstance(exc, RETRYABLE):
+                                raise
+                            log.warning("%d queued state update(s) dropped: %s", len(items), _why(exc))
+                    return fn(db)
             except RETRYABLE as exc:
                 if attempt == RETRIES:
                     raise _failure(f"shared state write failed {RETRIES} times", self.where, exc) from exc
@@ -210,53 +242,62 @@ class PostgresBackend:
         """Queue `item` for `fn`; when this returns it is committed. Shielded, as SQLite's."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queued.setdefault(fn, []).append((item, future))
-        self._drain(fn)
+        runner = self._runners.get(fn)
+        if runner is None or runner.done():
+            self._runners[fn] = asyncio.create_task(self._commit_queued(fn))
         await asyncio.shield(future)
 
     def write_soon(self, fn: Callable[[Db, Sequence[A]], None], items: Iterable[A]) -> None:
-        entries = self._queued.setdefault(fn, [])
-        entries.extend((item, None) for item in items)
+        """Queue items with the next transaction, or on their own a little later; nobody waits."""
+        entries = self._soon.setdefault(fn, [])
+        entries.extend(items)
+        del entries[:-MAX_SOON]  # statistics: while the server is away, keep the latest only
         if not entries:
-            del self._queued[fn]
-        elif not self._soon_due:
+            del self._soon[fn]
+        else:
+            self._soon_later()
+
+    def _soon_later(self) -> None:
+        if not self._soon_due:
             self._soon_due = True
             asyncio.get_running_loop().call_later(WRITE_SOON_SECONDS, self._flush_soon)
 
     def _flush_soon(self) -> None:
         self._soon_due = False
-        for fn in list(self._queued):
-            self._drain(fn)
+        if self._soon and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._commit_soon())
 
-    def _drain(self, fn: Callable[..., None]) -> None:
-        runner = self._runners.get(fn)
-        if runner is None or runner.done():
-            self._runners[fn] = asyncio.create_task(self._commit_queued(fn))
+    async def _commit_soon(self) -> None:
+        try:
+            await self._transact(_nothing)
+        except Exception as exc:  # _transact put the items back for the next try
+            log.debug("queued state updates wait for the next try: %s", exc)
 
     async def _commit_queued(self, fn: Callable[..., None]) -> None:
         """Commit `fn`'s queued items, MAX_GROUP_COMMIT a transaction, until none are left."""
-        loop = asyncio.get_running_loop()
         while entries := self._queued.get(fn):
             now, self._queued[fn] = entries[:MAX_GROUP_COMMIT], entries[MAX_GROUP_COMMIT:]
             items = [item for item, _ in now]
             try:
-                await loop.run_in_executor(self._threads, self.transact, _together(fn, items))
+                await self._transact(_together(fn, items))
             except Exception as exc:
                 error = exc if isinstance(exc, StoreError) else StoreError(f"state write failed: {exc}")
-                waiting = [future for _, future in now if future is not None]
-                if not waiting:
-                    log.warning("%d queued state update(s) lost: %s", len(now), error)
-                for future in waiting:
+                for _, future in now:
                     if not future.done():
                         future.set_exception(error)
             else:
                 for _, future in now:
-                    if future is not None and not future.done():
+                    if not future.done():
                         future.set_result(None)
         self._queued.pop(fn, None)
 
 
 def _together(fn: Callable[[Db, Sequence[A]], None], items: Sequence[A]) -> Callable[[Db], None]:
     return lambda db: fn(db, items)
+
+
+def _nothing(db: Db) -> None:
+    """The transaction the `write_soon` items ride along in when no other write comes."""
 
 
 def _open_pool(url: str, where: str, pool_size: int, connect_timeout: float) -> ConnectionPool[Any]:

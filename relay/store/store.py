@@ -2,7 +2,7 @@
 
 Callers see domain operations (accept a submission, take due mail, record a send,
 merge a suppression...), never SQL or a connection. Each operation is a plain
-function of reads.py or writes.py handed to a backend (relay/store/backend.py),
+function of reads.py, writes.py or spool_writes.py handed to a backend (relay/store/backend.py),
 which runs it where its database wants: for SQLite, writes in the single commit
 thread (group-committed), reads on a reader thread, the RCPT lookup on the loop;
 for PostgreSQL, a transaction on a pooled connection in a worker thread.
@@ -21,8 +21,8 @@ and each operation is one transaction, as it always was. With a shared state
   settle_notice;
 - `_local`: make_all_due, next_due, defer, finish, last_sent_at, spool_stats,
   schema_version; due, with the paused classes read from `_state`;
-- `_state` first, then `_local`: accept (writes.accept_shared, accept_spool) and
-  record_outcome (writes.record_outcomes_shared, record_outcomes_spool). A failure
+- `_state` first, then `_local`: accept (spool_writes.accept_shared, accept_spool)
+  and record_outcome (record_outcomes_shared, record_outcomes_spool). A failure
   of the first writes nothing locally: a 250, or a send marked done, has both;
 - `_state`, on the intake's path: suppressions_for (RCPT and DATA), note_refused.
 
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay.clearing import ClearRequest, ClearVerdict
-from relay.store import reads, shared, writes
+from relay.store import reads, shared, spool_writes, writes
 from relay.store.backend import Backend
 from relay.store.records import (
     AuditRow,
@@ -158,7 +158,8 @@ class Store:
         statistics; a crash may lose the last few.
         """
         stamp = to_text(now)
-        self._state.write_soon(writes.count_refusals, [(stamp, address, klass) for address, klass in refused])
+        counts = [(stamp, address, klass) for address, klass in refused]
+        self._state.write_soon(spool_writes.count_refusals, counts)
 
     async def merge_suppression(
         self,
@@ -294,12 +295,12 @@ class Store:
         being written and fsynced, the next ones queue up and share the next commit, so
         a busy intake pays for one fsync per batch rather than per message.
         """
-        item = writes.Accept(sub, data, now_epoch, tuple(notices))
+        item = spool_writes.Accept(sub, data, now_epoch, tuple(notices))
         if self.shared:
-            await self._state.write_batched(writes.accept_shared, item)
-            await self._local.write_batched(writes.accept_spool, item)
+            await self._state.write_batched(spool_writes.accept_shared, item)
+            await self._local.write_batched(spool_writes.accept_spool, item)
             return
-        await self._local.write_batched(writes.accept, item)
+        await self._local.write_batched(spool_writes.accept, item)
 
     async def submission(self, submission_id: str) -> SubmissionRow | None:
         return await self._state.read(partial(reads.submission, submission_id=submission_id))
@@ -317,7 +318,7 @@ class Store:
     async def make_all_due(self) -> int:
         """At worker start: everything spooled is due now, what a dead worker had in flight
         included (a restart is also how an operator says "try again now")."""
-        return await self._local.write(writes.make_all_due)
+        return await self._local.write(spool_writes.make_all_due)
 
     async def due(self, now_epoch: float, limit: int, *, exclude: Collection[str] = ()) -> list[SpoolItem]:
         """Up to `limit` spooled messages due now, oldest first, not in `exclude`.
@@ -356,23 +357,25 @@ class Store:
         to the recipients in the same transaction. Group-committed like accepts, so
         the sender's concurrent calls share transactions.
         """
-        outcome = writes.Outcome(
+        outcome = spool_writes.Outcome(
             submission_id, tuple(addresses), status, now, ses_message_id, detail, tuple(notices)
         )
         if self.shared:
-            await self._state.write_batched(writes.record_outcomes_shared, outcome)
-            await self._local.write_batched(writes.record_outcomes_spool, outcome)
+            await self._state.write_batched(spool_writes.record_outcomes_shared, outcome)
+            await self._local.write_batched(spool_writes.record_outcomes_spool, outcome)
             return
-        await self._local.write_batched(writes.record_outcomes, outcome)
+        await self._local.write_batched(spool_writes.record_outcomes, outcome)
 
     async def defer(self, submission_id: str, *, next_attempt_at: float, error: str) -> None:
         await self._local.write(
-            partial(writes.defer, submission_id=submission_id, next_attempt_at=next_attempt_at, error=error)
+            partial(
+                spool_writes.defer, submission_id=submission_id, next_attempt_at=next_attempt_at, error=error
+            )
         )
 
     async def finish(self, submission_id: str) -> None:
         """Drop the message bytes once no recipient is left queued."""
-        await self._local.write(partial(writes.finish, submission_id=submission_id))
+        await self._local.write(partial(spool_writes.finish, submission_id=submission_id))
 
     async def last_sent_at(self) -> datetime | None:
         """When SES last accepted a message from this relay (any process's sender)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import relay.store.reads
+import relay.store.spool_writes
 import relay.store.writes
 from relay.store import ClassState, NoticeRecord, RecipientContext
 from relay.store.postgres import PgDb, translate
@@ -81,7 +82,9 @@ SQLITE_ONLY = {
 }
 
 
-@pytest.mark.parametrize("module", [relay.store.reads, relay.store.writes], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [relay.store.reads, relay.store.writes, relay.store.spool_writes], ids=lambda m: m.__name__
+)
 def test_the_sql_of_reads_and_writes_has_no_sqlite_only_forms(module: object) -> None:
     source = Path(module.__file__).read_text()  # type: ignore[attr-defined]
     strings = " ".join(re.findall(r'"(?:[^"\\\n]|\\.)*"', source))

@@ -21,12 +21,14 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from relay.clearing import ClearRequest
 from relay.config import StateConfig
 from relay.store import NoticeRecord, Store, StoreError, probe_state
 from relay.store.pg_schema import MIGRATIONS, NOTIFY_CHANNEL
 from relay.store.postgres import PostgresBackend
 from relay.store.shared import NOTICE_LEASE
 from relay.suppression import Level
+from relay.suppression_history import Source
 from relay.timeutil import utcnow
 from tests.conftest import free_port
 from tests.support.entries import NOW, suppression
@@ -154,7 +156,10 @@ LOCKED_BOUNCE = bounce(
 )
 OPERATIONS: dict[str, Callable[[Store], Any]] = {
     "merge": lambda s: s.merge_suppression(suppression("locked@example.org")),
-    "clear": lambda s: s.clear_suppressions("locked@example.org", None, actor="t", reason="r", now=NOW),
+    "clear": lambda s: s.clear_suppressions(ClearRequest("locked@example.org", None, "t"), NOW),
+    "clear with a daily limit": lambda s: s.clear_suppressions(
+        ClearRequest("locked@example.org", None, "t", max_per_day=5), NOW
+    ),
     "feedback batch": lambda s: apply(s, LOCKED_BOUNCE, now=utcnow()),
     "sender's outcome": lambda s: s.record_outcome(
         "0123456789abcdef0123", ["locked@example.org"], "sent", now=NOW, ses_message_id="0100lock-2"
@@ -342,7 +347,8 @@ def test_each_suppression_change_is_logged_and_notified_once_per_commit(tmp_path
         store = await host(tmp_path, pg_url)
         try:
             await store.merge_suppressions(
-                [suppression(f"{n}@example.org") for n in ("a", "b", "c")], actor="t", action="import"
+                [suppression(f"{n}@example.org") for n in ("a", "b", "c")], actor="t", action="import",
+                source=Source.IMPORT,
             )
             assert heard() == ["suppressions"]  # one commit, one notification
             assert changes() == [("a@example.org", "*"), ("b@example.org", "*"), ("c@example.org", "*")]
@@ -351,7 +357,7 @@ def test_each_suppression_change_is_logged_and_notified_once_per_commit(tmp_path
             await store.close()  # commits the refusal count
             store = await host(tmp_path, pg_url)
             assert (await store.suppressions_of("b@example.org"))[0].refused_count == 1
-            await store.clear_suppressions("c@example.org", None, actor="t", reason="r", now=NOW)
+            await store.clear_suppressions(ClearRequest("c@example.org", None, "t"), NOW)
             assert changes()[3:] == [("a@example.org", "*"), ("c@example.org", "*")]
             assert heard() == ["suppressions", "suppressions"]
             await store.set_class_paused("bulk", True, reason="r", actor="t", now=NOW)

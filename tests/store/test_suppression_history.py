@@ -1,7 +1,8 @@
 """The history of suppression entries as the store keeps it: one row for every change, in
 the transaction of the change, through the one write path (merge and clear); clears
 weighed by the clear rules in the clearing transaction; "bounced again after a clear"
-applied by the feedback transaction; and the rows a store older than the history gets."""
+applied by the feedback transaction (each against SQLite and PostgreSQL); and the rows a
+SQLite store older than the history gets."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from relay.timeutil import to_text
 from tests.store.test_feedback_apply import T0, mail_of, seed
 from tests.store.test_migrations import old_store
 from tests.support.sns_sqs import bounce, complaint
-from tests.support.stores import apply, db_rows, in_store
+from tests.support.stores import Place, apply, db_rows, in_store
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 
@@ -36,7 +37,7 @@ def entry(address: str, at: datetime = T0, **kw: object) -> Suppression:
     return Suppression(**values)  # type: ignore[arg-type]
 
 
-def test_every_change_a_merge_makes_is_recorded_with_what_made_it(tmp_path: Path) -> None:
+def test_every_change_a_merge_makes_is_recorded_with_what_made_it(place: Place) -> None:
     addr = "story@example.org"
 
     async def scenario(store: Store) -> None:
@@ -71,10 +72,10 @@ def test_every_change_a_merge_makes_is_recorded_with_what_made_it(tmp_path: Path
         assert rows[3].expires_at is None and rows[3].note == "customer asked"
         assert rows[3].reason == "keep it" and rows[3].cause is Cause.MANUAL
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_an_expired_entry_merged_again_is_renewed_and_a_new_cause_restates_it(tmp_path: Path) -> None:
+def test_an_expired_entry_merged_again_is_renewed_and_a_new_cause_restates_it(place: Place) -> None:
     addr = "again@example.org"
 
     async def scenario(store: Store) -> None:
@@ -90,10 +91,10 @@ def test_an_expired_entry_merged_again_is_renewed_and_a_new_cause_restates_it(tm
             (Change.RESTATED, Source.ADMIN, "ses-relay"),
         ]
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_imports_and_ses_list_pulls_are_recorded_as_such_and_a_covered_row_is_not(tmp_path: Path) -> None:
+def test_imports_and_ses_list_pulls_are_recorded_as_such_and_a_covered_row_is_not(place: Place) -> None:
     async def scenario(store: Store) -> None:
         imported = [entry("a@example.org", cause=Cause.BOUNCE), entry("b@example.org", cause=Cause.BOUNCE)]
         await store.merge_suppressions(
@@ -130,10 +131,10 @@ def test_imports_and_ses_list_pulls_are_recorded_as_such_and_a_covered_row_is_no
             (Change.RESTATED, Source.SES_LIST),
         ]
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_a_failed_write_leaves_neither_the_change_nor_its_history(tmp_path: Path) -> None:
+def test_a_failed_write_leaves_neither_the_change_nor_its_history(place: Place) -> None:
     async def scenario(store: Store) -> None:
         bad = replace(entry("bad@example.org"), reason=None)  # type: ignore[arg-type]  # NOT NULL
         with pytest.raises(StoreError):
@@ -143,13 +144,13 @@ def test_a_failed_write_leaves_neither_the_change_nor_its_history(tmp_path: Path
         assert await store.suppressions_of("good@example.org") == []
         assert await store.suppression_history("good@example.org") == []
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
 # -------------------------------------------------------------------------- clears
 
 
-def test_a_refused_clear_changes_nothing_and_a_forced_one_keeps_what_was_cleared(tmp_path: Path) -> None:
+def test_a_refused_clear_changes_nothing_and_a_forced_one_keeps_what_was_cleared(place: Place) -> None:
     addr = "angry@example.org"
 
     async def scenario(store: Store) -> None:
@@ -180,10 +181,10 @@ def test_a_refused_clear_changes_nothing_and_a_forced_one_keeps_what_was_cleared
             "they wrote to us (--force) (was permanent"
         )
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_a_cleared_entry_keeps_the_window_it_was_set_for(tmp_path: Path) -> None:
+def test_a_cleared_entry_keeps_the_window_it_was_set_for(place: Place) -> None:
     addr = "moved@example.org"
 
     async def scenario(store: Store) -> None:
@@ -198,10 +199,10 @@ def test_a_cleared_entry_keeps_the_window_it_was_set_for(tmp_path: Path) -> None
         cleared = (await store.suppression_history(addr))[-1]
         assert cleared.change is Change.CLEARED and cleared.window_seconds == 30 * 86400
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_the_daily_limit_counts_every_admins_clears_of_the_last_24_hours(tmp_path: Path) -> None:
+def test_the_daily_limit_counts_every_admins_clears_of_the_last_24_hours(place: Place) -> None:
     async def scenario(store: Store) -> None:
         for i in range(4):
             await store.merge_suppression(entry(f"u{i}@example.org"))
@@ -226,10 +227,10 @@ def test_the_daily_limit_counts_every_admins_clears_of_the_last_24_hours(tmp_pat
         )
         assert forced.cleared and forced.left_today == 0
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
-def test_two_admins_at_once_cannot_both_take_the_last_clear(tmp_path: Path) -> None:
+def test_two_admins_at_once_cannot_both_take_the_last_clear(place: Place) -> None:
     async def scenario(store: Store) -> None:
         await store.merge_suppression(entry("x@example.org"))
         await store.merge_suppression(entry("y@example.org"))
@@ -241,13 +242,13 @@ def test_two_admins_at_once_cannot_both_take_the_last_clear(tmp_path: Path) -> N
         left = [a for a in ("x@example.org", "y@example.org") if await store.suppressions_of(a)]
         assert len(left) == 1
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
 # -------------------------------------------------------------------------- bounced again after a clear
 
 
-def test_a_bounce_after_a_clear_is_suppressed_for_twice_the_cleared_window(tmp_path: Path) -> None:
+def test_a_bounce_after_a_clear_is_suppressed_for_twice_the_cleared_window(place: Place) -> None:
     addr = "back@example.org"
 
     async def scenario(store: Store) -> None:
@@ -274,7 +275,7 @@ def test_a_bounce_after_a_clear_is_suppressed_for_twice_the_cleared_window(tmp_p
         last = (await store.suppression_history(addr))[-1]
         assert (last.change, last.source, last.reason) == (Change.RENEWED, Source.EVENT, doubled.reason)
 
-    in_store(tmp_path, scenario)
+    in_store(place, scenario)
 
 
 # -------------------------------------------------------------------------- a store older than the history
