@@ -2,15 +2,16 @@
 
 Callers see domain operations (accept a submission, take due mail, record a send,
 merge a suppression...), never SQL or a connection. Each operation is a plain
-function of reads.py, writes.py or spool_writes.py handed to a backend (relay/store/backend.py),
-which runs it where its database wants: for SQLite, writes in the single commit
-thread (group-committed), reads on a reader thread, the RCPT lookup on the loop;
-for PostgreSQL, a transaction on a pooled connection in a worker thread.
+function of reads.py, writes.py or spool_writes.py handed to a backend
+(relay/store/backend.py), which runs it where its database wants: for SQLite,
+writes in the single commit thread (group-committed), reads on a reader thread, the
+RCPT lookup on the loop; for PostgreSQL, a transaction on a pooled connection in a
+worker thread.
 
 Two roles: `_local` is this host's SQLite file (the spool: message bytes and what
 the sender needs of them), `_state` the record of suppressions, submissions, events,
 notices and class pauses. With one host (`[state] url = ""`) both are the same file
-and each operation is one transaction, as it always was. With a shared state
+and each operation is one transaction. With a shared state
 (`[state] url = "postgresql://..."`) `_state` is PostgreSQL, and:
 
 - `_state`: suppressions_of, list_suppressions, merge_suppression(s),
@@ -26,8 +27,10 @@ and each operation is one transaction, as it always was. With a shared state
   of the first writes nothing locally: a 250, or a send marked done, has both;
 - `_state`, on the intake's path: suppressions_for (RCPT and DATA), note_refused.
 
-The last two put PostgreSQL on the intake's path; a local mirror of
-suppressions and class pauses, and an outbox that ships local commits, take it off.
+So the intake waits on PostgreSQL at RCPT, at DATA and for its commit, and fails
+(451) without it. Those are the methods a local mirror of suppressions and class
+pauses (suppressions_for, due) and an outbox of local commits (accept,
+record_outcome, note_refused) turn back into local ones.
 """
 
 from __future__ import annotations
