@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -166,6 +167,43 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: [1] ppid, [11:15] utime stime cutime cstime."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of a process (children first), from the ppid field of /proc/*/stat."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo and len(out) < 100_000:
+        children = parents.get(todo.pop(0), [])
+        out += children
+        todo += children
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and everything under it: utime + stime of the live processes, plus
+    cutime + cstime (children that exited and were waited for, e.g. Postfix daemons)."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        fields = _stat_fields(p)
+        if fields is not None:
+            total += sum(int(v) for v in fields[11:15])
+    return total / CLK_TCK
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """VmHWM: the most resident memory the process ever had."""
     try:
@@ -250,8 +288,10 @@ def start_ses_standin(latency: float = 0.0, max_seconds: float = 3600.0) -> Stan
     return StandIn(proc, _first_line_port(proc, "SES stand-in"))
 
 
-def start_bare_smtp(max_seconds: float = 3600.0) -> StandIn:
+def start_bare_smtp(max_seconds: float = 3600.0, uvloop: bool = False) -> StandIn:
     cmd = [sys.executable, COMMON, "bare", "--max-seconds", str(max_seconds)]
+    if uvloop:
+        cmd.append("--uvloop")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=child_env())
     return StandIn(proc, _first_line_port(proc, "bare aiosmtpd"))
 
@@ -274,6 +314,19 @@ class Relay:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
+
+    def worker_pid(self) -> int | None:
+        """The worker process serve started (sender, notices, feedback), if it is running."""
+        for pid in descendants(self.pid):
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"worker" in argv and b"cli" in argv:
+                    return pid
+        return None
+
+    def tree_cpu_seconds(self) -> float:
+        """serve and its worker together (and any worker that exited and was waited for)."""
+        return tree_cpu_seconds(self.pid)
 
     def stop(self) -> int | None:
         return stop_process(self.proc)
@@ -308,7 +361,29 @@ def relay_config(
     )
 
 
-def start_relay(data_dir: Path, config_text: str, *, log_level: str = "info", timeout: float = 60.0) -> Relay:
+def uvloop_available() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def uvloop_env(scratch: Path) -> dict[str, str]:
+    """Environment that runs a Python child (and its children) on uvloop, without changing it.
+
+    A sitecustomize module on PYTHONPATH sets uvloop's event loop policy before the
+    program starts, so `asyncio.run` in serve and in its worker makes a uvloop loop.
+    This is an experiment of the benchmark, to see what uvloop would give the relay.
+    """
+    site = scratch / "uvloop-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import asyncio\nimport uvloop\nasyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"
+    )
+    return {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
+
+
+def start_relay(
+    data_dir: Path, config_text: str, *, log_level: str = "info", timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Relay:  # fmt: skip
     """`ses-relay serve` on a free port; waits for its "listening on" line."""
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir.parent / f"{data_dir.name}.toml"
@@ -319,7 +394,7 @@ def start_relay(data_dir: Path, config_text: str, *, log_level: str = "info", ti
     cmd = [SES_RELAY, "serve", "--listen", f"{LOCALHOST}:{port}", "--data-dir", str(data_dir)]
     cmd += ["--config", str(config), "--log-level", log_level]
     with out_path.open("wb") as out, log_path.open("wb") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=child_env(), cwd=data_dir.parent)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=child_env(env), cwd=data_dir.parent)
     relay = Relay(proc, port, data_dir, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -818,7 +893,7 @@ class RelayRun:
 def start_relay_run(
     scratch: Path, name: str, entries: Iterable[tuple[str, str]], *, connections: int,
     send_rate: float | None = None, ses_latency: float = 0.0, concurrency: int = 8, log_level: str = "info",
-    max_seconds: float = 3600.0,
+    max_seconds: float = 3600.0, env: dict[str, str] | None = None,
 ) -> RelayRun:  # fmt: skip
     """Fresh data dir with the suppressions loaded, the SES stand-in, then `serve`."""
     data_dir = scratch / name
@@ -828,12 +903,24 @@ def start_relay_run(
     ses = start_ses_standin(ses_latency, max_seconds=max_seconds + 120)
     try:
         config = relay_config(ses.url, connections=connections, send_rate=send_rate, concurrency=concurrency)
-        relay = start_relay(data_dir, config, log_level=log_level)
+        relay = start_relay(data_dir, config, log_level=log_level, env=env)
     except BaseException:
         ses.stop()
         raise
     log(f"{name}: serve pid {relay.pid} on port {relay.port}, SES stand-in pid {ses.pid} on port {ses.port}")
     return RelayRun(relay, ses)
+
+
+def wait_for_ses(run: RelayRun, want: int, budget: Budget, poll: float = 0.05) -> dict[str, Any]:
+    """Poll the stand-in SES until it has `want` recipients, the time is up or the relay exits;
+    returns its last counters, with the per-call times ("full")."""
+    stats = run.ses.stats()
+    for _ in range(10_000_000):
+        if stats["recipients"] >= want or budget.left() <= 0 or run.relay.proc.poll() is not None:
+            break
+        time.sleep(poll)
+        stats = run.ses.stats()
+    return run.ses.stats(full=True)
 
 
 class Budget:
@@ -994,9 +1081,14 @@ def _ses_main(latency: float, max_seconds: float) -> None:
     asyncio.run(_serve_until_signal(start, max_seconds))
 
 
-def _bare_main(max_seconds: float) -> None:
+def _bare_main(max_seconds: float, use_uvloop: bool = False) -> None:
     """aiosmtpd with a handler that answers 250 to everything: the intake's ceiling."""
     from aiosmtpd.smtp import SMTP, Envelope, Session
+
+    if use_uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
     class Handler:
         async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -1023,11 +1115,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("what", choices=["ses", "bare"])
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each SES answer")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="exit after this long")
+    parser.add_argument("--uvloop", action="store_true", help="bare: run on uvloop's event loop")
     args = parser.parse_args(argv)
     if args.what == "ses":
         _ses_main(args.latency, args.max_seconds)
     else:
-        _bare_main(args.max_seconds)
+        _bare_main(args.max_seconds, args.uvloop)
 
 
 if __name__ == "__main__":

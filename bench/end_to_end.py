@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         try:
             started = time.monotonic()
-            cpu_before = run.relay.cpu_seconds()
+            cpu_before = run.relay.tree_cpu_seconds()
             load = asyncio.run(
                 common.run_generator(
                     generator, run.relay.port, plan=plan, connections=args.connections,
@@ -154,16 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"load done in {load.seconds:.1f} s: {committed['submissions']} accepted, "
                 f"{want} recipients to send; waiting for the stand-in SES"
             )
-            stats = run.ses.stats()
-            polls = 0
-            while stats["recipients"] < want and budget.left() > 0 and polls < 1_000_000:
-                if run.relay.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-                stats = run.ses.stats()
-                polls += 1
-            cpu = run.relay.cpu_seconds() - cpu_before
-            full = run.ses.stats(full=True)
+            full = common.wait_for_ses(run, want, budget)
+            cpu = run.relay.tree_cpu_seconds() - cpu_before
+            worker = run.relay.worker_pid()
             complete = full["recipients"] >= want
             finished = full["last"] if complete and full["last"] is not None else time.monotonic()
             e2e = finished - started
@@ -185,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                     "drain_after_load_s": round(max(0.0, finished - load_end), 3),
                     "load_errors": load.errors,
                     "peak_rss_mb": run.relay.peak_rss_mb(),
+                    "worker_peak_rss_mb": common.peak_rss_mb(worker) if worker else None,
                     "relay_cpu_share": round(cpu / e2e, 2) if e2e > 0 else None,
+                    "cpu_ms_per_msg": (
+                        round(cpu * 1000.0 / committed["submissions"], 3)
+                        if committed["submissions"]
+                        else None
+                    ),
                     "ses_latency_s": args.ses_latency,
                     "concurrency": args.concurrency,
                 }
