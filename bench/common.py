@@ -204,6 +204,30 @@ def tree_cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime of each live thread of a process, by thread id (the main thread's is the pid)."""
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def thread_cpu_figures(pid: int, before: dict[int, float], top: int = 4) -> dict[str, Any]:
+    """CPU seconds per thread since `before`: the main thread (the event loop) and the busiest others."""
+    after = thread_cpu_seconds(pid)
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
+    others = sorted((cpu for tid, cpu in spent.items() if tid != pid), reverse=True)
+    return {
+        "main": round(spent.get(pid, 0.0), 2),
+        "busiest_others": [round(c, 2) for c in others[:top]],
+        "others_total": round(sum(others), 2),
+        "threads": len(after),
+    }
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """VmHWM: the most resident memory the process ever had."""
     try:
@@ -874,6 +898,54 @@ def preload_entries(
     if generator == "smtp-source":
         for n in smtp_source_recipients(messages, smtp_source_rcpts)[1]:
             yield smtp_source_address(n), "*"
+
+
+def py_spy_path() -> str | None:
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+@dataclass
+class Spy:
+    """py-spy sampling one process into a raw (collapsed stacks) file until stopped.
+
+    `--gil` samples only the thread holding the GIL: threads waiting on a queue, a
+    socket or the GIL itself are not counted as busy, so a sample is interpreter
+    time. What runs with the GIL released (SQLite's own work, fsync, socket
+    syscalls) is not in it: thread_cpu_seconds() gives those totals per thread.
+    """
+
+    proc: subprocess.Popen[bytes]
+    output: Path
+
+    @classmethod
+    def start(cls, pid: int, output: Path, rate: int = 200, max_seconds: float = 600.0) -> Spy:
+        exe = py_spy_path()
+        if exe is None:
+            raise RuntimeError("py-spy is not installed (pip install py-spy)")
+        cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--output", str(output)]
+        cmd += ["--rate", str(rate), "--duration", str(int(max_seconds)), "--function", "--gil"]
+        log_path = output.with_suffix(".log")
+        with log_path.open("wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        time.sleep(0.3)  # attached before the load starts
+        return cls(proc, output)
+
+    def failure(self) -> str:
+        """Why there is no output: the tail of py-spy's own log."""
+        with contextlib.suppress(OSError):
+            return f"py-spy: {self.output.with_suffix('.log').read_text(errors='replace')[-300:]}"
+        return "py-spy wrote nothing"
+
+    def stop(self) -> None:
+        """SIGINT makes py-spy write what it sampled; then it exits."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
 
 
 @dataclass

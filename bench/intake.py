@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="rounds per connection count; medians (1)")
     parser.add_argument("--no-drain", action="store_true", help="skip waiting for SES (no end-to-end figure)")
     parser.add_argument(
+        "--profile", type=Path, default=None, metavar="DIR",
+        help="py-spy serve and its worker during the first relay round (raw stacks into DIR)",
+    )  # fmt: skip
+    parser.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second (200)")
+    parser.add_argument(
         "--generator", choices=["auto", "smtp-source", "asyncio"], default="auto",
         help="load generator; auto = smtp-source when installed",
     )  # fmt: skip
@@ -101,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat must be 1..25")
     if (args.uvloop or args.relay_uvloop) and not common.uvloop_available():
         parser.error("--uvloop/--relay-uvloop: uvloop is not installed (pip install uvloop)")
+    if args.profile is not None and common.py_spy_path() is None:
+        parser.error("--profile: py-spy is not installed (pip install py-spy)")
     return args
 
 
@@ -117,17 +124,28 @@ def _wait_worker(relay: common.Relay, seconds: float = 10.0) -> int | None:
 
 def measure_relay(
     args: argparse.Namespace, generator: str, connections: int, plan: list[common.Planned], scratch: Path,
-    budget: common.Budget, name: str, *, uvloop: bool = False,
+    budget: common.Budget, name: str, *, uvloop: bool = False, profile: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The relay under the load, then (unless --no-drain or --send-rate) until SES has everything."""
+    """The relay under the load, then (unless --no-drain or --send-rate) until SES has everything.
+
+    With `profile`, py-spy samples serve and its worker from just before the load to the
+    end of the drain (raw collapsed stacks, `<name>-serve.txt` and `<name>-worker.txt`).
+    """
     entries = common.preload_entries(generator, args.messages, args.smtp_source_rcpts, pool=10_000)
     run = common.start_relay_run(
         scratch, name, entries, connections=connections, send_rate=args.send_rate,
         ses_latency=args.ses_latency, log_level=args.log_level, max_seconds=budget.left(),
         env=common.uvloop_env(scratch) if uvloop else None,
     )  # fmt: skip
+    spies: list[common.Spy] = []
     try:
         worker = _wait_worker(run.relay)
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            spies.append(common.Spy.start(run.relay.pid, profile / f"{name}-serve.txt", args.profile_rate))
+            if worker is not None:
+                spies.append(common.Spy.start(worker, profile / f"{name}-worker.txt", args.profile_rate))
+        threads_before = {pid: common.thread_cpu_seconds(pid) for pid in (run.relay.pid, worker) if pid}
         serve_before = run.relay.cpu_seconds()
         worker_before = common.cpu_seconds(worker) if worker else 0.0
         cpu_before = run.relay.tree_cpu_seconds()
@@ -164,6 +182,14 @@ def measure_relay(
                 }
             )
         cpu = run.relay.tree_cpu_seconds() - cpu_before
+        for spy in spies:
+            spy.stop()
+        if spies:
+            figures["thread_cpu_s"] = {
+                "serve": common.thread_cpu_figures(run.relay.pid, threads_before[run.relay.pid]),
+                "worker": common.thread_cpu_figures(worker, threads_before[worker]) if worker else None,
+            }
+            figures["profiled"] = [str(spy.output) if spy.output.exists() else spy.failure() for spy in spies]
         figures["cpu_ms_per_msg"] = round(cpu * 1000.0 / submissions, 3) if submissions else None
         figures["cpu_s"] = {
             "serve": round(run.relay.cpu_seconds() - serve_before, 2),
@@ -180,6 +206,8 @@ def measure_relay(
             figures.setdefault("notes", []).append(run.relay.log_tail(5))
         return figures
     finally:
+        for spy in spies:
+            spy.stop()
         run.close()
 
 
@@ -285,7 +313,10 @@ def measure_one(
     if name in ("relay", "relay_uvloop"):
         uvloop = name == "relay_uvloop"
         data_dir = f"{name.replace('_', '-')}-c{connections}-r{round_no}"
-        return measure_relay(args, generator, connections, plan, scratch, budget, data_dir, uvloop=uvloop)
+        profile = args.profile if round_no == 0 else None
+        return measure_relay(
+            args, generator, connections, plan, scratch, budget, data_dir, uvloop=uvloop, profile=profile
+        )
     if name in ("bare", "bare_uvloop"):
         return measure_bare(args, generator, connections, plan, budget, uvloop=name == "bare_uvloop")
     if name == "postfix":
