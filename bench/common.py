@@ -389,19 +389,19 @@ def uvloop_available() -> bool:
     return importlib.util.find_spec("uvloop") is not None
 
 
-def uvloop_env(scratch: Path) -> dict[str, str]:
-    """Environment that runs a Python child (and its children) on uvloop, without changing it.
+UVLOOP_SITE = "import asyncio\nimport uvloop\n\nasyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"
 
-    A sitecustomize module on PYTHONPATH sets uvloop's event loop policy before the
-    program starts, so `asyncio.run` in serve and in its worker makes a uvloop loop.
-    This is an experiment of the benchmark, to see what uvloop would give the relay.
+
+def site_env(directory: Path, sitecustomize: str) -> dict[str, str]:
+    """Environment that runs `sitecustomize` first in a Python child (and in its children).
+
+    Python imports a sitecustomize module from its path at start, before the program:
+    a benchmark experiment (uvloop's event loop policy, a patched function) applies
+    to serve and its worker without changing the relay.
     """
-    site = scratch / "uvloop-site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(
-        "import asyncio\nimport uvloop\nasyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"
-    )
-    return {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sitecustomize.py").write_text(sitecustomize)
+    return {"PYTHONPATH": f"{directory}{os.pathsep}{ROOT}"}
 
 
 def start_relay(

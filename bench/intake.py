@@ -19,6 +19,9 @@ process): ratio_to_bare. --postfix runs it against a private Postfix instance
 relaying to smtp-sink (bench/postfix.py): ratio_to_postfix. --uvloop adds bare
 aiosmtpd on uvloop, --relay-uvloop the relay on uvloop (an experiment: a
 sitecustomize sets the event loop policy; the relay itself does not choose uvloop).
+--relay-site FILE (repeatable) adds the relay run with FILE as the sitecustomize
+of serve and its worker, "relay+<file stem>": a patch to try before making it
+(bench/experiments/ has some).
 --repeat K runs every server K times, interleaved, and reports medians.
 
 Prints one JSON line on stdout (logs on stderr):
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import sys
 import time
@@ -75,6 +79,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--uvloop", action="store_true", help="also measure bare aiosmtpd on uvloop")
     parser.add_argument("--relay-uvloop", action="store_true", help="also measure the relay on uvloop")
+    parser.add_argument(
+        "--relay-site", type=Path, action="append", default=[], metavar="FILE",
+        help="also measure the relay with FILE as its sitecustomize (an experiment; repeatable)",
+    )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="rounds per connection count; medians (1)")
     parser.add_argument("--no-drain", action="store_true", help="skip waiting for SES (no end-to-end figure)")
     parser.add_argument(
@@ -106,6 +114,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--repeat must be 1..25")
     if (args.uvloop or args.relay_uvloop) and not common.uvloop_available():
         parser.error("--uvloop/--relay-uvloop: uvloop is not installed (pip install uvloop)")
+    for site in args.relay_site:
+        if not site.is_file():
+            parser.error(f"--relay-site: {site} is not a file")
+    if len({site.stem for site in args.relay_site}) != len(args.relay_site):
+        parser.error("--relay-site: the files need different names (the stem names the series)")
     if args.profile is not None and common.py_spy_path() is None:
         parser.error("--profile: py-spy is not installed (pip install py-spy)")
     return args
@@ -124,7 +137,7 @@ def _wait_worker(relay: common.Relay, seconds: float = 10.0) -> int | None:
 
 def measure_relay(
     args: argparse.Namespace, generator: str, connections: int, plan: list[common.Planned], scratch: Path,
-    budget: common.Budget, name: str, *, uvloop: bool = False, profile: Path | None = None,
+    budget: common.Budget, name: str, *, site: str | None = None, profile: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The relay under the load, then (unless --no-drain or --send-rate) until SES has everything.
 
@@ -135,7 +148,7 @@ def measure_relay(
     run = common.start_relay_run(
         scratch, name, entries, connections=connections, send_rate=args.send_rate,
         ses_latency=args.ses_latency, log_level=args.log_level, max_seconds=budget.left(),
-        env=common.uvloop_env(scratch) if uvloop else None,
+        env=common.site_env(scratch / f"{name}-site", site) if site is not None else None,
     )  # fmt: skip
     spies: list[common.Spy] = []
     try:
@@ -301,7 +314,8 @@ def _ratio(a: Any, b: Any) -> float | None:
 COMPARED = (
     "msgs_per_s", "data_p50_ms", "data_p99_ms", "seconds", "errors", "server_cpu_share", "peak_rss_mb",
     "timed_out", "e2e_msgs_per_s", "e2e_complete", "drain_after_load_s", "cpu_ms_per_msg", "processes",
-    "pss_mb", "sink_messages", "queue_files_left", "rounds", "msgs_per_s_rounds", "notes",
+    "pss_mb", "sink_messages", "queue_files_left", "rounds", "msgs_per_s_rounds", "e2e_msgs_per_s_rounds",
+    "cpu_ms_per_msg_rounds", "peak_rss_mb_both", "cpu_s", "relay_cpu_share", "notes",
 )  # fmt: skip
 
 
@@ -309,13 +323,17 @@ def measure_one(
     name: str, args: argparse.Namespace, generator: str, connections: int, plan: list[common.Planned],
     scratch: Path, budget: common.Budget, round_no: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """One server (relay, bare, bare_uvloop, relay_uvloop, postfix) under the load, once."""
-    if name in ("relay", "relay_uvloop"):
-        uvloop = name == "relay_uvloop"
-        data_dir = f"{name.replace('_', '-')}-c{connections}-r{round_no}"
-        profile = args.profile if round_no == 0 else None
+    """One server (relay, relay_uvloop, relay+<site>, bare, bare_uvloop, postfix) under the load, once."""
+    if name.startswith("relay"):
+        site = None
+        if name == "relay_uvloop":
+            site = common.UVLOOP_SITE
+        elif name.startswith("relay+"):
+            site = next(f for f in args.relay_site if f.stem == name[len("relay+") :]).read_text()
+        data_dir = f"{re.sub(r'[^A-Za-z0-9]+', '-', name)}-c{connections}-r{round_no}"
+        profile = args.profile if round_no == 0 and name == "relay" else None
         return measure_relay(
-            args, generator, connections, plan, scratch, budget, data_dir, uvloop=uvloop, profile=profile
+            args, generator, connections, plan, scratch, budget, data_dir, site=site, profile=profile
         )
     if name in ("bare", "bare_uvloop"):
         return measure_bare(args, generator, connections, plan, budget, uvloop=name == "bare_uvloop")
@@ -339,6 +357,7 @@ def measure_connections(
         )
         if wanted
     ]  # fmt: skip
+    names += [f"relay+{site.stem}" for site in args.relay_site]
     for k in range(args.repeat):
         for name in names:
             if budget.left() < 5:
@@ -362,8 +381,8 @@ def measure_connections(
             {k: r.get(k) for k in ("msgs_per_s", "e2e_msgs_per_s", "cpu_ms_per_msg", "peak_rss_mb_both")}
             for r in series["relay"]
         ]
-    for name in ("bare", "bare_uvloop", "relay_uvloop", "postfix"):
-        if name in series:
+    for name in series:
+        if name != "relay":
             med = median_of(series[name])
             out[name] = {k: med[k] for k in COMPARED if k in med}
     rate = out.get("msgs_per_s")
@@ -379,8 +398,13 @@ def measure_connections(
         out["bare_uvloop"]["gain_over_bare"] = _ratio(
             out["bare_uvloop"]["msgs_per_s"], out["bare"]["msgs_per_s"]
         )
-    if "relay_uvloop" in out:
-        out["relay_uvloop"]["gain_over_relay"] = _ratio(out["relay_uvloop"]["msgs_per_s"], rate)
+    for name in series:
+        if name.startswith("relay_") or name.startswith("relay+"):
+            out[name]["gain_over_relay"] = _ratio(out[name]["msgs_per_s"], rate)
+            out[name]["e2e_gain_over_relay"] = _ratio(
+                out[name].get("e2e_msgs_per_s"), out.get("e2e_msgs_per_s")
+            )
+            out[name]["cpu_over_relay"] = _ratio(out[name].get("cpu_ms_per_msg"), out.get("cpu_ms_per_msg"))
     return out, failed
 
 
