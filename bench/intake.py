@@ -385,6 +385,7 @@ def measure_connections(
         if name != "relay":
             med = median_of(series[name])
             out[name] = {k: med[k] for k in COMPARED if k in med}
+    out["ratios_by_round"] = ratios_by_round(series)
     rate = out.get("msgs_per_s")
     if "bare" in out:
         out["ratio_to_bare"] = _ratio(rate, out["bare"]["msgs_per_s"])
@@ -406,6 +407,26 @@ def measure_connections(
             )
             out[name]["cpu_over_relay"] = _ratio(out[name].get("cpu_ms_per_msg"), out.get("cpu_ms_per_msg"))
     return out, failed
+
+
+def ratios_by_round(series: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The relay against bare aiosmtpd and Postfix within each round (minutes apart, not the
+    whole run): steadier than the ratio of medians when other work comes and goes."""
+    relay = series.get("relay", [])
+    out: dict[str, Any] = {}
+    for other, key, label in (
+        ("bare", "msgs_per_s", "to_bare"), ("postfix", "msgs_per_s", "to_postfix"),
+        ("bare", "e2e_msgs_per_s", "e2e_to_bare"), ("postfix", "e2e_msgs_per_s", "e2e_to_postfix"),
+    ):  # fmt: skip
+        theirs = series.get(other, [])
+        mine_key = "e2e_msgs_per_s" if key == "e2e_msgs_per_s" else "msgs_per_s"
+        their_key = "msgs_per_s" if other == "bare" else key
+        values = [_ratio(a.get(mine_key), b.get(their_key)) for a, b in zip(relay, theirs, strict=False)]
+        if values:
+            out[label] = values
+            known = [v for v in values if v is not None]
+            out[f"{label}_median"] = round(statistics.median(known), 3) if known else None
+    return out
 
 
 def targets(runs: list[dict[str, Any]]) -> dict[str, Any]:
