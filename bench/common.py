@@ -228,6 +228,19 @@ def thread_cpu_figures(pid: int, before: dict[int, float], top: int = 4) -> dict
     }
 
 
+def pss_mb(pids: Iterable[int]) -> float:
+    """Proportional set size of some processes together: pages they share (libpython, the
+    C extensions, libssl) counted once between them, which a sum of RSS counts for each."""
+    total_kb = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+                    break
+    return round(total_kb / 1024.0, 1)
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """VmHWM: the most resident memory the process ever had."""
     try:

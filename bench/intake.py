@@ -55,7 +55,7 @@ TARGET_RSS_MB = 100.0  # serve + worker, peak
 # The figures that are medians over --repeat rounds (the rest come from the median round).
 MEDIAN_KEYS = (
     "msgs_per_s", "data_p50_ms", "data_p99_ms", "e2e_msgs_per_s", "cpu_ms_per_msg", "peak_rss_mb",
-    "peak_rss_mb_both", "server_cpu_share", "relay_cpu_share",
+    "peak_rss_mb_both", "pss_mb_both", "pss_mb", "server_cpu_share", "relay_cpu_share",
 )  # fmt: skip
 
 
@@ -209,6 +209,7 @@ def measure_relay(
             "worker": round(common.cpu_seconds(worker) - worker_before, 2) if worker else None,
             "both": round(cpu, 2),
         }
+        figures["pss_mb_both"] = common.pss_mb([run.relay.pid, *([worker] if worker else [])])
         figures["peak_rss_mb"] = run.relay.peak_rss_mb()
         figures["worker_peak_rss_mb"] = common.peak_rss_mb(worker) if worker else None
         figures["peak_rss_mb_both"] = round(
@@ -315,7 +316,7 @@ COMPARED = (
     "msgs_per_s", "data_p50_ms", "data_p99_ms", "seconds", "errors", "server_cpu_share", "peak_rss_mb",
     "timed_out", "e2e_msgs_per_s", "e2e_complete", "drain_after_load_s", "cpu_ms_per_msg", "processes",
     "pss_mb", "sink_messages", "queue_files_left", "rounds", "msgs_per_s_rounds", "e2e_msgs_per_s_rounds",
-    "cpu_ms_per_msg_rounds", "peak_rss_mb_both", "cpu_s", "relay_cpu_share", "notes",
+    "cpu_ms_per_msg_rounds", "peak_rss_mb_both", "pss_mb_both", "cpu_s", "relay_cpu_share", "notes",
 )  # fmt: skip
 
 

@@ -115,15 +115,6 @@ def unavailable() -> str | None:
     return None
 
 
-def _pss_kb(pid: int) -> int:
-    """Proportional set size: shared pages divided among the processes sharing them."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return 0
-
-
 @dataclass
 class Postfix:
     """A running private instance and the smtp-sink it relays to."""
@@ -149,7 +140,7 @@ class Postfix:
 
     def pss_mb(self) -> float:
         """Memory of the instance now, shared pages counted once (sum of PSS)."""
-        return round(sum(_pss_kb(pid) for pid in self.pids()) / 1024.0, 1)
+        return common.pss_mb(self.pids())
 
     def processes(self) -> int:
         return len(self.pids())
