@@ -115,6 +115,19 @@ def unavailable() -> str | None:
     return None
 
 
+def live_in_group(pgid: int) -> list[int]:
+    """Processes of a process group that still run (an exited one waiting to be reaped is not)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                found.append(int(entry.name))
+    return found
+
+
 @dataclass
 class Postfix:
     """A running private instance and the smtp-sink it relays to."""
@@ -182,12 +195,17 @@ class Postfix:
         return None
 
     def stop(self) -> None:
-        """SIGTERM to master (it passes it to its daemons), then SIGKILL to what is left of
-        its process group; then smtp-sink. Only processes this module started."""
+        """SIGTERM to master (it passes it to its daemons, which exit in their own time), up
+        to 15 s for the process group to empty, SIGKILL to what is left; then smtp-sink.
+        Only processes this module started: master's group is its own session's."""
         try:
             common.stop_process(self.master, timeout=15)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.master.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 15
+            while live_in_group(self.master.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if live_in_group(self.master.pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.master.pid, signal.SIGKILL)
         finally:
             common.stop_process(self.sink, timeout=5)
             if self.keep:
