@@ -93,6 +93,8 @@ class StateMirror(Loop):
         self.kwargs = connect_kwargs(state)
         self.clock = clock
         self.every = services.every("state-mirror")
+        self.batch = mirror.CHANGES_BATCH  # changes applied a local transaction
+        self.chunk = mirror.COPY_CHUNK  # rows of a full copy merged a local transaction
         self.on_classes: Callable[[], None] | None = None  # told when the class pauses changed
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-mirror")
         self._conn: psycopg.Connection[Any] | None = None  # used in the thread only
@@ -142,7 +144,9 @@ class StateMirror(Loop):
         """
         self._state = await self.store.read_mirror(mirror.read_state)
         self._classes = await self.store.read_mirror(mirror.read_classes)
-        if self._state.source == self.source and self._state.complete and self._state.synced_at:
+        if self._state.source not in (None, self.source):  # a copy of another state: copy this one
+            self._state = MirrorState(self._state.source)
+        elif self._state.complete and self._state.synced_at is not None:
             self._synced = self._state.synced_at.timestamp()
         try:
             while await self.sync():
@@ -178,7 +182,7 @@ class StateMirror(Loop):
         """One round: connect if need be, then catch up (or copy); True when more changes wait."""
         await self._connect()
         started = self.clock()
-        changes: Changes = await self._run(mirror.read_changes, self._conn, self._state.last_seq)
+        changes: Changes = await self._run(mirror.read_changes, self._conn, self._state.last_seq, self.batch)
         if changes.resync is not None:
             await self._copy(changes.resync, started)
             self._caught_up()
@@ -218,13 +222,13 @@ class StateMirror(Loop):
         log.info("state mirror: copying every suppression from %s (%s)", self.source, reason)
         begun = time.monotonic()
         rows = changed = 0
-        copy = await self._run(mirror.copy_rows, self._conn)
+        copy = await self._run(mirror.copy_rows, self._conn, self.chunk)
         try:
             upto, classes = await self._run(next, copy)
             after = None
             while True:
                 chunk = await self._run(next, copy, [])
-                last = len(chunk) < mirror.COPY_CHUNK
+                last = len(chunk) < self.chunk
                 changed += await self.store.write_mirror(
                     partial(mirror.merge_chunk, rows=chunk, after=after, last=last)
                 )

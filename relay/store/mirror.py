@@ -33,12 +33,14 @@ import contextlib
 import dataclasses
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from relay.store.backend import Db, marks
+from relay.store.reads import column
 from relay.store.records import MirrorProbe
+from relay.suppression import Suppression
 from relay.timeutil import maybe_time, to_text, utcnow
 
 if TYPE_CHECKING:
@@ -48,10 +50,7 @@ if TYPE_CHECKING:
 
     from relay.config import StateConfig
 
-COLUMNS = (
-    "address", "class", "level", "cause", "reason", "feedback_id", "ses_message_id",
-    "created_at", "updated_at", "expires_at", "refused_count", "last_refused_at",
-)  # fmt: skip
+COLUMNS = tuple(column(f.name) for f in fields(Suppression))  # in the order writes.py writes them
 TIMES = frozenset({"created_at", "updated_at", "expires_at", "last_refused_at"})
 CLASS_COLUMNS = ("class", "paused", "reason", "changed_at", "changed_by")
 CHANGES_BATCH = 10_000  # changes applied in one local transaction
