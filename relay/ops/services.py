@@ -39,7 +39,7 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         "state-mirror", "serve",
-        "a PostgreSQL notification, else every {every}; after a failure 1 s, doubling up to 30 s",
+        "a PostgreSQL notification, else every {every}; after a failure 1 s, doubling up to 10 s",
         "with `[state] url`: keeps this host's copy of the shared suppressions and class pauses, "
         "which RCPT and DATA are checked against",
         every=1.0,

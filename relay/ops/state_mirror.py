@@ -51,7 +51,7 @@ T = TypeVar("T")
 log = logging.getLogger("ses_relay.mirror")
 
 BACKOFF_FIRST = 1.0  # seconds before the first retry after a failure, doubling...
-BACKOFF_MAX = 30.0  # ...up to this
+BACKOFF_MAX = 10.0  # ...up to this: a server back is found within seconds
 STAMP_EVERY = 10.0  # seconds between writes of "still current" when nothing changes
 PRUNE_EVERY = 600.0  # seconds between prunes of the change log
 ADOPT_CHUNK = 5_000  # local keys checked against the shared state per query

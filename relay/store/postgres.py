@@ -43,6 +43,9 @@ from relay.store.records import StateProbe, StoreError
 T = TypeVar("T")
 Riders = dict[Callable[[Db, Sequence[Any]], None], list[Any]]  # write_soon's items, by function
 log = logging.getLogger("ses_relay.store")
+# The pool warns at every failed attempt to reconnect (about one a second while the server
+# is down); the operations that fail say so, and serve's state mirror logs an outage once.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 RETRIES = 5  # tries of a write that meets a serialization failure or a deadlock
 RETRY_PAUSE = 0.02  # seconds; the random pause before try n is at most RETRY_PAUSE * 2**n
