@@ -81,8 +81,7 @@ def test_what_host_a_writes_is_enforced_at_host_b_within_a_second(relay_factory,
 def test_with_postgresql_stopped_the_intake_answers_from_the_mirror_and_catches_up(
     relay_factory, tmp_path: Path
 ) -> None:
-    (tmp_path / "pg").mkdir()
-    server = PostgresServer(tmp_path / "pg")
+    server = PostgresServer()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
         server.start()
         server.wait_ready()
