@@ -80,6 +80,10 @@ class NotAMirror(StoreError):
     """The local suppressions are not a copy of the shared state: overwriting them would lose some."""
 
 
+class LocalWriteFailed(StoreError):
+    """The local copy could not be written (the data dir's disk), not the shared state read."""
+
+
 class StateMirror(Loop):
     """The service. `prepare()` once before the listeners open, then `run()` as any Loop."""
 
@@ -184,8 +188,8 @@ class StateMirror(Loop):
         started = self.clock()
         changes: Changes = await self._run(mirror.read_changes, self._conn, self._state.last_seq, self.batch)
         if changes.resync is not None:
-            await self._copy(changes.resync, started)
-            self._caught_up()
+            if await self._copy(changes.resync, started):
+                self._caught_up()
             return False
         classes_changed = changes.classes != self._classes
         done = not changes.more
@@ -194,13 +198,13 @@ class StateMirror(Loop):
             datetime.fromtimestamp(started, UTC) if done else self._state.synced_at,
         )  # fmt: skip
         if changes.rows or changes.gone or classes_changed or state.last_seq != self._state.last_seq:
-            await self.store.write_mirror(partial(mirror.apply_changes, changes=changes, state=state,
-                                                  classes_changed=classes_changed))  # fmt: skip
+            await self._write(partial(mirror.apply_changes, changes=changes, state=state,
+                                      classes_changed=classes_changed))  # fmt: skip
             self._stamped = started
             if self._behind_since is not None:
                 self._applied_while_behind += changes.behind
         elif done and started - self._stamped >= STAMP_EVERY:
-            await self.store.write_mirror(partial(mirror.stamp, state=state))
+            await self._write(partial(mirror.stamp, state=state))
             self._stamped = started
         self._state, self._classes = state, changes.classes
         if done:
@@ -215,23 +219,26 @@ class StateMirror(Loop):
                 log.debug("state mirror: pruned %d changes older than %s", pruned, self.retention)
         return not done
 
-    async def _copy(self, reason: str, started: float) -> None:
-        """A full copy from one snapshot, merged a chunk at a time (see relay/store/mirror.py)."""
+    async def _copy(self, reason: str, started: float) -> bool:
+        """A full copy from one snapshot, merged a chunk at a time (see relay/store/mirror.py);
+        False when a shutdown interrupted it (the next start copies again)."""
         if self._state.source is None:
             await self._check_adoptable()
         log.info("state mirror: copying every suppression from %s (%s)", self.source, reason)
         begun = time.monotonic()
         rows = changed = 0
         copy = await self._run(mirror.copy_rows, self._conn, self.chunk)
+        reading: asyncio.Future[list[mirror.Entry]] | None = None
         try:
             upto, classes = await self._run(next, copy)
             after = None
+            reading = asyncio.ensure_future(self._run(next, copy, []))
             while True:
-                chunk = await self._run(next, copy, [])
+                chunk = await reading
                 last = len(chunk) < self.chunk
-                changed += await self.store.write_mirror(
-                    partial(mirror.merge_chunk, rows=chunk, after=after, last=last)
-                )
+                # The next chunk is read (the mirror's thread) while this one is written (the commit thread).
+                reading = None if last else asyncio.ensure_future(self._run(next, copy, []))
+                changed += await self._write(partial(mirror.merge_chunk, rows=chunk, after=after, last=last))
                 rows += len(chunk)
                 if chunk:
                     after = mirror.key(chunk[-1])
@@ -239,11 +246,14 @@ class StateMirror(Loop):
                     break
                 if self.stop.is_set():
                     log.info("state mirror: copy interrupted by shutdown; it starts again next time")
-                    return
+                    return False
         finally:
+            if reading is not None:
+                with contextlib.suppress(Exception):
+                    await reading  # the generator runs on one thread, a step at a time: let it finish
             await self._run(copy.close)
         state = MirrorState(self.source, upto, datetime.fromtimestamp(started, UTC))
-        await self.store.write_mirror(partial(mirror.finish_copy, classes=classes, state=state))
+        await self._write(partial(mirror.finish_copy, classes=classes, state=state))
         self._state, self._stamped, self._synced = state, started, started
         classes_changed = classes != self._classes
         self._classes = classes
@@ -254,6 +264,7 @@ class StateMirror(Loop):
         )  # fmt: skip
         if classes_changed and self.on_classes is not None:
             self.on_classes()
+        return True
 
     async def _check_adoptable(self) -> None:
         """Refuse to overwrite a local list that is not a copy: a one-host store whose entries
@@ -279,12 +290,20 @@ class StateMirror(Loop):
 
     # -- connections ------------------------------------------------------------------------
 
+    async def _write(self, fn: Callable[[Any], T]) -> T:
+        try:
+            return await self.store.write_mirror(fn)
+        except StoreError as exc:
+            raise LocalWriteFailed(str(exc)) from exc
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     async def _connect(self) -> None:
         if self._conn is None or self._conn.closed:
             self._conn = await self._run(self._open)
+        if self._listener is not None and self._listener.done() and not self._listener.cancelled():
+            self._listener.exception()  # retrieved: it ended with its connection, as expected
         if self._listener is None or self._listener.done():
             listening: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._listener = asyncio.create_task(self._listen(listening))
@@ -352,10 +371,13 @@ class StateMirror(Loop):
         synced = self.synced_at
         last = "never" if synced is None else f"at {synced:%Y-%m-%d %H:%M:%S} UTC"
         doing = "starting, answering RCPT and DATA" if at_start else "RCPT and DATA answer"
+        failed = (
+            "cannot write the local copy of" if isinstance(exc, LocalWriteFailed) else "cannot read"
+        )
         log.warning(
-            "state mirror: cannot read the shared state (%s): %s; %s from the local copy (last synced %s), "
+            "state mirror: %s the shared state (%s): %s; %s from the local copy (last synced %s), "
             "trying again with backoff",
-            self.source, why(exc), doing, last,
+            failed, self.source, why(exc), doing, last,
         )  # fmt: skip
 
     def _caught_up(self) -> None:
