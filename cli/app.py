@@ -95,19 +95,22 @@ def require_store(ctx: Context) -> None:
 
 @contextlib.asynccontextmanager
 async def open_store(
-    ctx: Context, *, fsync_every_commit: bool = True, create: bool = True, spool: bool = True
-) -> AsyncIterator[Store]:
+    ctx: Context, *, fsync_every_commit: bool = True, create: bool = True, spool: bool = True,
+    state_required: bool = True,
+) -> AsyncIterator[Store]:  # fmt: skip
     """The store in the data dir (and the shared state, when configured), closed on the way out.
 
     `create=False` (commands that only read) fails if there is none yet. `spool=False`:
     with a shared state, open that alone (the admin commands touch no spool).
+    `state_required=False`: see Store.open (serve).
     """
     if not create:
         require_store(ctx)
     try:
         store = await Store.open(
-            ctx.store_path, fsync_every_commit=fsync_every_commit, state=ctx.config.state, spool=spool
-        )
+            ctx.store_path, fsync_every_commit=fsync_every_commit, state=ctx.config.state, spool=spool,
+            state_required=state_required,
+        )  # fmt: skip
     except StoreError as exc:
         fail(str(exc))
     try:

@@ -38,6 +38,7 @@ from relay.store import Store, StoreError
 if TYPE_CHECKING:
     from relay.ops.guard import ClassGuard
     from relay.ops.monitor import Monitor
+    from relay.ops.state_mirror import StateMirror
     from relay.ops.supervisor import WorkerSupervisor
     from relay.sandbox.feed import Feed
     from relay.sending.sender import Sender
@@ -193,6 +194,7 @@ class Serving:
     access: Access
     guard: ClassGuard
     supervisor: WorkerSupervisor
+    mirror: StateMirror | None = None  # with a shared state: the copy RCPT and DATA are checked against
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     monitor: Monitor | None = None
 
@@ -203,7 +205,7 @@ async def metrics_endpoint(s: Serving) -> Loops:
     if listen:
         from relay.ops.monitor import Monitor
 
-        s.monitor = Monitor(s.store, s.ctx.config)
+        s.monitor = Monitor(s.store, s.ctx.config, mirror=s.mirror)
         s.servers.append(await s.monitor.start(listen))
         click.echo(f"ses-relay metrics on http://{listen}/metrics (and /healthz, /readyz)")
     return []
@@ -241,8 +243,14 @@ async def guard_view(s: Serving) -> Loops:
     return [s.guard]
 
 
+async def state_mirror(s: Serving) -> Loops:
+    """With a shared state, the local copy of its suppressions and class pauses (prepared already)."""
+    return [] if s.mirror is None else [s.mirror]
+
+
 SERVE_SERVICES: dict[str, services.Factory[Serving]] = {
     "metrics": metrics_endpoint,
+    "state-mirror": state_mirror,
     "guard-view": guard_view,
     "worker-supervisor": worker_process,
     "smtp-intake": smtp_intake,
@@ -254,11 +262,16 @@ async def _serve(ctx: Context, sandbox: bool, access: Access) -> None:
     from relay.ops.supervisor import WorkerSupervisor
 
     ctx.data_dir.mkdir(parents=True, exist_ok=True)
-    async with open_store(ctx) as store:
+    # A shared state that does not answer is no reason to stay down when a mirror of it
+    # is here: the intake answers from the mirror (StateMirror.prepare decides).
+    async with open_store(ctx, state_required=False) as store:
+        mirror = await _mirror(store, ctx.config)
         guard = ClassGuard(store, ctx.config, alert_sender="", checks=False)  # the intake only reads
         await guard.refresh()
+        if mirror is not None:
+            mirror.on_classes = guard.wake  # a pause made on another host: answer DATA with it at once
         supervisor = WorkerSupervisor(_worker_command(ctx, sandbox))
-        s = Serving(ctx, store, asyncio.Event(), access, guard, supervisor)
+        s = Serving(ctx, store, asyncio.Event(), access, guard, supervisor, mirror)
         loops = await services.start("serve", SERVE_SERVICES, s)
         if sandbox:
             copies = ctx.data_dir.resolve() / "sandbox"
@@ -279,6 +292,17 @@ async def _serve(ctx: Context, sandbox: bool, access: Access) -> None:
             for server in s.servers:
                 await server.wait_closed()
             await _finish(s.stop, tasks, grace=40)
+
+
+async def _mirror(store: Store, config: Config) -> StateMirror | None:
+    """With a shared state: its mirror, brought up to date before the listeners open."""
+    if not store.shared:
+        return None
+    from relay.ops.state_mirror import StateMirror
+
+    mirror = StateMirror(store, config.state)
+    await mirror.prepare()  # StoreError: no mirror here and no shared state to copy it from
+    return mirror
 
 
 def _worker_command(ctx: Context, sandbox: bool) -> list[str]:

@@ -9,7 +9,8 @@ import click
 
 from cli.app import Context, emit_json, main
 from cli.options import common_options, json_option
-from relay.store import StateProbe, probe_state
+from relay.store import MirrorProbe, StateProbe, probe_state
+from relay.timeutil import maybe_text
 
 
 @main.group("state")
@@ -24,12 +25,17 @@ def state_check(ctx: Context, as_json: bool) -> None:
     """Connect to the state and read its schema version; exit 1 on any problem.
 
     With [state] url set that is PostgreSQL (the URL is printed without its
-    password); else the data dir's SQLite store. Nothing is created or migrated.
+    password), and the data dir's mirror of it: how far behind it is (changes and
+    seconds), a problem past [state] mirror_max_age. Else the data dir's SQLite
+    store. Nothing is created or migrated.
     """
     found = probe_state(ctx.store_path, ctx.config.state)
     problems = found.problems
     if as_json:
-        emit_json({**dataclasses.asdict(found), "problems": problems, "ok": not problems})
+        doc = dataclasses.asdict(found)
+        if found.mirror is not None:
+            doc["mirror"]["synced_at"] = maybe_text(found.mirror.synced_at)
+        emit_json({**doc, "problems": problems, "ok": not problems})
     else:
         for line in _lines(found):
             click.echo(line)
@@ -52,4 +58,18 @@ def _lines(found: StateProbe) -> list[str]:
         )
     else:
         lines.append(f"  reachable: no ({found.error})")
+    if found.backend == "postgresql":
+        lines.append(_mirror_line(found.mirror))
     return lines
+
+
+def _mirror_line(mirror: MirrorProbe | None) -> str:
+    if mirror is None:
+        return "  mirror: none in this data dir (no relay runs here)"
+    if mirror.synced_at is None or mirror.last_seq is None:
+        return f"  mirror: not synced ({mirror.note or 'never'})"
+    synced = f"last synced {mirror.synced_at:%Y-%m-%d %H:%M:%S} UTC"
+    behind = "changes behind unknown" if mirror.behind is None else f"{mirror.behind} change(s) behind"
+    lag = "" if mirror.lag_seconds is None else f", {mirror.lag_seconds:.1f} s behind"
+    note = f"; {mirror.note}" if mirror.note else ""
+    return f"  mirror: {behind}{lag} ({synced}, up to change {mirror.last_seq}{note})"

@@ -137,7 +137,7 @@ class IntakeHandler:
             return f"{replies.BAD_RECIPIENT}: {exc.why}"
         now = utcnow()
         try:
-            entries = (await self.store.suppressions_for([recipient], now))[recipient]
+            entries = (await self.store.suppressions_for([recipient], now, mirror=True))[recipient]
             entry = blocking(entries, None, now)
             if entry is not None:
                 self.store.note_refused([(entry.address, entry.klass)], now)
@@ -227,7 +227,7 @@ class IntakeHandler:
             return replies.class_paused(klass, paused_by(held.changed_by), held.reason)
         now = utcnow()
         try:
-            found = await self.store.suppressions_for(envelope.rcpt_tos, now)
+            found = await self.store.suppressions_for(envelope.rcpt_tos, now, mirror=True)
         except StoreError as exc:
             log.error("DATA: %s", exc)
             return replies.STORE_UNAVAILABLE

@@ -102,7 +102,8 @@ class ClassGuard(Loop):
         return state if state is not None and state.paused else None
 
     async def refresh(self) -> None:
-        self._states = await self.store.class_states()
+        # serve's view answers the intake from this host's copy (a shared state's mirror)
+        self._states = await self.store.class_states(mirror=not self.checks)
 
     async def check(self, now: datetime) -> list[str]:
         """Pause every class over its threshold; return the classes paused now."""

@@ -100,6 +100,7 @@ class Metrics:
             self.ses_calls.labels(outcome)  # present at 0 from the start, so rate() works at once
         for level in Level:
             self.suppressions.labels(str(level))
+        self.mirror_age: Gauge | None = None  # made at the first value: only a shared state has a mirror
         self.last_ses_success: float | None = None  # wall-clock time of the last sent call
 
     def render(self) -> bytes:
@@ -127,6 +128,16 @@ class Metrics:
     def set_suppressions(self, counts: dict[Level, int]) -> None:
         for level in Level:
             self.suppressions.labels(str(level)).set(counts.get(level, 0))
+
+    def set_mirror_age(self, seconds: float | None) -> None:
+        """The state mirror's age; a mirror never synced yet counts as infinitely old."""
+        if self.mirror_age is None:
+            self.mirror_age = Gauge(
+                "ses_relay_state_mirror_age_seconds",
+                "Seconds since this host's mirror of the shared state last held all of it.",
+                registry=self.registry, **_GAUGE_MODE,
+            )  # fmt: skip
+        self.mirror_age.set(float("inf") if seconds is None else seconds)
 
     def set_paused(self, classes: Iterable[str], paused: Iterable[str]) -> None:
         held = set(paused)

@@ -9,8 +9,11 @@ is small (GET of three paths, answer, close), so a bounded hand-written parser i
 less code than bridging threads.
 
 /healthz is "should this process be restarted or alerted on": the store answers a
-read, and the spool is not stuck (its oldest message is older than
-`[metrics] stuck_after` while nothing has gone out to SES for that long).
+read, the spool is not stuck (its oldest message is older than
+`[metrics] stuck_after` while nothing has gone out to SES for that long), and, with
+a shared state, this host's mirror of it is not older than `[state] mirror_max_age`.
+The gauges of suppressions and paused classes are read from that mirror: they are
+what this host's intake enforces, and a scrape never waits on PostgreSQL.
 /readyz is "may traffic be sent here": the SMTP listeners are up and the store is open.
 """
 
@@ -23,11 +26,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from relay.config import Config, parse_hostport
 from relay.ops.metrics import CONTENT_TYPE, METRICS, Metrics, SpoolSnapshot, spool_snapshot
 from relay.store import Store
 from relay.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from relay.ops.state_mirror import StateMirror
 
 log = logging.getLogger("ses_relay.monitor")
 
@@ -115,9 +122,11 @@ class Monitor:
         *,
         metrics: Metrics = METRICS,
         clock: Callable[[], float] = time.time,
+        mirror: StateMirror | None = None,
     ) -> None:
         self.store = store
         self.config = config
+        self.mirror = mirror
         self.metrics = metrics
         self.clock = clock
         self.ready = False  # set by serve once the SMTP listeners are up, cleared at shutdown
@@ -127,8 +136,10 @@ class Monitor:
         depth, oldest = await self.store.spool_stats()
         snapshot = spool_snapshot(depth, oldest, self.clock())
         self.metrics.set_spool(snapshot)
-        self.metrics.set_suppressions(await self.store.suppression_counts(utcnow()))
-        states = await self.store.class_states()
+        if self.mirror is not None:
+            self.metrics.set_mirror_age(self.mirror.age(self.clock()))
+        self.metrics.set_suppressions(await self.store.suppression_counts(utcnow(), mirror=True))
+        states = await self.store.class_states(mirror=True)
         self.metrics.set_paused(self.config.classes, [k for k, s in states.items() if s.paused])
         return snapshot
 
@@ -155,8 +166,17 @@ class Monitor:
             last_sent=last,
             now=now,
         )
-        details = {"spool_depth": spool.depth, "spool_oldest_age_seconds": round(spool.oldest_age, 3)}
-        return Check(() if stuck is None else (stuck,), details)
+        details: dict[str, object] = {
+            "spool_depth": spool.depth, "spool_oldest_age_seconds": round(spool.oldest_age, 3),
+        }  # fmt: skip
+        problems = [] if stuck is None else [stuck]
+        if self.mirror is not None:
+            age = self.mirror.age(now)
+            details["mirror_age_seconds"] = None if age is None else round(age, 3)
+            stale = self.mirror.problem(now)
+            if stale is not None:
+                problems.append(stale)
+        return Check(tuple(problems), details)
 
     async def readiness(self) -> Check:
         problems = [] if self.ready else ["SMTP listeners are not up"]

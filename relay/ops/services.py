@@ -38,8 +38,15 @@ SERVICES: tuple[Service, ...] = (
         "`/metrics`, `/healthz`, `/readyz` (when `[metrics] listen` is set)",
     ),
     Service(
+        "state-mirror", "serve",
+        "a PostgreSQL notification, else every {every}; after a failure 1 s, doubling up to 10 s",
+        "with `[state] url`: keeps this host's copy of the shared suppressions and class pauses, "
+        "which RCPT and DATA are checked against",
+        every=1.0,
+    ),
+    Service(
         "guard-view", "serve", "every {every}",
-        "reads the class pause states the intake answers DATA with",
+        "reads the class pause states the intake answers DATA with (the mirror wakes it at a change)",
         every=1.0,
     ),
     Service(

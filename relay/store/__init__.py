@@ -10,7 +10,9 @@
   reader, RCPT lookups) and its numbered migrations;
 - postgres.py, pg_schema.py: the PostgreSQL backend of a shared state (a connection
   pool, advisory locks) and its migrations (the change log, notifications, leases);
-- shared.py: the writes only a shared state has (notice leases).
+- shared.py: the writes only a shared state has (notice leases);
+- mirror.py: each host's local copy of a shared state's suppressions and class
+  pauses (what its intake checks): reads of PostgreSQL, writes of the local file.
 """
 
 from relay.store.records import (
@@ -19,6 +21,7 @@ from relay.store.records import (
     DeadLetter,
     EventRecord,
     LoggedEvent,
+    MirrorProbe,
     NewRecipient,
     NewSubmission,
     NoticeRecord,
@@ -44,6 +47,7 @@ __all__ = [
     "EventRecord",
     "FeedbackTx",
     "LoggedEvent",
+    "MirrorProbe",
     "NewRecipient",
     "NewSubmission",
     "NoticeRecord",

@@ -43,6 +43,9 @@ from relay.store.records import StateProbe, StoreError
 T = TypeVar("T")
 Riders = dict[Callable[[Db, Sequence[Any]], None], list[Any]]  # write_soon's items, by function
 log = logging.getLogger("ses_relay.store")
+# The pool warns at every failed attempt to reconnect (about one a second while the server
+# is down); the operations that fail say so, and serve's state mirror logs an outage once.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 RETRIES = 5  # tries of a write that meets a serialization failure or a deadlock
 RETRY_PAUSE = 0.02  # seconds; the random pause before try n is at most RETRY_PAUSE * 2**n
@@ -145,13 +148,20 @@ class PostgresBackend:
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 4, connect_timeout: float = 5.0) -> PostgresBackend:
-        """Connect, bring the schema up to date, and open the pool; StoreError if any of it fails."""
+    async def open(
+        cls, url: str, *, pool_size: int = 4, connect_timeout: float = 5.0, required: bool = True
+    ) -> PostgresBackend:
+        """Connect, bring the schema up to date, and open the pool; StoreError if any of it fails.
+
+        `required=False` (serve, which can answer from its mirror): a server that does not
+        answer yet is no error; the pool connects in the background, and the operations
+        that need it fail (StoreError) until it answers.
+        """
         where = redact_url(url)
         threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="state")
         try:
             pool = await asyncio.get_running_loop().run_in_executor(
-                threads, _open_pool, url, where, pool_size, connect_timeout
+                threads, _open_pool, url, where, pool_size, connect_timeout, required
             )
         except BaseException:
             threads.shutdown()
@@ -300,14 +310,23 @@ def _nothing(db: Db) -> None:
     """The transaction the `write_soon` items ride along in when no other write comes."""
 
 
-def _open_pool(url: str, where: str, pool_size: int, connect_timeout: float) -> ConnectionPool[Any]:
-    """Connect once (a clear error if that fails), migrate, then open the pool (blocking)."""
+def _open_pool(
+    url: str, where: str, pool_size: int, connect_timeout: float, required: bool = True
+) -> ConnectionPool[Any]:
+    """Connect once (a clear error if that fails), migrate, then open the pool (blocking).
+
+    Not `required`: a server that does not answer leaves the pool to connect in the background.
+    """
     kwargs = _connect_kwargs(connect_timeout)
+    answered = True
     try:
         with psycopg.connect(url, **kwargs) as conn:
             migrate(conn)
     except psycopg.Error as exc:
-        raise _failure("cannot open the shared state", where, exc) from exc
+        if required:
+            raise _failure("cannot open the shared state", where, exc) from exc
+        log.debug("shared state not answering at open (%s): %s", where, _why(exc))
+        answered = False
     pool: ConnectionPool[Any] = ConnectionPool(
         url,
         kwargs=kwargs,
@@ -318,6 +337,9 @@ def _open_pool(url: str, where: str, pool_size: int, connect_timeout: float) -> 
         check=ConnectionPool.check_connection,  # a connection the server dropped is replaced, not used
         name="ses-relay-state",
     )
+    if not answered:
+        pool.open(wait=False)
+        return pool
     try:
         pool.open(wait=True, timeout=connect_timeout)
     except PoolTimeout as exc:

@@ -356,34 +356,18 @@ def recent_submissions(
     return [found[i] for i in ids]
 
 
-def due(
-    db: Db, now_epoch: float, limit: int, exclude: Iterable[str], paused: Collection[str] | None = None
-) -> list[SpoolItem]:
-    """Up to `limit` spooled messages due now, oldest first, not in `exclude`; none of a paused class.
-
-    The paused classes are those of the `class_state` table beside the spool, unless
-    `paused` names them (a shared state keeps the pauses elsewhere).
-    """
+def due(db: Db, now_epoch: float, limit: int, exclude: Iterable[str]) -> list[SpoolItem]:
+    """Up to `limit` spooled messages due now, oldest first, not in `exclude`; none of a class
+    paused in the `class_state` table beside the spool (with a shared state, its mirror)."""
     skip = list(exclude)
     not_in = f"AND submission_id NOT IN ({marks(len(skip))}) " if skip else ""
-    if paused is None:
-        held, held_params = (
-            "AND NOT EXISTS (SELECT 1 FROM submissions s JOIN class_state c ON c.class = s.class "
-            "WHERE s.id = spool.submission_id AND c.paused) "
-        ), []
-    elif paused:
-        held = (
-            "AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.id = spool.submission_id "  # noqa: S608
-            f"AND s.class IN ({marks(len(paused))})) "
-        )
-        held_params = list(paused)
-    else:
-        held, held_params = "", []
     spooled = db.fetchall(
         "SELECT submission_id, data, attempts, created_at FROM spool "  # noqa: S608 - placeholders only
-        f"WHERE next_attempt_at <= ? {not_in}{held}"
+        f"WHERE next_attempt_at <= ? {not_in}"
+        "AND NOT EXISTS (SELECT 1 FROM submissions s JOIN class_state c ON c.class = s.class "
+        "WHERE s.id = spool.submission_id AND c.paused) "
         "ORDER BY next_attempt_at LIMIT ?",
-        [now_epoch, *skip, *held_params, limit],
+        [now_epoch, *skip, limit],
     )
     subs = submissions(db, [row["submission_id"] for row in spooled])
     items = []

@@ -219,6 +219,30 @@ class NoticeRow:
 
 
 @dataclass(frozen=True)
+class MirrorProbe:
+    """This data dir's mirror of a shared state, as `ses-relay state check` finds it."""
+
+    max_age_seconds: float  # [state] mirror_max_age
+    synced_at: datetime | None = None  # when it last held everything (written at most every 10 s)
+    last_seq: int | None = None  # the last change applied
+    behind: int | None = None  # changes not applied yet; None: not known (unreachable) or a full copy due
+    lag_seconds: float | None = None  # how far behind: the oldest change not applied, else since synced
+    note: str = ""
+
+    @property
+    def problems(self) -> list[str]:
+        if self.synced_at is None or self.last_seq is None:
+            return [f"this data dir's mirror of the shared state is not synced ({self.note or 'never'}): "
+                    "serve copies it at start"]  # fmt: skip
+        if self.lag_seconds is not None and self.lag_seconds > self.max_age_seconds:
+            return [
+                f"this data dir's mirror is {self.lag_seconds:.0f} s behind the shared state "
+                f"(over [state] mirror_max_age {self.max_age_seconds:.0f} s): is serve running?"
+            ]
+        return []
+
+
+@dataclass(frozen=True)
 class StateProbe:
     """What `ses-relay state check` found where the state is kept, without changing anything."""
 
@@ -230,9 +254,13 @@ class StateProbe:
     error: str | None = None
     server_version: str | None = None
     connect_ms: float | None = None
+    mirror: MirrorProbe | None = None  # a shared state's mirror in this data dir, when there is one
 
     @property
     def problems(self) -> list[str]:
+        return self._state_problems() + (self.mirror.problems if self.mirror is not None else [])
+
+    def _state_problems(self) -> list[str]:
         if not self.reachable:
             return [f"cannot open {self.where}: {self.error}"]
         if not self.schema_version:

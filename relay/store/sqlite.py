@@ -358,13 +358,20 @@ def _file_uri(path: Path) -> str:
     return Path(os.path.abspath(path)).as_uri()
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """A connection that can only read the file (and never creates it)."""
+    conn = sqlite3.connect(f"{_file_uri(path)}?mode=ro", uri=True, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 def probe(path: Path) -> StateProbe:
     """The file's schema version, read-only (a missing file is not created)."""
     where = str(path)
     if not path.is_file():
         return StateProbe("sqlite", where, len(MIGRATIONS), reachable=False, error="no such file")
     try:
-        conn = sqlite3.connect(f"{_file_uri(path)}?mode=ro", uri=True, isolation_level=None)
+        conn = read_only(path)
         try:
             present = conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"

@@ -230,4 +230,16 @@ MIGRATIONS: tuple[str, ...] = (
     )
     ORDER BY s.updated_at, s.address, s.class;
     """,
+    # 7: with the state in PostgreSQL, `suppressions` and `class_state` here are this host's
+    # mirror of it (relay/store/mirror.py); this row says how far the mirror has caught up:
+    # the last change applied (NULL while a full copy has not finished) and when it last
+    # held everything the shared state had, and which shared state it mirrors.
+    """
+    CREATE TABLE mirror_state (
+        id        INTEGER PRIMARY KEY CHECK (id = 1),
+        source    TEXT NOT NULL,
+        last_seq  INTEGER,
+        synced_at TEXT
+    );
+    """,
 )

@@ -21,16 +21,17 @@ and each operation is one transaction. With a shared state
 - `_state`, with a lease on each notice (relay/store/shared.py): due_notices,
   settle_notice;
 - `_local`: make_all_due, next_due, defer, finish, last_sent_at, spool_stats,
-  schema_version; due, with the paused classes read from `_state`;
+  schema_version; and, from the local mirror of suppressions and class pauses that
+  serve's state mirror keeps (relay/store/mirror.py, relay/ops/state_mirror.py):
+  suppressions_for(mirror=True) (RCPT and DATA), due (a paused class's mail waits), and
+  class_states / suppression_counts with `mirror=True` (the intake's guard view,
+  the metrics); read_mirror and write_mirror are the mirror's own;
 - `_state` first, then `_local`: accept (spool_writes.accept_shared, accept_spool)
   and record_outcome (record_outcomes_shared, record_outcomes_spool). A failure
   of the first writes nothing locally: a 250, or a send marked done, has both;
-- `_state`, on the intake's path: suppressions_for (RCPT and DATA), note_refused.
+- `_state`, on the intake's path: note_refused (counts that ride along later).
 
-So the intake waits on PostgreSQL at RCPT, at DATA and for its commit, and fails
-(451) without it. Those are the methods a local mirror of suppressions and class
-pauses (suppressions_for, due) and an outbox of local commits (accept,
-record_outcome, note_refused) turn back into local ones.
+So the intake's checks never wait on PostgreSQL; its commit (accept) still does.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay.clearing import ClearRequest, ClearVerdict
 from relay.store import reads, shared, spool_writes, writes
-from relay.store.backend import Backend
+from relay.store.backend import Backend, Db
 from relay.store.records import (
     AuditRow,
     ClassState,
@@ -83,7 +84,7 @@ class Store:
     @classmethod
     async def open(
         cls, path: Path, *, fsync_every_commit: bool = True, state: StateConfig | None = None,
-        spool: bool = True,
+        spool: bool = True, state_required: bool = True,
     ) -> Store:  # fmt: skip
         """Open (and migrate) the store: the local file, and the shared state when `state` names one.
 
@@ -95,6 +96,9 @@ class Store:
 
         `spool=False` with a shared state opens the shared state alone (the admin CLI,
         which may run where no relay keeps a spool); the spool's methods then fail.
+        `state_required=False` (serve, whose intake answers from its mirror) opens even
+        when the shared state does not answer yet: the operations that need it fail
+        until it does.
         """
         synchronous = "FULL" if fsync_every_commit else "NORMAL"
         if state is None or not state.shared:
@@ -102,8 +106,9 @@ class Store:
         from relay.store.postgres import PostgresBackend  # psycopg is loaded only when used
 
         shared_state = await PostgresBackend.open(
-            state.url, pool_size=state.pool_size, connect_timeout=state.connect_timeout.total_seconds()
-        )
+            state.url, pool_size=state.pool_size, connect_timeout=state.connect_timeout.total_seconds(),
+            required=state_required,
+        )  # fmt: skip
         try:
             local: Backend = await SqliteBackend.open(path, synchronous=synchronous) if spool else NoSpool()
         except BaseException:
@@ -129,14 +134,17 @@ class Store:
 
     # -- suppressions ------------------------------------------------------
 
-    async def suppressions_for(self, addresses: Iterable[str], now: datetime) -> dict[str, list[Suppression]]:
+    async def suppressions_for(
+        self, addresses: Iterable[str], now: datetime, *, mirror: bool = False
+    ) -> dict[str, list[Suppression]]:
         """Unexpired suppressions of each address, in every class.
 
-        The check of every RCPT: a point read on the calling (loop) thread; with a shared
-        state, a read of it.
+        `mirror`: the intake's check at RCPT and DATA, a point read on the calling (loop)
+        thread of the local file (with a shared state, its mirror there). Otherwise (an
+        import weighing what is on file) the state itself; with one host, the same read.
         """
         read = partial(reads.suppressions_for, addresses=list(dict.fromkeys(addresses)), now=now)
-        if self.shared:
+        if self.shared and not mirror:
             return await self._state.read(read)
         return self._local.lookup(read)
 
@@ -215,9 +223,10 @@ class Store:
         """Every recorded change of the address's entries, in every class, oldest first."""
         return await self._state.read(partial(reads.suppression_history, address=address))
 
-    async def suppression_counts(self, now: datetime) -> dict[Level, int]:
-        """Active suppressions per level, for the ses_relay_suppressions gauge."""
-        return await self._state.read(partial(reads.suppression_counts, now=now))
+    async def suppression_counts(self, now: datetime, *, mirror: bool = False) -> dict[Level, int]:
+        """Active suppressions per level, for the ses_relay_suppressions gauge; `mirror`: as
+        this host's copy has them (what its intake enforces; with one host, the same)."""
+        return await (self._local if mirror else self._state).read(partial(reads.suppression_counts, now=now))
 
     # -- feedback ------------------------------------------------------------
 
@@ -249,8 +258,20 @@ class Store:
 
     # -- class pauses ----------------------------------------------------------
 
-    async def class_states(self) -> dict[str, ClassState]:
-        return await self._state.read(reads.class_states)
+    async def class_states(self, *, mirror: bool = False) -> dict[str, ClassState]:
+        """The class pauses; `mirror`: as this host's copy has them (what its intake answers with)."""
+        return await (self._local if mirror else self._state).read(reads.class_states)
+
+    # -- the local mirror of a shared state (relay/store/mirror.py) ----------------------------
+
+    async def read_mirror(self, fn: Callable[[Db], T]) -> T:
+        return await self._local.read(fn)
+
+    async def write_mirror(self, fn: Callable[[Db], T]) -> T:
+        """A change of the local copy, in the local file's one write path (its commit thread)."""
+        if not self.shared:
+            raise StoreError("the local store is the state itself, not a mirror of one")
+        return await self._local.write(fn)
 
     async def set_class_paused(
         self, klass: str, paused: bool, *, reason: str, actor: str, now: datetime
@@ -327,15 +348,10 @@ class Store:
         """Up to `limit` spooled messages due now, oldest first, not in `exclude`.
 
         A read, not a lease: the one worker that sends a data dir (worker.lock) keeps
-        what it has in flight in memory; a message of a paused class waits.
+        what it has in flight in memory; a message of a paused class (as the local
+        file, or its mirror of a shared state, has it) waits.
         """
-        paused = None
-        if self.shared:
-            states = await self._state.read(reads.class_states)
-            paused = [klass for klass, state in states.items() if state.paused]
-        return await self._local.read(
-            partial(reads.due, now_epoch=now_epoch, limit=limit, exclude=exclude, paused=paused)
-        )
+        return await self._local.read(partial(reads.due, now_epoch=now_epoch, limit=limit, exclude=exclude))
 
     async def next_due(self) -> float | None:
         return await self._local.read(reads.next_due)
@@ -392,9 +408,12 @@ class Store:
 def probe_state(path: Path, state: StateConfig) -> StateProbe:
     """Where the state is kept and whether this ses-relay can use it, changing nothing (blocking)."""
     if state.shared:
-        from relay.store import postgres
+        import dataclasses
 
-        return postgres.probe(state.url, state.connect_timeout.total_seconds())
+        from relay.store import mirror, postgres
+
+        found = postgres.probe(state.url, state.connect_timeout.total_seconds())
+        return dataclasses.replace(found, mirror=mirror.probe(path, state, reachable=found.reachable))
     from relay.store import sqlite
 
     return sqlite.probe(path)

@@ -70,7 +70,12 @@ def _open_up(path: Path) -> None:
 
 
 class PostgresServer:
-    """initdb once, then start/stop at will; `database()` hands out fresh databases."""
+    """initdb once, then start/stop at will; `database()` hands out fresh databases.
+
+    Keep `root` out of pytest's tmp dirs when running as root: a pytest session starting
+    meanwhile makes /tmp/pytest-of-root private again, and the server's user could then
+    no longer reach its data dir to start again (the default, a dir of its own, is safe).
+    """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="ses-relay-pg-"))
@@ -110,10 +115,14 @@ class PostgresServer:
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(
-            "pg_ctl", "-D", str(self.pgdata), "-l", str(self.root / "server.log"), "-w",
-            "-t", str(int(START_TIMEOUT)), "-o", options, "start",
-        )  # fmt: skip
+        try:
+            self._run(
+                "pg_ctl", "-D", str(self.pgdata), "-l", str(self.root / "server.log"), "-w",
+                "-t", str(int(START_TIMEOUT)), "-o", options, "start",
+            )  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            log = (self.root / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"PostgreSQL did not start on port {self.port}: {exc.stderr}\n{log}") from exc
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; "immediate" is the closest to pulling the plug."""

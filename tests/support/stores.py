@@ -80,6 +80,20 @@ def _as_stored(value: Any) -> Any:
     return to_text(value) if isinstance(value, datetime) else value
 
 
+async def sync_mirror(store: Store, place: Place) -> None:
+    """With a shared state, bring the store's local mirror up to date as serve's state mirror
+    does (one round, on connections of its own); with one host there is nothing to do."""
+    if place.state is None:
+        return
+    from relay.ops.state_mirror import StateMirror
+
+    mirror = StateMirror(store, place.state)
+    try:
+        await mirror.prepare()
+    finally:
+        await mirror.close()
+
+
 def in_store(where: Path | Place, scenario: Callable[[Store], Awaitable[None]]) -> None:
     """Run `scenario` against a fresh store (a tmp dir, or a Place), closing it whatever happens."""
     place = where if isinstance(where, Place) else Place(where)

@@ -59,12 +59,13 @@ def test_serve_keeps_what_it_learns_in_postgresql_and_refuses_a_bounced_address_
         assert (code, text[:6]) == (550, b"5.1.1 ")
         assert client.rcpt(SUCCESS)[0] == 250
 
-    # The answers came from PostgreSQL: it holds the record, the local file only the spool's copy.
+    # PostgreSQL holds the record; the local file the spool's copy, and the mirror that RCPT
+    # was answered from.
     assert [r["address"] for r in pg_rows(pg_url, "SELECT address FROM suppressions")] == [BOUNCE]
     recorded = pg_rows(pg_url, "SELECT address, status, ses_message_id FROM recipients ORDER BY address")
     assert [(r["address"], r["status"]) for r in recorded] == [(BOUNCE, "bounced"), (SUCCESS, "delivered")]
     assert all(r["ses_message_id"] for r in recorded)
-    assert count_rows(relay.data_dir, "suppressions") == 0 and count_rows(relay.data_dir, "events") == 0
+    assert count_rows(relay.data_dir, "suppressions") == 1 and count_rows(relay.data_dir, "events") == 0
     assert count_rows(relay.data_dir, "spool") == 0  # sent, and the bytes dropped
 
     # The notice the bounce owes its sender: leased, delivered once, settled in PostgreSQL.
@@ -146,14 +147,17 @@ def test_state_check_reports_the_shared_state_and_fails_when_it_cannot_be_used(
     assert local.returncode == 1 and "local SQLite" in local.stdout and "no such file" in local.stdout
 
 
-def test_serve_refuses_to_start_without_its_state_and_says_where_without_the_password(tmp_path: Path) -> None:
+def test_serve_refuses_to_start_without_its_state_or_a_mirror_of_it_and_says_where_without_the_password(
+    tmp_path: Path,
+) -> None:
     gone = f"postgresql://relay:{SECRET}@127.0.0.1:{free_port()}/state"
     config = tmp_path / "ses-relay.toml"
     config.write_text(state_config(gone) + 'connect_timeout = "1s"\n')
     listen = f"127.0.0.1:{free_port()}"
     result = run_cli("serve", "--listen", listen, data_dir=tmp_path / "data", config=config)
     assert result.returncode == 1
-    assert "cannot open the shared state" in result.stderr and "127.0.0.1" in result.stderr
+    assert "cannot read the shared state" in result.stderr and "127.0.0.1" in result.stderr
+    assert "no copy of its suppressions yet" in result.stderr
     assert SECRET not in result.stdout + result.stderr
     bad = run_cli("suppression", "list", data_dir=tmp_path, env={"SES_RELAY_STATE_URL": "mysql://x@db/y"})
     assert bad.returncode == 2 and "state.url: not a PostgreSQL URL" in bad.stderr

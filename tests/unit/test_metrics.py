@@ -80,3 +80,12 @@ def test_a_fresh_registry_renders_every_series_and_records_calls() -> None:
     assert value(s, "ses_relay_suppressions", {"level": "permanent"}) == 0
     assert m.last_ses_success is not None
     assert not any(name.startswith(("python_", "process_")) for name, _ in s)  # our own registry only
+
+
+def test_the_mirror_age_is_exported_only_once_there_is_a_mirror() -> None:
+    m = Metrics()
+    assert "ses_relay_state_mirror_age_seconds" not in m.render().decode()  # one host: no mirror
+    m.set_mirror_age(2.5)
+    assert value(parse(m.render().decode()), "ses_relay_state_mirror_age_seconds", {}) == 2.5
+    m.set_mirror_age(None)  # never synced: as old as can be
+    assert value(parse(m.render().decode()), "ses_relay_state_mirror_age_seconds", {}) == float("inf")

@@ -13,7 +13,7 @@ from feedback.ingest import consumer
 from feedback.notices import notifier
 from feedback.reports import daily
 from relay.loop import Loop
-from relay.ops import services, supervisor
+from relay.ops import services, state_mirror, supervisor
 from relay.sending import sender
 from tests.conftest import ROOT
 
@@ -50,7 +50,7 @@ def test_loops_take_their_interval_from_the_table() -> None:
     assert notifier.POLL_SECONDS == services.every("notifier") == 1.0
     assert daily.POLL_SECONDS == services.every("daily-report") == 60.0
     assert supervisor.PARENT_POLL_SECONDS == services.every("parent-watch") == 0.5
-    assert services.every("guard") == services.every("guard-view") == 1.0
+    assert services.every("guard") == services.every("guard-view") == services.every("state-mirror") == 1.0
 
 
 def test_numbers_written_in_the_table_are_the_codes() -> None:
@@ -58,6 +58,9 @@ def test_numbers_written_in_the_table_are_the_codes() -> None:
     wakes = services.BY_NAME["feedback-consumer"].wakes
     assert f"({consumer.SQS_WAIT_SECONDS} s)" in wakes
     assert f"{consumer.RETRY_PAUSE_SECONDS:g} s after an error" in wakes
+    mirror = services.BY_NAME["state-mirror"].wakes
+    first, most = state_mirror.BACKOFF_FIRST, state_mirror.BACKOFF_MAX
+    assert f"after a failure {first:g} s, doubling up to {most:g} s" in mirror
     restarts = services.BY_NAME["worker-supervisor"].wakes
     first, most = supervisor.RESTART_BACKOFF_FIRST, supervisor.RESTART_BACKOFF_MAX
     assert f"restarts it after {first:g} s, doubling up to {most:g} s" in restarts
