@@ -127,6 +127,9 @@ class Monitor:
         depth, oldest = await self.store.spool_stats()
         snapshot = spool_snapshot(depth, oldest, self.clock())
         self.metrics.set_spool(snapshot)
+        if self.store.shared:  # local, so set even while the shared state is away
+            rows, oldest_row = await self.store.outbox_backlog()
+            self.metrics.set_outbox(spool_snapshot(rows, oldest_row, self.clock()))
         self.metrics.set_suppressions(await self.store.suppression_counts(utcnow()))
         states = await self.store.class_states()
         self.metrics.set_paused(self.config.classes, [k for k, s in states.items() if s.paused])
