@@ -11,20 +11,26 @@ intake alone).
 Figures per C: msgs/s (MAIL transactions finished per second of load), p50/p99 of
 the DATA reply latency (final "." to the reply), the relay's peak RSS (VmHWM) and the
 share of a core it used. --baseline runs the same load against a bare aiosmtpd that
-only answers 250 (its own process), and prints ratio_to_bare.
+only answers 250 (its own process), and prints ratio_to_bare. --state postgres runs
+each load a second time with the state in PostgreSQL (`[state] url`, a private server
+started for the run, the spool local as always) and prints its figures beside the
+SQLite-only ones (`postgres`, `ratio_postgres_to_sqlite`).
 
 Prints one JSON line on stdout (logs on stderr):
   {"benchmark": "intake", "generator": "smtp-source"|"asyncio", "runs": [{...}, ...], ...}
 
     .venv/bin/python bench/intake.py --messages 2000 --connections 10,50 --baseline
+    .venv/bin/python bench/intake.py --connections 50 --state postgres
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,7 @@ from bench import common
 TARGET_MSGS_PER_S = 1000.0
 TARGET_RATIO = 0.70
 TARGET_RSS_MB = 150.0
+TARGET_POSTGRES_RATIO = 0.90  # the intake with a shared state: within 10 % of SQLite alone
 
 
 def connection_counts(text: str) -> list[int]:
@@ -53,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=5000, help="messages per run (default 5000)")
     parser.add_argument("--connections", type=connection_counts, default=[1, 10, 50], help="e.g. 1,10,50")
     parser.add_argument("--baseline", action="store_true", help="also measure bare aiosmtpd (ratio_to_bare)")
+    parser.add_argument(
+        "--state", choices=["sqlite", "postgres"], default="sqlite",
+        help="postgres: also run each load with the state in PostgreSQL (a private server), same plan",
+    )  # fmt: skip
     parser.add_argument(
         "--generator", choices=["auto", "smtp-source", "asyncio"], default="auto",
         help="load generator; auto = smtp-source when installed",
@@ -78,12 +89,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def measure_relay(
     args: argparse.Namespace, generator: str, connections: int, plan: list[common.Planned], scratch: Path,
-    budget: common.Budget,
+    budget: common.Budget, state_url: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     entries = common.preload_entries(generator, args.messages, args.smtp_source_rcpts, pool=10_000)
+    name = f"relay-c{connections}" + ("-pg" if state_url else "")
     run = common.start_relay_run(
-        scratch, f"relay-c{connections}", entries, connections=connections, send_rate=args.send_rate,
+        scratch, name, entries, connections=connections, send_rate=args.send_rate,
         ses_latency=args.ses_latency, log_level=args.log_level, max_seconds=budget.left(),
+        state_url=state_url,
     )  # fmt: skip
     try:
         cpu_before = run.relay.cpu_seconds()
@@ -144,10 +157,26 @@ def targets(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"c{c}_msgs_per_s_ge_{TARGET_MSGS_PER_S:g}"] = rate >= TARGET_MSGS_PER_S
         if "ratio_to_bare" in run:
             out[f"c{c}_ratio_to_bare_ge_{TARGET_RATIO:g}"] = (run["ratio_to_bare"] or 0.0) >= TARGET_RATIO
+        if "ratio_postgres_to_sqlite" in run:
+            ratio = run["ratio_postgres_to_sqlite"] or 0.0
+            out[f"c{c}_postgres_ratio_ge_{TARGET_POSTGRES_RATIO:g}"] = ratio >= TARGET_POSTGRES_RATIO
         rss = run.get("peak_rss_mb")
         if rss is not None:
             out[f"c{c}_peak_rss_lt_{TARGET_RSS_MB:g}mb"] = rss < TARGET_RSS_MB
     return out
+
+
+@contextlib.contextmanager
+def _postgres(state: str, scratch: Path) -> Iterator[Any]:
+    """A private PostgreSQL server for the run when `--state postgres`, else None."""
+    if state != "postgres":
+        yield None
+        return
+    server = common.start_postgres(scratch)
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     common.log(f"intake: {args.messages} messages, connections {args.connections}, generator {generator}")
     runs: list[dict[str, Any]] = []
     failed = False
-    with common.scratch_dir(args.keep) as scratch:
+    with common.scratch_dir(args.keep) as scratch, _postgres(args.state, scratch) as postgres:
         for connections in args.connections:
             if budget.left() < 5:
                 runs.append({"connections": connections, "skipped": "out of time (--max-seconds)"})
@@ -172,6 +201,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"p99 {figures['data_p99_ms']} ms, peak RSS {figures['peak_rss_mb']} MB "
                 f"({time.monotonic() - started:.1f} s)"
             )
+            if postgres is not None and budget.left() >= 5:
+                shared = measure_relay(
+                    args, generator, connections, plan, scratch, budget, state_url=postgres.database()
+                )
+                common.log(
+                    f"relay C={connections}, state in PostgreSQL: {shared['msgs_per_s']} msg/s, "
+                    f"DATA p50 {shared['data_p50_ms']} ms p99 {shared['data_p99_ms']} ms"
+                )
+                figures["postgres"] = {k: v for k, v in shared.items() if k != "connections"}
+                if figures["msgs_per_s"] and shared["msgs_per_s"]:
+                    ratio = shared["msgs_per_s"] / figures["msgs_per_s"]
+                    figures["ratio_postgres_to_sqlite"] = round(ratio, 3)
+                failed |= bool(shared["errors"] or shared.get("timed_out") or "relay_exited" in shared)
             if args.baseline and budget.left() >= 5:
                 bare = measure_bare(args, generator, connections, plan, budget)
                 common.log(f"bare C={connections}: {bare['msgs_per_s']} msg/s, p99 {bare['data_p99_ms']} ms")
@@ -196,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "message_bytes": args.size,
             "suppressed_share": args.suppressed_share,
             "send_rate": args.send_rate,
+            "state": args.state,
             "runs": runs,
             "targets": targets(runs),
             "machine": common.machine(),
