@@ -346,7 +346,7 @@ def test_state_check_reports_the_backlog_and_a_stuck_one_is_a_problem(place: Pla
     config = StateConfig(url=place.state_url or "")
     found = probe_state(place.data_dir / "relay.db", config)
     assert found.outbox_backlog == 1 and found.outbox_oldest_age_seconds is not None
-    assert found.outbox_oldest_age_seconds < 60 and found.problems == []
+    assert found.outbox_oldest_age_seconds < 60 and not [p for p in found.problems if "outbox" in p]
     local(place, "UPDATE outbox SET created_at = created_at - ?", OUTBOX_STUCK_AFTER + 60)
     stuck = probe_state(place.data_dir / "relay.db", config)
     assert [p for p in stuck.problems if "1 outbox row(s) not shipped" in p]

@@ -225,25 +225,39 @@ def own_pg(tmp_path: Path) -> Iterator[PostgresServer]:
 def test_postgresql_stopped_for_30s_during_a_load_loses_nothing(relay_factory, own_pg) -> None:
     url = own_pg.database()
     a = relay_factory(state_toml(url), sandbox=True, name="a")
-    load = Load("127.0.0.1", a.port, n=1500, connections=5).start()
-    wait_until(lambda: load.finished >= 200, timeout=60, interval=0.01, what="200 replies")
+
+    def load(n: int, offset: int) -> Load:
+        make, rcpts = shifted(offset)
+        return Load("127.0.0.1", a.port, n=n, connections=4, make_message=make, recipients=rcpts).start()
+
+    def copies() -> int:
+        return sum(delivered_copies(a).values())
+
+    first = load(600, 0)
+    wait_until(
+        lambda: first.finished >= 200 and copies() > 0, timeout=60, interval=0.05,
+        what="200 replies and the sender at work",
+    )  # fmt: skip
     own_pg.stop()  # fast: the test server runs without fsync, so "immediate" may lose commits
-    stopped = time.monotonic()
-    during = load.finished
-    time.sleep(10)
-    sent_while_down = len(delivered_copies(a))
-    assert load.finished > during + 50, "the intake stopped answering while PostgreSQL was down"
+    stopped, sent_at_stop = time.monotonic(), copies()
+    outcomes = first.join(60)
+    outcomes += load(600, 600).join(60)  # a load entirely while PostgreSQL is down
+    assert copies() > sent_at_stop, "sending stopped while PostgreSQL was down"
+    assert local_count(a, "SELECT count(*) FROM outbox") > 0  # what PostgreSQL has yet to hear
+    assert time.monotonic() - stopped < 30, "the loads took the whole outage: nothing left to test"
+    last = load(300, 1200)  # under way when PostgreSQL comes back
     time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
-    assert load.finished > during + 200
     own_pg.start()
-    outcomes = load.join(120)
+    outcomes += last.join(60)
     assert [o.reply for o in outcomes if o.stage is not Stage.ACCEPTED] == []  # 250 throughout
-    assert sent_while_down > 0, "nothing was sent while PostgreSQL was down"
     sids = {o.sid for o in outcomes if o.sid}
+    assert len(sids) == 1500
     wait_until(
         lambda: all_delivered(a, sids), timeout=120, interval=2,
         what="the shared record caught up: every message delivered",
     )  # fmt: skip
-    assert local_count(a, "SELECT count(*) FROM outbox") == 0
-    copies = delivered_copies(a)
-    assert set(copies) == set(range(1500)) and set(copies.values()) == {1}
+    wait_until(lambda: local_count(a, "SELECT count(*) FROM outbox") == 0, timeout=15, what="no backlog")
+    found = delivered_copies(a)
+    assert set(found) == set(range(1500)) and set(found.values()) == {1}
+    assert a.log().count("cannot ship to the shared state") == 1
+    assert a.log().count("shipping to the shared state again") == 1
