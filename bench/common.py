@@ -441,7 +441,8 @@ def store_counts(data_dir: Path) -> dict[str, int]:
 
     submissions: messages answered 250; recipients_to_send: their recipients not
     suppressed (what SES must receive); refusals: RCPT/DATA refusals counted against
-    suppressions.
+    suppressions (with a shared state they are counted in PostgreSQL: 0 here);
+    outbox_backlog: with a shared state, commits not yet shipped to PostgreSQL when read.
     """
     db = sqlite3.connect(f"file:{data_dir / STORE_FILE}?mode=ro", uri=True, timeout=10)
     try:
@@ -453,6 +454,7 @@ def store_counts(data_dir: Path) -> dict[str, int]:
                 "SELECT count(*) FROM recipients WHERE status = 'suppressed'"
             ),
             "refusals": one("SELECT sum(refused_count) FROM suppressions"),
+            "outbox_backlog": one("SELECT count(*) FROM outbox"),
         }
     finally:
         db.close()
