@@ -10,7 +10,9 @@
   reader, RCPT lookups) and its numbered migrations;
 - postgres.py, pg_schema.py: the PostgreSQL backend of a shared state (a connection
   pool, advisory locks) and its migrations (the change log, notifications, leases);
-- shared.py: the writes only a shared state has (notice leases).
+- shared.py: the writes only a shared state has (notice leases);
+- outbox.py: with a shared state, what this host committed locally and PostgreSQL has
+  yet to hear, and how a batch of it is applied there.
 """
 
 from relay.store.records import (

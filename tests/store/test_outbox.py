@@ -175,6 +175,27 @@ def test_a_batch_shipped_again_after_the_local_delete_failed_changes_nothing(pla
     run(place, scenario, connect_timeout=timedelta(seconds=2))
 
 
+def test_two_hosts_counts_add_up_though_their_outbox_ids_are_the_same(tmp_path: Path, pg_url: str) -> None:
+    """Refusal counts are claimed per (host, outbox id): host b's row 1 is not host a's."""
+
+    async def scenario() -> None:
+        a = await Place(tmp_path / "a", pg_url).open()
+        b = await Place(tmp_path / "b", pg_url).open()
+        try:
+            await a.merge_suppression(suppression("gone@example.org"))
+            for store, n in ((a, 2), (b, 3)):
+                store.note_refused([("gone@example.org", "*")] * n, NOW)
+                await shipped(store)
+            assert a.host_id != b.host_id
+            [entry] = await b.suppressions_of("gone@example.org")
+            assert entry.refused_count == 5
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
 def test_rows_ship_in_commit_order_across_batches_of_any_size(place: Place) -> None:
     """Outcomes after their accepts, in small batches and big ones: the same statuses either way."""
     n = 30

@@ -183,6 +183,9 @@ def test_a_host_killed_mid_load_and_restarted_loses_nothing_that_got_a_250(relay
         and local_count(again, "SELECT count(*) FROM outbox") == 0,
         timeout=30, what="the spool and the outbox empty",
     )  # fmt: skip
+    checked = again.cli("state", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "outbox (this host, not yet shipped): 0 row(s)" in checked.stdout
     copies = delivered_copies(again)
     missing = [i for i in accepted.values() if copies[i] == 0]
     assert not missing, f"{len(missing)} message(s) got 250 but never reached SES, e.g. {missing[:3]}"
