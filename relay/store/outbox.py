@@ -31,7 +31,7 @@ from typing import Any
 
 from relay.store import spool_writes
 from relay.store.backend import Db
-from relay.store.records import NewRecipient, NewSubmission, NoticeRecord
+from relay.store.records import NewRecipient, NewSubmission, NoticeRecord, StateProbe
 from relay.store.spool_writes import Accept, Outcome, Refusal
 from relay.timeutil import from_text, id_floor, to_text
 
@@ -182,6 +182,15 @@ def refusal_totals(refusals: Iterable[Refusal]) -> list[tuple[int, str, str, str
         count, latest = totals.get((address, klass), (0, at))
         totals[(address, klass)] = (count + 1, max(latest, at))
     return [(count, latest, address, klass) for (address, klass), (count, latest) in sorted(totals.items())]
+
+
+def with_backlog(found: StateProbe, backlog: tuple[int, float | None] | None, now: float) -> StateProbe:
+    """A state check's findings with this data dir's outbox (`backlog`: None without a spool here)."""
+    if backlog is None:
+        return found
+    rows, oldest = backlog
+    age = round(max(0.0, now - oldest), 1) if rows and oldest is not None else 0.0
+    return replace(found, outbox_backlog=rows, outbox_oldest_age_seconds=age)
 
 
 # -- local writes and reads (the data dir's file) ----------------------------------------

@@ -434,18 +434,12 @@ class Store:
 def probe_state(path: Path, state: StateConfig) -> StateProbe:
     """Where the state is kept and whether this ses-relay can use it, changing nothing (blocking)."""
     if state.shared:
-        import dataclasses
         import time
 
         from relay.store import postgres, sqlite
 
         found = postgres.probe(state.url, state.connect_timeout.total_seconds())
-        backlog = sqlite.outbox_backlog(path)  # what this host has yet to ship, if it keeps a spool
-        if backlog is None:
-            return found
-        rows, oldest = backlog
-        age = round(max(0.0, time.time() - oldest), 1) if rows and oldest is not None else 0.0
-        return dataclasses.replace(found, outbox_backlog=rows, outbox_oldest_age_seconds=age)
+        return outbox.with_backlog(found, sqlite.outbox_backlog(path), time.time())
     from relay.store import sqlite
 
     return sqlite.probe(path)
