@@ -16,7 +16,6 @@ a bounded batch at a time, the local submissions PostgreSQL keeps.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -56,7 +55,7 @@ class StateShipper(Loop):
     async def tick(self) -> float:
         try:
             shipped = await self.store.ship_outbox()
-        except StoreError as exc:
+        except Exception as exc:  # PostgreSQL away, or a row it refuses: the backlog waits, visibly
             return await self._failed(exc)
         self._recovered()
         self.shipped += shipped.rows
@@ -65,13 +64,13 @@ class StateShipper(Loop):
         await self._prune()
         return self.interval
 
-    async def _failed(self, exc: StoreError) -> float:
+    async def _failed(self, exc: Exception) -> float:
         if self.failing_since is None:
             self.failing_since = self.clock()
             waiting, _ = await self._backlog()
             log.warning(
                 "cannot ship to the shared state, %s row(s) wait in the local outbox; retrying: %s",
-                waiting, exc,
+                waiting, exc, exc_info=not isinstance(exc, StoreError),  # anything else is a bug: its trace
             )  # fmt: skip
         pause, self._backoff = self._backoff, min(self._backoff * 2, MAX_BACKOFF)
         return pause
@@ -105,6 +104,8 @@ class StateShipper(Loop):
     async def on_stop(self) -> None:
         """Ship what is left before the worker exits, for a few seconds at most."""
         deadline = self.clock() + STOP_SHIPPING_SECONDS
-        with contextlib.suppress(StoreError):
+        try:
             while self.clock() < deadline and (await self.store.ship_outbox()).more:
                 pass
+        except Exception as exc:  # what is left ships at the next start
+            log.debug("outbox left to ship at the next start: %s", exc)

@@ -31,7 +31,7 @@ from typing import Any
 
 from relay.store import spool_writes
 from relay.store.backend import Db
-from relay.store.records import NewRecipient, NewSubmission, NoticeRecord, StateProbe
+from relay.store.records import NewRecipient, NewSubmission, NoticeRecord, StateProbe, StoreError
 from relay.store.spool_writes import Accept, Outcome, Refusal
 from relay.timeutil import from_text, id_floor, to_text
 
@@ -162,11 +162,20 @@ def decode(row: OutboxRow) -> Decoded:
 
 
 def batch(rows: Sequence[OutboxRow], max_addresses: int = SHIP_ADDRESSES) -> list[Decoded]:
-    """The leading rows to ship together: in order, at least one, at most `max_addresses` locked."""
+    """The leading rows to ship together: in order, at least one, at most `max_addresses` locked.
+
+    A row that cannot be read ends the batch before it, so that what precedes it ships;
+    alone, it is an error (StoreError): it waits, never skipped.
+    """
     taken: list[Decoded] = []
     locked = 0
     for row in rows:
-        decoded = decode(row)
+        try:
+            decoded = decode(row)
+        except (ValueError, KeyError, TypeError) as exc:
+            if taken:
+                break
+            raise StoreError(f"outbox row {row.id} ({row.kind}) cannot be read: {exc!r}") from exc
         count = len(set(decoded.addresses))
         if taken and locked + count > max_addresses:
             break

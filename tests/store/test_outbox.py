@@ -323,6 +323,31 @@ def test_with_postgresql_down_the_intake_and_sender_go_on_and_the_backlog_ships_
         server.cleanup()
 
 
+def test_a_row_that_cannot_be_shipped_holds_the_backlog_and_the_shipper_says_so_once(
+    place: Place, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never skipped (that would lose what it records), never a crash of the shipper: it retries,
+    the backlog waits, one warning with the error says why."""
+
+    async def scenario(store: Store) -> None:
+        await store.accept(new_submission(("a@example.org",), at=NOW), b"x", time.time())
+        local(place, "INSERT INTO outbox (kind, body, created_at) VALUES ('from-the-future', '{}', 0)")
+        await store.accept(new_submission(("b@example.org",), at=NOW), b"x", time.time())
+        shipper, stop = StateShipper(store), asyncio.Event()
+        running = asyncio.create_task(shipper.run(stop))
+        await asyncio.sleep(2)  # several tries
+        stop.set()
+        await running
+        assert shipper.shipped == 1 and shipper.failing_since is not None
+        assert (await store.outbox_backlog())[0] == 2  # the bad row and the one behind it
+        assert len(place.rows("SELECT id FROM submissions")) == 1  # the one before it shipped
+
+    with caplog.at_level(logging.INFO, logger="ses_relay.shipper"):
+        run(place, scenario)
+    [said] = [r for r in caplog.records if r.name == "ses_relay.shipper"]
+    assert "2 row(s) wait" in said.getMessage() and "outbox row 2 (from-the-future)" in said.getMessage()
+
+
 async def wait_for(read: Any, expected: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while (found := await read()) != expected:
