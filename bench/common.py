@@ -460,12 +460,15 @@ def scratch_dir(keep: bool = False) -> Iterator[Path]:
 # --- the store: bulk-loading suppressions -------------------------------------------
 
 
-def prepare_store(data_dir: Path) -> Path:
-    """Create the store with the relay's own schema (Store.open runs the migrations)."""
+def prepare_store(data_dir: Path, state_url: str | None = None) -> Path:
+    """Create the store with the relay's own schema (Store.open runs the migrations), and the
+    shared state's in PostgreSQL when `state_url` names one."""
+    from relay.config import StateConfig
     from relay.store import Store
 
     async def go() -> Path:
-        store = await Store.open(data_dir / STORE_FILE)
+        state = None if state_url is None else StateConfig(url=state_url)
+        store = await Store.open(data_dir / STORE_FILE, state=state)
         await store.close()
         return data_dir / STORE_FILE
 
@@ -506,12 +509,52 @@ def bulk_suppress(db_path: Path, entries: Iterable[tuple[str, str]], reason: str
     return count
 
 
+def bulk_suppress_shared(
+    state_url: str, entries: Iterable[tuple[str, str]], reason: str = "bench preload"
+) -> int:
+    """`bulk_suppress` for a shared state: the same rows, into PostgreSQL's `suppressions` (COPY)."""
+    import psycopg
+
+    from relay.suppression import Cause, Level
+    from relay.timeutil import utcnow
+
+    now = utcnow()
+    level, cause = int(Level.HARD), str(Cause.MANUAL)
+    with psycopg.connect(state_url) as conn:
+        with conn.cursor().copy(
+            "COPY suppressions (address, class, level, cause, reason, created_at, updated_at) FROM STDIN"
+        ) as copy:
+            for address, klass in dict.fromkeys(entries):
+                copy.write_row((address, klass, level, cause, reason, now, now))
+        row = conn.execute("SELECT count(*) FROM suppressions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def state_toml(state_url: str | None) -> str:
+    """The [state] section of a benchmark relay: a shared state in PostgreSQL, or none."""
+    return "" if state_url is None else f'\n[state]\nurl = "{state_url}"\n'
+
+
+def start_postgres(scratch: Path) -> Any:
+    """A private PostgreSQL server for a benchmark's shared state (tests/support/postgres.py)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.postgres import PostgresServer
+
+    (scratch / "pg").mkdir()
+    server = PostgresServer(scratch / "pg")
+    server.start()
+    server.wait_ready()
+    return server
+
+
 def store_counts(data_dir: Path) -> dict[str, int]:
     """What the relay committed, read from its store (read-only; WAL lets us read while it runs).
 
     submissions: messages answered 250; recipients_to_send: their recipients not
     suppressed (what SES must receive); refusals: RCPT/DATA refusals counted against
-    suppressions.
+    suppressions (with a shared state they are counted in PostgreSQL: 0 here);
+    outbox_backlog: with a shared state, commits not yet shipped to PostgreSQL when read.
     """
     db = sqlite3.connect(f"file:{data_dir / STORE_FILE}?mode=ro", uri=True, timeout=10)
     try:
@@ -523,6 +566,7 @@ def store_counts(data_dir: Path) -> dict[str, int]:
                 "SELECT count(*) FROM recipients WHERE status = 'suppressed'"
             ),
             "refusals": one("SELECT sum(refused_count) FROM suppressions"),
+            "outbox_backlog": one("SELECT count(*) FROM outbox"),
         }
     finally:
         db.close()
@@ -978,17 +1022,23 @@ class RelayRun:
 def start_relay_run(
     scratch: Path, name: str, entries: Iterable[tuple[str, str]], *, connections: int,
     send_rate: float | None = None, ses_latency: float = 0.0, concurrency: int = 8, log_level: str = "info",
-    max_seconds: float = 3600.0, env: dict[str, str] | None = None,
+    max_seconds: float = 3600.0, env: dict[str, str] | None = None, state_url: str | None = None,
 ) -> RelayRun:  # fmt: skip
-    """Fresh data dir with the suppressions loaded, the SES stand-in, then `serve`."""
+    """Fresh data dir with the suppressions loaded, the SES stand-in, then `serve`.
+
+    `state_url`: the state in that (fresh) PostgreSQL database, the suppressions loaded there.
+    """
     data_dir = scratch / name
-    db_path = prepare_store(data_dir)
-    loaded = bulk_suppress(db_path, entries)
+    db_path = prepare_store(data_dir, state_url)
+    if state_url is None:
+        loaded = bulk_suppress(db_path, entries)
+    else:
+        loaded = bulk_suppress_shared(state_url, entries)
     log(f"{name}: {loaded} suppressions loaded")
     ses = start_ses_standin(ses_latency, max_seconds=max_seconds + 120)
     try:
         config = relay_config(ses.url, connections=connections, send_rate=send_rate, concurrency=concurrency)
-        relay = start_relay(data_dir, config, log_level=log_level, env=env)
+        relay = start_relay(data_dir, config + state_toml(state_url), log_level=log_level, env=env)
     except BaseException:
         ses.stop()
         raise

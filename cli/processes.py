@@ -349,11 +349,24 @@ class Working:
     sender: Sender
     feed: Feed | None  # the sandbox's event feed, which stands in for SQS
     parent_pid: int | None
+    on_accepted: list[Callable[[], None]] = field(default_factory=list)  # woken by serve's pipe
 
 
 async def sender_service(w: Working) -> Loops:
     """Spool to SES: woken by serve's pipe and by the services below, else every second."""
     return [w.sender]
+
+
+async def state_shipper(w: Working) -> Loops:
+    """With a shared state: the outbox to PostgreSQL, woken by accepts and the sender's outcomes."""
+    if not w.store.shared:
+        return []
+    from relay.ops.shipper import StateShipper
+
+    shipper = StateShipper(w.store, keep=w.ctx.config.metrics.stuck_after)
+    w.store.outbox_written = shipper.wake
+    w.on_accepted.append(shipper.wake)
+    return [shipper]
 
 
 async def notifier_service(w: Working) -> Loops:
@@ -403,6 +416,7 @@ async def daily_report(w: Working) -> Loops:
 
 WORKER_SERVICES: dict[str, services.Factory[Working]] = {
     "sender": sender_service,
+    "state-shipper": state_shipper,
     "notifier": notifier_service,
     "guard": guard_service,
     "parent-watch": parent_watch,
@@ -451,11 +465,11 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
             ses, feed = _ses(ctx, sandbox)
             sender = Sender(store, ses, ctx.config, dkim=dkim)
             await sender.configure_rate()
-            w = Working(ctx, store, asyncio.Event(), sender, feed, parent_pid)
+            w = Working(ctx, store, asyncio.Event(), sender, feed, parent_pid, [sender.wake])
             loops = await services.start("worker", WORKER_SERVICES, w)
             stop_on_signals(w.stop)
             if wake_fd is not None:
-                asyncio.get_running_loop().add_reader(wake_fd, _drain_wakeups, wake_fd, sender.wake)
+                asyncio.get_running_loop().add_reader(wake_fd, _drain_wakeups, wake_fd, w.on_accepted)
             tasks = [asyncio.create_task(loop.run(w.stop)) for loop in loops]
             log.info("worker running (pid %d)", os.getpid())
             try:
@@ -467,12 +481,13 @@ async def _work(ctx: Context, sandbox: bool, dkim: Any, wake_fd: int | None, par
         lock.close()
 
 
-def _drain_wakeups(fd: int, wake: Callable[[], None]) -> None:
+def _drain_wakeups(fd: int, wakes: list[Callable[[], None]]) -> None:
     try:
         data = os.read(fd, 4096)
     except BlockingIOError:
         return
     if data:
-        wake()
+        for wake in wakes:
+            wake()
     else:  # serve closed its end: it is going away, and the parent watch will stop us
         asyncio.get_running_loop().remove_reader(fd)

@@ -60,6 +60,11 @@ def _lines(found: StateProbe) -> list[str]:
         lines.append(f"  reachable: no ({found.error})")
     if found.backend == "postgresql":
         lines.append(_mirror_line(found.mirror))
+    if found.outbox_backlog is not None:
+        waiting = (
+            f", the oldest {found.outbox_oldest_age_seconds:g} s old" if found.outbox_backlog else ""
+        )
+        lines.append(f"  outbox (this host, not yet shipped): {found.outbox_backlog} row(s){waiting}")
     return lines
 
 

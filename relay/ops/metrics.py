@@ -96,6 +96,16 @@ class Metrics:
             "ses_relay_class_paused", "1 while the reputation guard holds the class paused.",
             ["class"], registry=r, **_GAUGE_MODE,
         )  # fmt: skip
+        self.outbox_backlog = Gauge(
+            "ses_relay_state_outbox_backlog",
+            "Outbox rows committed locally and not yet shipped to the shared state (PostgreSQL).",
+            registry=r, **_GAUGE_MODE,
+        )  # fmt: skip
+        self.outbox_oldest_age = Gauge(
+            "ses_relay_state_outbox_oldest_age_seconds",
+            "Age of the oldest outbox row not yet shipped to the shared state (0 when none).",
+            registry=r, **_GAUGE_MODE,
+        )  # fmt: skip
         for outcome in SES_OUTCOMES:
             self.ses_calls.labels(outcome)  # present at 0 from the start, so rate() works at once
         for level in Level:
@@ -124,6 +134,10 @@ class Metrics:
     def set_spool(self, snapshot: SpoolSnapshot) -> None:
         self.spool_depth.set(snapshot.depth)
         self.spool_oldest_age.set(snapshot.oldest_age)
+
+    def set_outbox(self, backlog: SpoolSnapshot) -> None:
+        self.outbox_backlog.set(backlog.depth)
+        self.outbox_oldest_age.set(backlog.oldest_age)
 
     def set_suppressions(self, counts: dict[Level, int]) -> None:
         for level in Level:

@@ -138,6 +138,9 @@ class Monitor:
         self.metrics.set_spool(snapshot)
         if self.mirror is not None:
             self.metrics.set_mirror_age(self.mirror.age(self.clock()))
+        if self.store.shared:  # local, so set even while the shared state is away
+            rows, oldest_row = await self.store.outbox_backlog()
+            self.metrics.set_outbox(spool_snapshot(rows, oldest_row, self.clock()))
         self.metrics.set_suppressions(await self.store.suppression_counts(utcnow(), mirror=True))
         states = await self.store.class_states(mirror=True)
         self.metrics.set_paused(self.config.classes, [k for k, s in states.items() if s.paused])

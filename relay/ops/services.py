@@ -63,6 +63,14 @@ SERVICES: tuple[Service, ...] = (
         every=1.0, needs_aws=True,
     ),
     Service(
+        "state-shipper", "worker",
+        "a wake through serve's pipe or from the sender, else every {every}; "
+        "after a failure 0.5 s, doubling up to 5 s",
+        "with `[state] url`: the outbox (accepts, outcomes, refusal counts committed locally) to "
+        "PostgreSQL, in order; then prunes the local copies PostgreSQL keeps",
+        every=1.0,
+    ),
+    Service(
         "notifier", "worker", "every {every} while no notice is due",
         "delivers the notices owed to senders (the `ses` route spools them for the sender)",
         every=1.0,

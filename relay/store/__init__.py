@@ -13,6 +13,8 @@
 - shared.py: the writes only a shared state has (notice leases);
 - mirror.py: each host's local copy of a shared state's suppressions and class
   pauses (what its intake checks): reads of PostgreSQL, writes of the local file.
+- outbox.py: with a shared state, what this host committed locally and PostgreSQL has
+  yet to hear, and how a batch of it is applied there.
 """
 
 from relay.store.records import (

@@ -218,6 +218,9 @@ class NoticeRow:
     arrival_date: datetime | None
 
 
+OUTBOX_STUCK_AFTER = 300.0  # seconds: an outbox row this old means shipping has stopped
+
+
 @dataclass(frozen=True)
 class MirrorProbe:
     """This data dir's mirror of a shared state, as `ses-relay state check` finds it."""
@@ -255,14 +258,28 @@ class StateProbe:
     server_version: str | None = None
     connect_ms: float | None = None
     mirror: MirrorProbe | None = None  # a shared state's mirror in this data dir, when there is one
+    # With a shared state: this data dir's outbox (None when it has no store file)
+    outbox_backlog: int | None = None
+    outbox_oldest_age_seconds: float | None = None
 
     @property
     def problems(self) -> list[str]:
-        return self._state_problems() + (self.mirror.problems if self.mirror is not None else [])
-
-    def _state_problems(self) -> list[str]:
+        found = self._outbox_problems() + (self.mirror.problems if self.mirror is not None else [])
         if not self.reachable:
-            return [f"cannot open {self.where}: {self.error}"]
+            return [f"cannot open {self.where}: {self.error}", *found]
+        return self._schema_problems() + found
+
+    def _outbox_problems(self) -> list[str]:
+        age = self.outbox_oldest_age_seconds
+        if not self.outbox_backlog or age is None or age <= OUTBOX_STUCK_AFTER:
+            return []
+        return [
+            f"{self.outbox_backlog} outbox row(s) not shipped to the shared state, the oldest {age:.0f} s "
+            f"old (over {OUTBOX_STUCK_AFTER:.0f} s): PostgreSQL unreachable from this host's worker, "
+            "or the worker not running"
+        ]
+
+    def _schema_problems(self) -> list[str]:
         if not self.schema_version:
             return ["no ses-relay schema there yet: `ses-relay serve` or `worker` creates it at start"]
         if self.schema_version < self.expected_schema_version:

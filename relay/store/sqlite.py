@@ -382,3 +382,18 @@ def probe(path: Path) -> StateProbe:
     except sqlite3.Error as exc:
         return StateProbe("sqlite", where, len(MIGRATIONS), reachable=False, error=str(exc))
     return StateProbe("sqlite", where, len(MIGRATIONS), reachable=True, schema_version=int(version or 0))
+
+
+def outbox_backlog(path: Path) -> tuple[int, float | None] | None:
+    """(outbox rows, epoch time of the oldest) of the file, read-only; None without a file or an outbox."""
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{_file_uri(path)}?mode=ro", uri=True, isolation_level=None)
+        try:
+            row = conn.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # no outbox yet (a file an older ses-relay made), or not a store
+    return int(row[0]), row[1]

@@ -242,4 +242,17 @@ MIGRATIONS: tuple[str, ...] = (
         synced_at TEXT
     );
     """,
+    # 8: the outbox of a host whose state is shared (PostgreSQL): what its accepts, outcomes
+    # and refusal counts wrote locally, kept until the shared state has applied it. Ids never
+    # repeat (AUTOINCREMENT), so that the shared state can tell a row it has counted already.
+    """
+    CREATE TABLE outbox (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind          TEXT NOT NULL,
+        submission_id TEXT,
+        body          TEXT NOT NULL,
+        created_at    REAL NOT NULL
+    );
+    CREATE INDEX outbox_by_submission ON outbox(submission_id);
+    """,
 )

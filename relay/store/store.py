@@ -21,17 +21,21 @@ and each operation is one transaction. With a shared state
 - `_state`, with a lease on each notice (relay/store/shared.py): due_notices,
   settle_notice;
 - `_local`: make_all_due, next_due, defer, finish, last_sent_at, spool_stats,
-  schema_version; and, from the local mirror of suppressions and class pauses that
-  serve's state mirror keeps (relay/store/mirror.py, relay/ops/state_mirror.py):
-  suppressions_for(mirror=True) (RCPT and DATA), due (a paused class's mail waits), and
-  class_states / suppression_counts with `mirror=True` (the intake's guard view,
-  the metrics); read_mirror and write_mirror are the mirror's own;
-- `_state` first, then `_local`: accept (spool_writes.accept_shared, accept_spool)
-  and record_outcome (record_outcomes_shared, record_outcomes_spool). A failure
-  of the first writes nothing locally: a 250, or a send marked done, has both;
-- `_state`, on the intake's path: note_refused (counts that ride along later).
+  schema_version, outbox_backlog, prune_shipped; and, from the local mirror of
+  suppressions and class pauses that serve's state mirror keeps (relay/store/mirror.py,
+  relay/ops/state_mirror.py): suppressions_for(mirror=True) (RCPT and DATA), due (a
+  paused class's mail waits), and class_states / suppression_counts with `mirror=True`
+  (the intake's guard view, the metrics); read_mirror and write_mirror are the mirror's own;
+- `_local`, with an outbox row in the same transaction (relay/store/outbox.py):
+  accept, record_outcome, note_refused. The intake's commit (fsync'd before the 250)
+  and the sender's never wait on the network;
+- `_local`, then `_state`, then `_local`: ship_outbox (read a batch of the outbox,
+  apply it to the shared state in one transaction, delete it here).
 
-So the intake's checks never wait on PostgreSQL; its commit (accept) still does.
+So the intake never waits on PostgreSQL: it checks the mirror and commits locally. A
+submission reaches the shared state when the worker's shipper has shipped its accept,
+normally within a second of the 250 (the intake's wake reaches the shipper too);
+`submission` and `recent_submissions` answer from the shared state.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay.clearing import ClearRequest, ClearVerdict
-from relay.store import reads, shared, spool_writes, writes
+from relay.store import outbox, reads, shared, spool_writes, writes
 from relay.store.backend import Backend, Db
 from relay.store.records import (
     AuditRow,
@@ -80,6 +84,7 @@ class Store:
         self._state = local if state is None else state
         self.shared = self._state is not self._local  # the state is not this host's file
         self._host_id: str | None = None
+        self.outbox_written: Callable[[], None] | None = None  # the shipper's wake, where it runs
 
     @classmethod
     async def open(
@@ -166,11 +171,15 @@ class Store:
 
         Not awaited: the counts ride along with the next commit, or go on their own
         half a second later, so a 550 is never held up by a write. They are
-        statistics; a crash may lose the last few.
+        statistics; a crash may lose the last few. With a shared state they go to the
+        outbox, and from there to PostgreSQL, counted once.
         """
         stamp = to_text(now)
         counts = [(stamp, address, klass) for address, klass in refused]
-        self._state.write_soon(spool_writes.count_refusals, counts)
+        if self.shared:
+            self._local.write_soon(outbox.note_refusals_local, counts)
+            return
+        self._local.write_soon(spool_writes.count_refusals, counts)
 
     async def merge_suppression(
         self,
@@ -321,8 +330,8 @@ class Store:
         """
         item = spool_writes.Accept(sub, data, now_epoch, tuple(notices))
         if self.shared:
-            await self._state.write_batched(spool_writes.accept_shared, item)
-            await self._local.write_batched(spool_writes.accept_spool, item)
+            await self._local.write_batched(outbox.accept_local, item)
+            self._outbox_written()
             return
         await self._local.write_batched(spool_writes.accept, item)
 
@@ -380,8 +389,8 @@ class Store:
             submission_id, tuple(addresses), status, now, ses_message_id, detail, tuple(notices)
         )
         if self.shared:
-            await self._state.write_batched(spool_writes.record_outcomes_shared, outcome)
-            await self._local.write_batched(spool_writes.record_outcomes_spool, outcome)
+            await self._local.write_batched(outbox.record_outcomes_local, outcome)
+            self._outbox_written()
             return
         await self._local.write_batched(spool_writes.record_outcomes, outcome)
 
@@ -404,16 +413,53 @@ class Store:
         """(messages spooled, epoch time of the oldest)."""
         return await self._local.read(reads.spool_stats)
 
+    # -- the outbox (a shared state only) ---------------------------------------
+
+    def _outbox_written(self) -> None:
+        if self.outbox_written is not None:
+            self.outbox_written()
+
+    async def ship_outbox(
+        self, *, max_rows: int = outbox.SHIP_ROWS, max_addresses: int = outbox.SHIP_ADDRESSES
+    ) -> outbox.Shipped:
+        """Apply the oldest outbox rows to the shared state in one transaction, then delete them here.
+
+        StoreError when either side fails; the rows then stay, to be shipped again
+        (applying a row twice changes nothing). One host's shipper at a time (the
+        worker's lock): two would ship the same rows, harmlessly but for nothing.
+        """
+        if not self.shared:
+            return outbox.Shipped(0, False)
+        waiting = await self._local.read(partial(outbox.pending, limit=max_rows))
+        rows = outbox.batch(waiting, max_addresses)
+        if not rows:
+            return outbox.Shipped(0, False)
+        await self._state.write(partial(outbox.ship, host_id=self.host_id, rows=rows))
+        await self._local.write(partial(outbox.forget, first=rows[0].row.id, last=rows[-1].row.id))
+        return outbox.Shipped(len(rows), len(rows) < len(waiting) or len(waiting) == max_rows)
+
+    async def outbox_backlog(self) -> tuple[int, float | None]:
+        """(outbox rows not shipped yet, epoch time of the oldest): (0, None) without a shared state."""
+        return await self._local.read(outbox.backlog)
+
+    async def prune_shipped(self, before: datetime, limit: int) -> int:
+        """Drop up to `limit` local submissions PostgreSQL keeps (outbox.prune_shipped); how many."""
+        if not self.shared:
+            return 0  # the local file is the record
+        return await self._local.write(partial(outbox.prune_shipped, before=before, limit=limit))
+
 
 def probe_state(path: Path, state: StateConfig) -> StateProbe:
     """Where the state is kept and whether this ses-relay can use it, changing nothing (blocking)."""
     if state.shared:
         import dataclasses
+        import time
 
-        from relay.store import mirror, postgres
+        from relay.store import mirror, postgres, sqlite
 
         found = postgres.probe(state.url, state.connect_timeout.total_seconds())
-        return dataclasses.replace(found, mirror=mirror.probe(path, state, reachable=found.reachable))
+        found = dataclasses.replace(found, mirror=mirror.probe(path, state, reachable=found.reachable))
+        return outbox.with_backlog(found, sqlite.outbox_backlog(path), time.time())
     from relay.store import sqlite
 
     return sqlite.probe(path)

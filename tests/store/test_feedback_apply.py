@@ -19,7 +19,7 @@ from relay.store import NewRecipient, NewSubmission, Store
 from relay.suppression import ALL, Cause, Level, Suppression
 from relay.timeutil import new_id
 from tests.support.sns_sqs import bounce, complaint, delivery, delivery_delay, per_message, ses_mail
-from tests.support.stores import CONFIG, Place, apply, in_store, status_of
+from tests.support.stores import CONFIG, Place, apply, in_store, shipped, status_of
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 DMARC = (
@@ -58,6 +58,7 @@ async def seed(
     )
     await store.accept(sub, b"Subject: hello\r\n\r\nhi\r\n", at.timestamp())
     await store.record_outcome(sid, recipients, "sent", now=at, ses_message_id=ses_id)
+    await shipped(store)
     return sid, ses_id
 
 

@@ -25,7 +25,7 @@ from relay.config import Config
 from relay.store import NewRecipient, NewSubmission, Store
 from relay.timeutil import new_id, utcnow
 from tests.support.sns_sqs import bounce, complaint, delivery, per_message, ses_mail
-from tests.support.stores import Place, apply, in_store, status_of
+from tests.support.stores import Place, apply, in_store, shipped, status_of
 
 CONFIG = Config()
 SENDER = "app@example.com"
@@ -43,6 +43,7 @@ async def accept(store: Store, recipients: list[str], *, mail_from: str = SENDER
         recipients=tuple(NewRecipient(r, "queued") for r in recipients),
     )  # fmt: skip
     await store.accept(sub, b"Subject: late\r\n\r\nhi\r\n", now.timestamp())
+    await shipped(store)  # with a shared state, the accept is in PostgreSQL once shipped
     return sid
 
 
@@ -51,8 +52,9 @@ def mail(ses_id: str, rcpts: list[str], sid: str, *, tags: bool = True) -> dict[
 
 
 async def sent(store: Store, sid: str, rcpts: list[str], ses_id: str) -> None:
-    """What the sender does once SES has answered: record the id for the chunk."""
+    """What the sender does once SES has answered: record the id for the chunk (and ship it)."""
     await store.record_outcome(sid, rcpts, "sent", now=utcnow(), ses_message_id=ses_id)
+    await shipped(store)
 
 
 def held(place: Place) -> list[Any]:
@@ -211,6 +213,7 @@ def test_a_failed_outcome_matches_nothing(place: Place) -> None:
         sid = await accept(store, [addr])
         await apply(store, delivery(mail("0100late-0006", [addr], sid), [addr]), now=utcnow())
         await store.record_outcome(sid, [addr], "failed", now=utcnow(), detail="refused")
+        await shipped(store)
         assert await status_of(store, sid, addr) == "failed"
         assert len(held(place)) == 1
 

@@ -32,9 +32,10 @@ def old_store(db: Path, version: int) -> None:
 
 def test_a_new_store_is_at_the_latest_version_without_columns_no_code_reads(tmp_path: Path) -> None:
     async def scenario(store: Store) -> None:
-        assert await store.schema_version() == len(MIGRATIONS) == 7
+        assert await store.schema_version() == len(MIGRATIONS) == 8
 
     in_store(tmp_path, scenario)
+    assert columns(tmp_path, "outbox") == ["id", "kind", "submission_id", "body", "created_at"]
     spool = ["submission_id", "data", "attempts", "next_attempt_at", "last_error", "created_at"]
     assert columns(tmp_path, "spool") == spool
     assert "ordinal" in columns(tmp_path, "recipients")

@@ -9,6 +9,7 @@ against both backends; this file is what only PostgreSQL has.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 import time
@@ -34,7 +35,7 @@ from tests.conftest import free_port
 from tests.support.entries import NOW, suppression
 from tests.support.postgres import PostgresServer
 from tests.support.sns_sqs import bounce, ses_mail
-from tests.support.stores import apply, new_submission
+from tests.support.stores import apply, new_submission, shipped
 
 WAIT = 0.3  # long enough for a blocked write to have reached its lock
 
@@ -160,10 +161,24 @@ OPERATIONS: dict[str, Callable[[Store], Any]] = {
         ClearRequest("locked@example.org", None, "t", max_per_day=5), NOW
     ),
     "feedback batch": lambda s: apply(s, LOCKED_BOUNCE, now=utcnow()),
-    "sender's outcome": lambda s: s.record_outcome(
-        "0123456789abcdef0123", ["locked@example.org"], "sent", now=NOW, ses_message_id="0100lock-2"
+    "the sender's outcome, shipped": lambda s: _shipped_after(
+        s.record_outcome(
+            "0123456789abcdef0123", ["locked@example.org"], "sent", now=NOW, ses_message_id="0100lock-2"
+        ), s
+    ),
+    "an accept's refusal counts, shipped": lambda s: _shipped_after(
+        s.accept(
+            dataclasses.replace(new_submission(("ok@example.org",)), refused=(("locked@example.org", "*"),)),
+            b"x", 1.0,
+        ), s
     ),
 }
+
+
+async def _shipped_after(write: Any, store: Store) -> None:
+    """A write committed locally (it waits on no lock), then shipped to PostgreSQL (which does)."""
+    await write
+    await shipped(store)
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
@@ -353,8 +368,7 @@ def test_each_suppression_change_is_logged_and_notified_once_per_commit(tmp_path
             assert changes() == [("a@example.org", "*"), ("b@example.org", "*"), ("c@example.org", "*")]
             await store.merge_suppression(suppression("a@example.org", updated_at=NOW + timedelta(hours=1)))
             store.note_refused([("b@example.org", "*")], NOW)  # counters only: no change
-            await store.close()  # commits the refusal count
-            store = await host(tmp_path, pg_url)
+            await shipped(store)
             assert (await store.suppressions_of("b@example.org"))[0].refused_count == 1
             await store.clear_suppressions(ClearRequest("c@example.org", None, "t"), NOW)
             assert changes()[3:] == [("a@example.org", "*"), ("c@example.org", "*")]

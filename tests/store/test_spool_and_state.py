@@ -14,7 +14,7 @@ import time
 from relay.store import NoticeRecord, Store
 from relay.timeutil import to_text
 from tests.support.entries import NOW, suppression
-from tests.support.stores import Place, in_store, new_submission, sync_mirror
+from tests.support.stores import Place, in_store, new_submission, shipped, sync_mirror
 
 NOTICE = NoticeRecord(
     dedupe_key="k:a@example.org:suppressed_at_data", reason="suppressed_at_data",
@@ -39,6 +39,7 @@ def test_an_accepted_message_is_spooled_here_and_recorded_in_the_state(place: Pl
         assert (item.submission.id, item.data, item.pending) == (
             sub.id, b"Subject: hi\r\n\r\nhello\r\n", ("a@example.org", "b@example.org")
         )  # fmt: skip
+        await shipped(store)
         recorded = await store.submission(sub.id)
         assert recorded is not None and recorded.subject == "hi" and len(recorded.recipients) == 2
         assert [n.record.dedupe_key for n in await store.notices()] == [NOTICE.dedupe_key]
@@ -78,14 +79,16 @@ def test_an_outcome_settles_the_record_and_the_spool_and_refusals_are_counted(pl
         assert item.pending == ("b@example.org",)  # the sender's copy knows `a` is done
         await store.record_outcome(sub.id, ["b@example.org"], "failed", now=NOW, detail="refused")
         assert await store.due(10.0, 10) == []
+        await shipped(store)
         recorded = await store.submission(sub.id)
         assert recorded is not None
         settled = [(r.status, r.ses_message_id) for r in recorded.recipients]
         assert settled == [("sent", "m-1"), ("failed", None)]
         assert await store.last_sent_at() == NOW
         store.note_refused([("gone@example.org", "*")] * 2, NOW)
+        await shipped(store)
 
-    in_store(place, scenario)  # closing commits the counts
+    in_store(place, scenario)
     assert local(place, "SELECT count(*) FROM spool") == [(0,)]
     [entry] = place.rows("SELECT refused_count, last_refused_at FROM suppressions")
     assert (entry["refused_count"], entry["last_refused_at"]) == (2, to_text(NOW))

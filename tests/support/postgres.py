@@ -111,6 +111,10 @@ class PostgresServer:
         return self._run("pg_ctl", "-D", str(self.pgdata), "status", check=False).returncode == 0
 
     def start(self) -> None:
+        if self.user is not None:
+            # Again at each start: another pytest session starting meanwhile makes its base
+            # temp dir (a parent of ours) private to root again, and pg_ctl could not reach it.
+            _open_up(self.root)
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='' "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"

@@ -114,6 +114,22 @@ async def apply(store: Store, *docs: dict[str, Any] | str, now: datetime) -> Bat
     return await apply_batch(store, batch, CONFIG, now)
 
 
+async def shipped(store: Store) -> int:
+    """Ship the outbox until it is empty, as the worker's shipper does (nothing to do on SQLite alone).
+
+    With a shared state an accept, an outcome or a refusal count reaches PostgreSQL
+    when it is shipped: a test that reads the state after writing one ships first.
+    """
+    await store._local.write(lambda _db: None)  # refusal counts noted so far ride along with a commit
+    rows = 0
+    for _ in range(10_000):  # bounded: a test's outbox is far smaller
+        done = await store.ship_outbox()
+        rows += done.rows
+        if not done.more:
+            return rows
+    raise AssertionError("the outbox did not empty")
+
+
 async def status_of(store: Store, sid: str, address: str) -> str:
     sub = await store.submission(sid)
     assert sub is not None
