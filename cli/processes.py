@@ -332,6 +332,15 @@ async def sender_service(w: Working) -> Loops:
     return [w.sender]
 
 
+async def heartbeat_service(w: Working) -> Loops:
+    """With a shared state: this host's heartbeat, and its share of the account's send rate."""
+    if not w.store.shared:
+        return []
+    from relay.sending.rate_share import Heartbeat
+
+    return [Heartbeat(w.store, w.sender)]
+
+
 async def notifier_service(w: Working) -> Loops:
     """Notices to senders: delivered to their route, retried with backoff."""
     from feedback.notices.notifier import Notifier
@@ -379,6 +388,7 @@ async def daily_report(w: Working) -> Loops:
 
 WORKER_SERVICES: dict[str, services.Factory[Working]] = {
     "sender": sender_service,
+    "heartbeat": heartbeat_service,
     "notifier": notifier_service,
     "guard": guard_service,
     "parent-watch": parent_watch,
