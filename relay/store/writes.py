@@ -197,6 +197,11 @@ _SUPPRESSIONS = _Table(
 )
 
 
+def put_suppressions(db: Db, entries: Sequence[Suppression]) -> None:
+    """Write entries as they are, replacing what is on file (merged by the caller already)."""
+    db.executemany(_SUPPRESSIONS.sql, [_SUPPRESSIONS.values(s) for s in entries])
+
+
 def merge_suppression(db: Db, new: Suppression, origin: Origin = BY_HAND) -> Suppression:
     """Merge `new` into the entry on file (relay.suppression.merge); the merged entry.
 
