@@ -14,7 +14,7 @@ relay was stopped for good) and must not need the store in memory:
   being the data dir's (relay/store/store.py `host_id`).
 - What the relays may have moved on since a first copy is brought forward, never
   back: a recipient's status only advances (relay.vocabulary), and a suppression on
-  file on both sides is merged as any other (relay.suppression.merge: levels never
+  file on both sides is merged as any other (relay.suppression.combine: levels never
   go down, expiries only extend). Everything else on file stays as it is.
 - Rows that point at an event (suppression history, review, events held unmatched)
   point at its id in PostgreSQL, found through the event's dedupe key.
@@ -38,7 +38,7 @@ from relay.store import postgres, reads, sqlite
 from relay.store.records import StoreError
 from relay.store.sqlite_schema import MIGRATIONS as SQLITE_MIGRATIONS
 from relay.store.writes import put_suppressions
-from relay.suppression import Suppression, merge
+from relay.suppression import Suppression, combine
 from relay.vocabulary import STATUS_RANK
 
 CHUNK = 500  # rows a PostgreSQL transaction
@@ -262,7 +262,7 @@ def _insert(
 def _copy_suppressions(
     dst: psycopg.Connection[Any], columns: Sequence[str], values: list[list[Any]], counted: Copied
 ) -> None:
-    """Insert the entries PostgreSQL lacks; merge those it has (relay.suppression.merge)."""
+    """Insert the entries PostgreSQL lacks; merge those it has (relay.suppression.combine)."""
     incoming = [reads.decode(Suppression, dict(zip(columns, v, strict=True))) for v in values]
     keys = [(s.address, s.klass) for s in incoming]
     on_file = {
@@ -276,7 +276,7 @@ def _copy_suppressions(
     writes = []
     for new in incoming:
         existing = on_file.get((new.address, new.klass))
-        merged = new if existing is None else merge(existing, new)
+        merged = combine(existing, new)
         if existing is None:
             counted.copied += 1
         elif merged == existing:
