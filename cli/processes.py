@@ -369,6 +369,15 @@ async def state_shipper(w: Working) -> Loops:
     return [shipper]
 
 
+async def heartbeat_service(w: Working) -> Loops:
+    """With a shared state: this host's heartbeat, and its share of the account's send rate."""
+    if not w.store.shared:
+        return []
+    from relay.sending.rate_share import Heartbeat
+
+    return [Heartbeat(w.store, w.sender)]
+
+
 async def notifier_service(w: Working) -> Loops:
     """Notices to senders: delivered to their route, retried with backoff."""
     from feedback.notices.notifier import Notifier
@@ -417,6 +426,9 @@ async def daily_report(w: Working) -> Loops:
 WORKER_SERVICES: dict[str, services.Factory[Working]] = {
     "sender": sender_service,
     "state-shipper": state_shipper,
+
+
+    "heartbeat": heartbeat_service,
     "notifier": notifier_service,
     "guard": guard_service,
     "parent-watch": parent_watch,

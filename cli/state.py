@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from cli.app import Context, emit_json, main
+from cli.app import Context, emit_json, fail, main
 from cli.options import common_options, json_option
-from relay.store import MirrorProbe, StateProbe, probe_state
+from relay.config import check_state_url
+from relay.logredact import redact_url
+from relay.store import MirrorProbe, StateProbe, StoreError, probe_state
 from relay.timeutil import maybe_text
+
+if TYPE_CHECKING:
+    from relay.store.pg_copy import Copied
 
 
 @main.group("state")
@@ -78,3 +84,60 @@ def _mirror_line(mirror: MirrorProbe | None) -> str:
     lag = "" if mirror.lag_seconds is None else f", {mirror.lag_seconds:.1f} s behind"
     note = f"; {mirror.note}" if mirror.note else ""
     return f"  mirror: {behind}{lag} ({synced}, up to change {mirror.last_seq}{note})"
+
+
+@state_group.command("migrate")
+@click.option(
+    "--to", "url", required=True, metavar="URL",
+    help="The PostgreSQL database to copy into: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB.",
+)  # fmt: skip
+@json_option
+@common_options
+def state_migrate(ctx: Context, url: str, as_json: bool) -> None:
+    """Copy this data dir's one-host state (its SQLite store) into PostgreSQL.
+
+    Suppressions, submissions and statuses, the events log, notices, the review queue,
+    dead letters, the audit log, histories and class pauses; not the spool, which stays
+    here. Safe to run again: nothing is copied twice, and what changed here since is
+    brought forward (statuses advance, suppressions merge). Prints a line per table
+    as it is done. The schema there is created or updated first; a schema newer than
+    this ses-relay is refused, with nothing copied.
+    """
+    from relay.store.pg_copy import copy_state
+    from relay.store.store import host_id
+
+    try:
+        target = check_state_url(url)
+    except ValueError as exc:
+        fail(f"--to: {exc}", 2)
+    if not target:
+        fail("--to: give the PostgreSQL database to copy into", 2)
+    if not ctx.store_path.is_file():
+        fail(f"no store to copy: {ctx.store_path} does not exist (--data-dir names the relay's data dir)", 2)
+
+    def done(counted: Copied) -> None:
+        if not as_json:
+            click.echo(_copied_line(counted))
+
+    if not as_json:
+        click.echo(f"copying {ctx.store_path} into {redact_url(target)}")
+    try:
+        results = copy_state(ctx.store_path, target, host_id(ctx.data_dir), done=done)
+    except StoreError as exc:
+        fail(f"cannot migrate: {exc}")
+    if as_json:
+        emit_json([{**dataclasses.asdict(c), "rows": c.rows} for c in results])
+        return
+    click.echo(
+        "done. Set [state] url (or SES_RELAY_STATE_URL) to it on every relay and restart them; "
+        "running this again copies only what is new."
+    )
+
+
+def _copied_line(c: Copied) -> str:
+    parts = [f"{c.copied} copied", f"{c.present} already there"]
+    if c.updated:
+        parts.insert(1, f"{c.updated} brought forward")
+    if c.skipped:
+        parts.append(f"{c.skipped} skipped (their event is gone from the log)")
+    return f"  {c.table}: " + ", ".join(parts)

@@ -15,13 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from feedback import reorder
 from feedback.bodies import BodyKind, ParsedBody, parse_body
 from feedback.events import EventKind, FeedbackEvent, ParseError
 from feedback.notices.compose import suppression_note
-from feedback.policy import Decision, RecipientHistory, decide, needs_engagement
+from feedback.policy import Decision, decide
 from relay.config import Config
 from relay.ops import metrics
 from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store, UnmatchedEvent
+from relay.suppression import Suppression
 from relay.vocabulary import STATUS_RANK
 
 log = logging.getLogger("ses_relay.feedback")
@@ -119,10 +121,6 @@ def recipients_of(parsed: Sequence[tuple[Incoming, ParsedBody | ParseError]]) ->
     return list(found)
 
 
-def _known_class(name: str | None, config: Config) -> str | None:
-    return name if name is not None and name in config.classes else None
-
-
 def _verdict(event: FeedbackEvent, klass: str | None) -> dict[str, str | None]:
     """The SesVerdict fields of an event: its log row and the notice it owes both carry
     them, and must say the same. The diagnostic is SES's own words, whichever it gave."""
@@ -174,7 +172,7 @@ def _detail(event: FeedbackEvent) -> str | None:
 
 def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: BatchResult) -> None:
     ctx = tx.recipient(event.ses_message_id, event.recipient) if event.recipient else None
-    klass = ctx.klass if ctx else _known_class(event.message_class, config)
+    klass = ctx.klass if ctx else reorder.known_class(event.message_class, config)
     event_id = tx.record_event(_record(event, ctx, klass))
     if event_id is None:
         result.duplicates += 1
@@ -188,24 +186,52 @@ def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: Ba
 
     address = event.recipient
     status = ctx.status if ctx and ctx.status in STATUS_RANK else None
-    since = event.timestamp - config.policy.escalate_window
-    # Only bounces read the transient history (the escalation rule) and the recent clears
-    # (bounced again after a clear); skip the queries otherwise.
-    is_bounce = event.kind is EventKind.BOUNCE
-    bounces = tx.transient_history(address, since) if is_bounce else ()
-    cleared_since = event.timestamp - config.policy.reclear_window
-    clears = tx.recent_clears(address, cleared_since) if is_bounce else ()
-    # Only bounces that may escalate read the last open/click (engagement-aware escalation).
-    engaged_at = tx.last_engagement(address) if needs_engagement(event) else None
-    history = RecipientHistory(
-        transient_bounces=bounces, status=status, last_engagement=engaged_at, clears=clears
-    )
+    history = reorder.history(tx, event, address, status, config)
     if klass is None and event.message_class is not None:
         # decide() falls back on the event's tag; here the tag names no configured class,
         # and a suppression in a class that does not exist would block nothing: unknown, `*`.
         event = replace(event, message_class=None)
-    decision = decide(event, message_class=klass, history=history, now=tx.now, config=config.policy)
-    _carry_out(tx, event, ctx, klass, decision, event_id, result)
+    decision = decide(event, message_class=klass, history=history, config=config.policy)
+    merged = _carry_out(tx, event, ctx, klass, decision, event_id, result)
+    _reaching_back(tx, decision, merged, config, result)
+    if decision.counts_transient:
+        # Later bounces that this one, arriving late, brings to the escalation count.
+        for later in reorder.escalated_later(tx, event, address, config):
+            _reaching_back(tx, later.decision, _again(tx, later, result), config, result)
+
+
+def _reaching_back(
+    tx: FeedbackTx, decision: Decision, merged: Suppression | None, config: Config, result: BatchResult
+) -> None:
+    """When a late event's suppression became the start of an entry that later ones
+    were already in, join the earlier bounces whose windows now reach the entry."""
+    new = decision.suppression
+    if new is None or merged is None or merged.created_at != new.created_at:
+        return  # it began nothing
+    if merged.updated_at <= new.updated_at:
+        return  # it was the latest: applied in order, the earlier ones were seen already
+    done: set[int] = set()
+    start = merged.created_at
+    while True:
+        reaching = [
+            r for r in reorder.earlier_bounces(tx, merged, config)
+            if r.event_id not in done and _reaches(r.decision.suppression, start)
+        ]  # fmt: skip
+        if not reaching:
+            return
+        for r in reaching:
+            done.add(r.event_id)
+            joined = _again(tx, r, result)
+            if joined is not None and joined.created_at < start:
+                start, merged = joined.created_at, joined
+
+
+def _again(tx: FeedbackTx, r: reorder.Redecided, result: BatchResult) -> Suppression | None:
+    return _carry_out(tx, r.event, r.ctx, r.klass, r.decision, r.event_id, result)
+
+
+def _reaches(entry: Suppression | None, start: datetime) -> bool:
+    return entry is not None and (entry.expires_at is None or entry.expires_at > start)
 
 
 def _carry_out(
@@ -216,14 +242,15 @@ def _carry_out(
     decision: Decision,
     event_id: int,
     result: BatchResult,
-) -> None:
+) -> Suppression | None:
+    """Everything `decision` asks for; the suppression entry as it is now, if it made one."""
     address = event.recipient
     assert address is not None
     if decision.counts_transient:
         tx.add_transient(address, event.timestamp)
     if ctx is not None and decision.status is not None and decision.status != ctx.status:
         tx.set_status(ctx.submission_id, address, decision.status, _detail(event))
-    note = None
+    note = merged = None
     if decision.suppression is not None:
         merged = tx.merge_suppression(decision.suppression, event_id)
         note = suppression_note(merged.expires_at, now=tx.now, message_class=merged.klass)
@@ -262,3 +289,4 @@ def _carry_out(
             )
         )
         result.notices += int(added)
+    return merged

@@ -3,8 +3,11 @@ recipient to the actions the consumer must take, in one transaction.
 
 Every row of the suppression policy table (README) is a branch of `decide`; the numbers
 come from `PolicyConfig`. The function never reads the store or the clock: the caller
-passes the recipient's transient-bounce history and `now`, so the same event always
-yields the same decision, replays are reproducible, and each row is a table test.
+passes the recipient's transient-bounce history, so the same event always yields the
+same decision, replays are reproducible, and each row is a table test. Every time in
+a decision is the event's own (SES's timestamp), never the time it is applied: an
+event decides the same whenever, and by whichever consumer, it is applied, and a
+suppression it makes expires when it would have, had it been applied at once.
 
 What `decide` returns is a proposal. A suppression must be combined with the entry on
 file through `relay.suppression.merge`, which is where "levels never downgrade, expiries
@@ -84,7 +87,6 @@ def decide(
     *,
     message_class: str | None,
     history: RecipientHistory,
-    now: datetime,
     config: PolicyConfig,
 ) -> Decision:
     """Apply the suppression policy table to one event.
@@ -109,12 +111,12 @@ def decide(
     if event.recipient is None:
         return Decision()  # UNKNOWN, or nobody to act on
     if kind is EventKind.BOUNCE:
-        return _bounce(event, klass, history, now, config)
+        return _bounce(event, klass, history, config)
     if kind is EventKind.COMPLAINT:
         return Decision(
             status=advance_status(history.status, Status.COMPLAINED),
             suppression=_suppression(
-                event, klass or ALL, Level.PERMANENT, Cause.COMPLAINT, _complaint_reason(event), None, now
+                event, klass or ALL, Level.PERMANENT, Cause.COMPLAINT, _complaint_reason(event), None
             ),
         )
     if kind is EventKind.SUBSCRIPTION:
@@ -122,7 +124,7 @@ def decide(
             return Decision()  # an opt-in or a no-op preference change
         return Decision(
             suppression=_suppression(
-                event, klass or ALL, Level.PERMANENT, Cause.UNSUBSCRIBE, _unsubscribe_reason(event), None, now
+                event, klass or ALL, Level.PERMANENT, Cause.UNSUBSCRIBE, _unsubscribe_reason(event), None
             )
         )
     return Decision()
@@ -140,7 +142,7 @@ def needs_engagement(event: FeedbackEvent) -> bool:
 
 
 def _bounce(
-    event: FeedbackEvent, klass: str | None, history: RecipientHistory, now: datetime, config: PolicyConfig
+    event: FeedbackEvent, klass: str | None, history: RecipientHistory, config: PolicyConfig
 ) -> Decision:
     status = advance_status(history.status, Status.BOUNCED)
     bounce_type = (event.bounce_type or "").strip().lower()
@@ -161,7 +163,7 @@ def _bounce(
         lasts = None if forever else config.permanent_general_expiry
         return Decision(
             status=status,
-            suppression=_mailbox(event, Level.HARD, reason, lasts, history, now, config),
+            suppression=_mailbox(event, Level.HARD, reason, lasts, history, config),
             notice=NoticeReason.PERMANENT_BOUNCE,
         )
 
@@ -181,7 +183,7 @@ def _bounce(
         escalated = _clip(f"{count} transient bounces within {window}{who}; last {reason}")
         return Decision(
             status=status,
-            suppression=_mailbox(event, Level.HARD, escalated, config.escalate_expiry, history, now, config),
+            suppression=_mailbox(event, Level.HARD, escalated, config.escalate_expiry, history, config),
             review=review,
             notice=NoticeReason.SOFT_BOUNCE_ESCALATED,
             counts_transient=True,
@@ -190,7 +192,7 @@ def _bounce(
         return Decision(status=status, review=review, counts_transient=True)
     return Decision(
         status=status,
-        suppression=_mailbox(event, Level.SOFT, reason, config.soft_bounce_expiry, history, now, config),
+        suppression=_mailbox(event, Level.SOFT, reason, config.soft_bounce_expiry, history, config),
         counts_transient=True,
     )
 
@@ -198,8 +200,8 @@ def _bounce(
 def _transient_count(event: FeedbackEvent, history: RecipientHistory, config: PolicyConfig) -> int:
     """Transient bounces within the window ending at this event, counting this one.
 
-    The window is anchored on the events' own times, not on `now`, so a backlog
-    processed late (or a replay) escalates exactly as it would have live.
+    The window is anchored on the events' own times, not on when they are applied, so
+    a backlog processed late (or a replay) escalates exactly as it would have live.
     """
     end = event.timestamp
     start = end - config.escalate_window
@@ -224,7 +226,6 @@ def _mailbox(
     reason: str,
     lasts: timedelta | None,
     history: RecipientHistory,
-    now: datetime,
     config: PolicyConfig,
 ) -> Suppression:
     """The all-class suppression a bounce of the mailbox makes, weighed against recent clears.
@@ -247,7 +248,7 @@ def _mailbox(
             note += f": twice the cleared entry's {_span(clear.window)}"
         level = max(level, clear.level)
         reason = f"{note}; {reason}"
-    return _suppression(event, ALL, level, Cause.BOUNCE, reason, lasts, now)
+    return _suppression(event, ALL, level, Cause.BOUNCE, reason, lasts)
 
 
 def _recent_clear(event: FeedbackEvent, history: RecipientHistory, config: PolicyConfig) -> Cleared | None:
@@ -272,18 +273,19 @@ def _suppression(
     cause: Cause,
     reason: str,
     lasts: timedelta | None,
-    now: datetime,
 ) -> Suppression:
+    """The entry an event asks for, dated by the event: it was raised, and runs, from then."""
     assert event.recipient is not None  # decide() checks before any suppressing branch
+    at = event.timestamp
     return Suppression(
         address=event.recipient,
         klass=klass,
         level=level,
         cause=cause,
         reason=_clip(reason),
-        created_at=now,
-        updated_at=now,
-        expires_at=None if lasts is None else now + lasts,
+        created_at=at,
+        updated_at=at,
+        expires_at=None if lasts is None else at + lasts,
         feedback_id=event.feedback_id,
         ses_message_id=event.ses_message_id,
     )

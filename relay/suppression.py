@@ -73,16 +73,22 @@ def later_expiry(a: datetime | None, b: datetime | None) -> datetime | None:
     return max(a, b)
 
 
-def merge(existing: Suppression | None, new: Suppression) -> Suppression:
+def merge(existing: Suppression | None, new: Suppression, *, set_at: datetime | None = None) -> Suppression:
     """Combine a new suppression of the same (address, class) with the one on file.
 
-    Levels never downgrade and expiries only extend; the cause and reason follow
-    whichever entry now sets the level, so "why is this blocked" names the strongest
-    reason. The refusal counters and creation time of the existing entry are kept.
+    Levels never downgrade and expiries only extend; the cause and reason (and the
+    SES ids) follow the entry that sets the level, so "why is this blocked" names the
+    strongest reason. The result does not depend on the order entries come in, so
+    that events applied by several consumers give what one would give applying them
+    in turn: `created_at` is the earliest, `updated_at` (last raised) the latest, and
+    between two entries of one level the later one speaks (by `updated_at`; `set_at`
+    is when the entry on file got its cause, when known to be earlier than its
+    `updated_at`), then the same event's newer decision, then a fixed order of the
+    ids and words. The refusal counters of the existing entry are kept.
     """
     if existing is None:
         return new
-    stronger = new if new.level >= existing.level else existing
+    stronger = new if _speaks_over(new, existing, set_at or existing.updated_at) else existing
     return replace(
         existing,
         level=max(existing.level, new.level),
@@ -91,8 +97,42 @@ def merge(existing: Suppression | None, new: Suppression) -> Suppression:
         reason=stronger.reason,
         feedback_id=stronger.feedback_id,
         ses_message_id=stronger.ses_message_id,
-        updated_at=new.updated_at,
+        created_at=min(existing.created_at, new.created_at),
+        updated_at=max(existing.updated_at, new.updated_at),
     )
+
+
+def _speaks_over(new: Suppression, existing: Suppression, existing_set_at: datetime) -> bool:
+    """Whether `new` gives the merged entry its cause and reason (see `merge`)."""
+    if new.level != existing.level:
+        return new.level > existing.level
+    if new.updated_at != existing_set_at:
+        return new.updated_at > existing_set_at
+    if (new.feedback_id, new.ses_message_id) == (existing.feedback_id, existing.ses_message_id):
+        return True  # the same event decided again, knowing more (an escalation's count)
+    return _words(new) > _words(existing)
+
+
+def _words(entry: Suppression) -> tuple[str, str, str, str]:
+    return (entry.feedback_id or "", entry.ses_message_id or "", str(entry.cause), entry.reason)
+
+
+def combine(on_file: Suppression | None, new: Suppression, *, set_at: datetime | None = None) -> Suppression:
+    """What the entry on file (expired or not) becomes with `new`; `on_file` itself when
+    `new` changes nothing about it.
+
+    Judged at `new`'s time (an event's own), so that entries arriving in any order end
+    as they would in the order they were made: an entry that had expired by then is
+    history, not a floor for the new one; a new one whose own window closed before the
+    entry on file began belongs to an earlier entry (it arrived late, about a time the
+    address was blocked for another while, or not at all) and would stretch this one
+    back over a gap it never spanned. `set_at`: see `merge`.
+    """
+    if on_file is None or not on_file.active(new.updated_at):
+        return new
+    if new.expires_at is not None and new.expires_at <= on_file.created_at:
+        return on_file
+    return merge(on_file, new, set_at=set_at)
 
 
 def blocking(entries: list[Suppression], klass: str | None, now: datetime) -> Suppression | None:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from feedback.notices.compose import NoticeRequest, compose, should_notify
 from feedback.notices.mailboxes import DeliveryError, deliver, route_for
@@ -111,18 +112,23 @@ class Notifier(MailingLoop):
             await self._one(row, now)
         return len(rows)
 
+    async def _settle(self, notice_id: int, state: str, **kw: Any) -> None:
+        """Record a notice's outcome; with a shared state, unless another host has taken the
+        notice over meanwhile (this one outlasted its lease): then that host's word stands."""
+        if not await self.store.settle_notice(notice_id, state, **kw):
+            log.warning("notice %d: another relay took it over after this one's lease ran out; "
+                        "its outcome there stands (this one: %s)", notice_id, state)  # fmt: skip
+
     async def _one(self, row: NoticeRow, now: datetime) -> None:
         rec = row.record
         if not is_one_of(NoticeReason, rec.reason):
-            await self.store.settle_notice(
-                row.id, NoticeState.SKIPPED, now=now, error=f"unknown reason {rec.reason!r}"
-            )
+            await self._settle(row.id, NoticeState.SKIPPED, now=now, error=f"unknown reason {rec.reason!r}")
             return
         req = request_for(row, now)
         why_not = should_notify(req)
         if why_not is not None:
             log.info("notice %d to <%s> not sent: %s", row.id, rec.sender, why_not)
-            await self.store.settle_notice(row.id, NoticeState.SKIPPED, now=now, error=why_not)
+            await self._settle(row.id, NoticeState.SKIPPED, now=now, error=why_not)
             return
         message_id = f"<notice-{row.id}.{rec.submission_id or 'x'}@{self.hostname}>"
         try:
@@ -143,7 +149,7 @@ class Notifier(MailingLoop):
             if exc.temporary:
                 delay = backoff_delay(row.attempts, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
                 log.warning("notice %d to <%s> deferred %.0fs: %s", row.id, rec.sender, delay, exc)
-                await self.store.settle_notice(
+                await self._settle(
                     row.id,
                     NoticeState.PENDING,
                     now=now,
@@ -152,11 +158,11 @@ class Notifier(MailingLoop):
                 )
             else:
                 log.warning("notice %d to <%s> refused for good: %s", row.id, rec.sender, exc)
-                await self.store.settle_notice(row.id, NoticeState.FAILED, now=now, error=str(exc))
+                await self._settle(row.id, NoticeState.FAILED, now=now, error=str(exc))
             return
         except ValueError as exc:
             log.error("notice %d to <%s> cannot be composed: %s", row.id, rec.sender, exc)
-            await self.store.settle_notice(row.id, NoticeState.FAILED, now=now, error=str(exc))
+            await self._settle(row.id, NoticeState.FAILED, now=now, error=str(exc))
             return
         log.info("notice %d (%s about %s) delivered to <%s>", row.id, rec.reason, rec.recipient, rec.sender)
-        await self.store.settle_notice(row.id, NoticeState.SENT, now=now)
+        await self._settle(row.id, NoticeState.SENT, now=now)

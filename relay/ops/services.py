@@ -71,6 +71,12 @@ SERVICES: tuple[Service, ...] = (
         every=1.0,
     ),
     Service(
+        "heartbeat", "worker", "every {every} (with `[state] url` set)",
+        "tells the relays sharing the state that this one is alive and sending; sends at its share "
+        "of `[ses] max_send_rate`",
+        every=1.0,
+    ),
+    Service(
         "notifier", "worker", "every {every} while no notice is due",
         "delivers the notices owed to senders (the `ses` route spools them for the sender)",
         every=1.0,

@@ -62,6 +62,7 @@ class TokenBucket:
         self._burst = 1.0
         self._tokens = 0.0
         self._stamp = now
+        self._waiting = False  # a request was told to wait and has not been granted yet
         self.set_rate(rate, now)
         self._tokens = self._burst  # start full: a fresh limiter may send a burst at once
 
@@ -74,10 +75,16 @@ class TokenBucket:
     def burst(self) -> float:
         return self._burst
 
-    def set_rate(self, rate: float, now: float) -> None:
-        """Change the rate from `now` on; tokens earned so far were earned at the old rate."""
+    def set_rate(self, rate: float, now: float, *, burst: float | None = None) -> None:
+        """Change the rate from `now` on; tokens earned so far were earned at the old rate.
+
+        `burst`, when given, replaces the bucket's size too (a rate shared with other
+        hosts keeps its burst the same fraction of a second's sending).
+        """
         self._refill(now)
         self._rate = rate
+        if burst is not None:
+            self._burst_arg = burst
         if _unlimited(rate):
             self._burst = math.inf if self._burst_arg is None else self._burst_arg
             return
@@ -93,7 +100,12 @@ class TokenBucket:
         elapsed = max(0.0, now - self._stamp)  # a clock that steps back earns nothing
         self._stamp = max(self._stamp, now)
         if not _unlimited(self._rate):
-            self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+            earned = self._tokens + elapsed * self._rate
+            # A request that was told to wait is owed every token since: a waiter that
+            # wakes a little late (a busy event loop) must not lose what it earned
+            # beyond the burst, or the long-run rate falls short of the ceiling. What
+            # is left after its grant is capped again (try_take).
+            self._tokens = earned if self._waiting else min(self._burst, earned)
 
     def try_take(self, n: float, now: float) -> float:
         """Take `n` tokens and return 0.0, or take nothing and return seconds to wait."""
@@ -106,8 +118,10 @@ class TokenBucket:
         # The tolerance absorbs float rounding: without it a refill that lands a
         # hair short asks for a wait too small to move a large clock reading.
         if self._tokens >= needed - _EPSILON * max(1.0, needed):
-            self._tokens -= n
+            self._tokens = min(self._burst, self._tokens - n)
+            self._waiting = False
             return 0.0
+        self._waiting = True
         return (needed - self._tokens) / self._rate
 
 
@@ -133,9 +147,13 @@ class RateLimiter:
     def rate(self) -> float:
         return self._bucket.rate
 
-    def set_rate(self, rate: float) -> None:
-        """Change the ceiling; rate <= 0 or inf means unlimited."""
-        self._bucket.set_rate(rate, self._clock())
+    @property
+    def burst(self) -> float:
+        return self._bucket.burst
+
+    def set_rate(self, rate: float, *, burst: float | None = None) -> None:
+        """Change the ceiling (and the burst, when given); rate <= 0 or inf means unlimited."""
+        self._bucket.set_rate(rate, self._clock(), burst=burst)
         # Wake whoever sleeps on the old rate; a fresh Event for the next change.
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,11 @@ class Prepared:
     configuration_set: str | None
     tags: tuple[tuple[str, str], ...]
     arns: dict[str, str] = field(default_factory=dict)  # source_arn, from_arn, return_path_arn
+
+
+def burst_for(rate: float) -> float:
+    """The token bucket's size for a rate: a small fraction of a second's sending."""
+    return max(1.0, rate * BURST_FRACTION)
 
 
 def chunks(addresses: tuple[str, ...], size: int = MAX_DESTINATIONS) -> list[tuple[str, ...]]:
@@ -96,7 +102,9 @@ class Sender(Loop):
         self.config = config
         self.dkim = dkim
         self.limiter = limiter or RateLimiter(0)
+        self.account_rate = self.limiter.rate  # the account's ceiling; this host sends its share of it
         self.clock = clock
+        self._busy = False  # claimed mail since the heartbeat last asked
         self._slots = asyncio.Semaphore(config.ses.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[str] = set()  # submission ids being sent by this process
@@ -113,8 +121,26 @@ class Sender(Loop):
                 log.warning("could not read the SES send quota (%s); sending at %.0f/s", exc, rate)
         # A small burst keeps every one-second window near the ceiling; calls larger
         # than the burst still go through and leave the bucket in debt.
-        self.limiter = RateLimiter(float(rate), burst=max(1.0, float(rate) * BURST_FRACTION))
+        self.account_rate = float(rate)
+        self.limiter = RateLimiter(float(rate), burst=burst_for(float(rate)))
         log.info("SES send rate ceiling: %s recipients/s", rate)
+
+    def share_rate(self, hosts: int) -> None:
+        """Send at most 1/`hosts` of the account's ceiling: `hosts` relays (this one
+        counted) are sending at once, and SES's MaxSendRate is the account's, not each
+        host's. Tokens already earned stay earned; waiters wake to the new rate."""
+        if math.isinf(self.account_rate):
+            return
+        rate = self.account_rate / max(1, hosts)
+        if not math.isclose(rate, self.limiter.rate):
+            self.limiter.set_rate(rate, burst=burst_for(rate))
+            log.info("SES send rate: %.4g of %.4g recipients/s (%d relays sending)",
+                     rate, self.account_rate, max(1, hosts))  # fmt: skip
+
+    def busy_since_asked(self) -> bool:
+        """Whether this sender had mail to send since the last call (claimed, or in flight)."""
+        busy, self._busy = self._busy or bool(self._tasks), False
+        return busy
 
     async def on_start(self) -> None:
         released = await self.store.make_all_due()
@@ -155,6 +181,7 @@ class Sender(Loop):
         now = self.clock()
         self._cooldown = {sid: until for sid, until in self._cooldown.items() if until > now}
         items = await self.store.due(now, free, exclude=self._in_flight | self._cooldown.keys())
+        self._busy = self._busy or bool(items)
         for item in items:
             sid = item.submission.id
             self._in_flight.add(sid)
@@ -305,5 +332,3 @@ def spooled_arns(data: bytes) -> dict[str, str]:
         if value:
             found[key] = value
     return found
-
-

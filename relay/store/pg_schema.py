@@ -22,6 +22,10 @@ each host's SQLite file) with PostgreSQL's types: times are `timestamptz`, ids
 - `hosts`: one row per relay host, its heartbeat and whether it has mail to send.
 - `outbox_shipped`: which of a host's outbox rows PostgreSQL has applied already, so
   that shipping one again changes nothing.
+- `origin` (audit, review, dead_letters, transient_bounces, suppression_history): where
+  a row copied from a one-host store came from (`ses-relay state migrate`), as
+  `<host id>:<row id there>`, unique, so that copying again adds nothing. Rows the
+  relays write themselves leave it empty.
 """
 
 from __future__ import annotations
@@ -267,4 +271,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_shipped_by_time ON outbox_shipped(shipped_at);
     """,  # noqa: S608 - constants of this module only
+    # 2: where the rows copied from a one-host store came from (relay/store/pg_copy.py)
+    """
+    ALTER TABLE audit ADD COLUMN origin text;
+    CREATE UNIQUE INDEX audit_by_origin ON audit(origin);
+    ALTER TABLE review ADD COLUMN origin text;
+    CREATE UNIQUE INDEX review_by_origin ON review(origin);
+    ALTER TABLE dead_letters ADD COLUMN origin text;
+    CREATE UNIQUE INDEX dead_letters_by_origin ON dead_letters(origin);
+    ALTER TABLE transient_bounces ADD COLUMN origin text;
+    CREATE UNIQUE INDEX transient_bounces_by_origin ON transient_bounces(origin);
+    ALTER TABLE suppression_history ADD COLUMN origin text;
+    CREATE UNIQUE INDEX suppression_history_by_origin ON suppression_history(origin);
+    """,
 )

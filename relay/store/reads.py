@@ -97,6 +97,18 @@ def suppression(db: Db, address: str, klass: str) -> Suppression | None:
     return None if row is None else decode(Suppression, row)
 
 
+def cause_set_at(db: Db, entry: Suppression) -> datetime | None:
+    """When the SES event behind an entry's cause happened (its feedback id, for its
+    address); None when no logged event is (an admin's entry, or one without an id)."""
+    if entry.feedback_id is None:
+        return None
+    row = db.fetchone(
+        "SELECT max(occurred_at) AS at FROM events WHERE recipient = ? AND feedback_id = ?",
+        (entry.address, entry.feedback_id),
+    )
+    return None if row is None else maybe_time(row["at"])
+
+
 def suppressions_of(db: Db, address: str, klass: str | None = None) -> list[Suppression]:
     """The entries of an address (of one class when given), expired ones included."""
     sql, params = "SELECT * FROM suppressions WHERE address = ?", [address]
@@ -212,6 +224,33 @@ def transient_history(db: Db, address: str, since: datetime) -> tuple[datetime, 
         (address, to_text(since)),
     )
     return tuple(from_text(r["at"]) for r in rows)
+
+
+def logged_events(
+    db: Db,
+    address: str,
+    kinds: Sequence[str],
+    after: datetime,
+    before: datetime,
+    *,
+    transient_only: bool = False,
+) -> list[tuple[int, str, str, datetime]]:
+    """The address's logged events of `kinds` from between the two times (both excluded),
+    oldest first, as (event id, dedupe key, the SES payload, its time); `transient_only`:
+    only bounces that counted as transient (their time is in the transient history)."""
+    sql = (
+        f"SELECT e.id, e.dedupe_key, e.raw, e.occurred_at FROM events e WHERE e.recipient = ? "  # noqa: S608
+        f"AND e.kind IN ({marks(len(kinds))}) AND e.occurred_at > ? AND e.occurred_at < ? "
+    )
+    if transient_only:
+        sql += (
+            "AND EXISTS (SELECT 1 FROM transient_bounces t "
+            "WHERE t.address = e.recipient AND t.at = e.occurred_at) "
+        )
+    rows = db.fetchall(
+        sql + "ORDER BY e.occurred_at, e.id", (address, *kinds, to_text(after), to_text(before))
+    )
+    return [(int(r["id"]), r["dedupe_key"], r["raw"], from_text(r["occurred_at"])) for r in rows]
 
 
 def last_engagement(db: Db, address: str) -> datetime | None:

@@ -19,7 +19,7 @@ and each operation is one transaction. With a shared state
   review_items, events, report_events, outcome_counts, audit_log, class_states,
   set_class_paused, notices, submission, recent_submissions;
 - `_state`, with a lease on each notice (relay/store/shared.py): due_notices,
-  settle_notice;
+  settle_notice; heartbeat (shared state only);
 - `_local`: make_all_due, next_due, defer, finish, last_sent_at, spool_stats,
   schema_version, outbox_backlog, prune_shipped; and, from the local mirror of
   suppressions and class pauses that serve's state mirror keeps (relay/store/mirror.py,
@@ -306,13 +306,35 @@ class Store:
     async def settle_notice(
         self, notice_id: int, state: str, *, now: datetime, error: str | None = None,
         next_attempt_at: datetime | None = None,
-    ) -> None:  # fmt: skip
-        """Mark a notice delivered ('sent'), given up on ('skipped'), or due again later ('pending')."""
-        await self._state.write(
+    ) -> bool:  # fmt: skip
+        """Mark a notice delivered ('sent'), given up on ('skipped'), or due again later ('pending').
+
+        With a shared state, only while this host holds the notice's lease: False (and
+        nothing written) when another host took the notice over after the lease ran out.
+        """
+        settle: Callable[..., bool | None] = writes.settle_notice
+        if self.shared:
+            settle = partial(shared.settle_notice, owner=self.host_id)
+        result = await self._state.write(
+            partial(settle, notice_id=notice_id, state=state, now=now, error=error,
+                    next_attempt_at=next_attempt_at)
+        )  # fmt: skip
+        return result is not False
+
+    # -- hosts -------------------------------------------------------------
+
+    async def heartbeat(self, *, sending: bool, started_at: datetime) -> int:
+        """Tell the other relays sharing the state that this one is alive and whether it
+        has mail to send; the number of the others that are sending. One host alone
+        (no shared state) has nobody to tell: 0."""
+        if not self.shared:
+            return 0
+        import socket
+
+        return await self._state.write(
             partial(
-                shared.settle_notice if self.shared else writes.settle_notice,
-                notice_id=notice_id, state=state, now=now, error=error,
-                next_attempt_at=next_attempt_at,
+                shared.heartbeat, host_id=self.host_id, hostname=socket.gethostname(),
+                data_dir=str(self.path.parent.resolve()), started_at=started_at, sending=sending,
             )
         )  # fmt: skip
 

@@ -25,7 +25,7 @@ from relay.store.records import (
     RecipientContext,
     UnmatchedEvent,
 )
-from relay.suppression import Suppression, merge
+from relay.suppression import Suppression, combine
 from relay.suppression_history import Change, Cleared, Origin, Source, change_of, current, window_of
 from relay.timeutil import to_text
 from relay.vocabulary import STATUS_RANK, NoticeState, advance_status
@@ -197,8 +197,13 @@ _SUPPRESSIONS = _Table(
 )
 
 
+def put_suppressions(db: Db, entries: Sequence[Suppression]) -> None:
+    """Write entries as they are, replacing what is on file (merged by the caller already)."""
+    db.executemany(_SUPPRESSIONS.sql, [_SUPPRESSIONS.values(s) for s in entries])
+
+
 def merge_suppression(db: Db, new: Suppression, origin: Origin = BY_HAND) -> Suppression:
-    """Merge `new` into the entry on file (relay.suppression.merge); the merged entry.
+    """Merge `new` into the entry on file (relay.suppression.combine); the merged entry.
 
     A change (see relay.suppression_history.change_of) is recorded in the entry's
     history, with `origin`, in the same transaction.
@@ -208,12 +213,14 @@ def merge_suppression(db: Db, new: Suppression, origin: Origin = BY_HAND) -> Sup
 
 
 def _merge(db: Db, new: Suppression, origin: Origin) -> Suppression:
-    """merge_suppression, the address locked already."""
+    """merge_suppression, the address locked already (relay.suppression.combine)."""
     on_file = reads.suppression(db, new.address, new.klass)
-    existing = on_file
-    if existing is not None and not existing.active(new.updated_at):
-        existing = None  # an expired entry is history, not a floor for the new one
-    merged = merge(existing, new)
+    set_at = None
+    if on_file is not None and on_file.level == new.level and new.updated_at <= on_file.updated_at:
+        set_at = reads.cause_set_at(db, on_file)  # an older event: does it speak over the cause on file?
+    merged = combine(on_file, new, set_at=set_at)
+    if merged is on_file:
+        return merged
     db.execute(_SUPPRESSIONS.sql, _SUPPRESSIONS.values(merged))
     change = change_of(on_file, merged, new.updated_at)
     if change is not None:
@@ -355,6 +362,18 @@ class FeedbackTx:
 
     def last_engagement(self, address: str) -> datetime | None:
         return reads.last_engagement(self._db, address)
+
+    def logged_events(
+        self,
+        address: str,
+        kinds: Sequence[str],
+        after: datetime,
+        before: datetime,
+        *,
+        transient_only: bool = False,
+    ) -> list[tuple[int, str, str, datetime]]:
+        """Events of `address` logged already, from between the two times (reads.logged_events)."""
+        return reads.logged_events(self._db, address, kinds, after, before, transient_only=transient_only)
 
     def add_transient(self, address: str, at: datetime) -> None:
         self._db.execute("INSERT INTO transient_bounces (address, at) VALUES (?, ?)", (address, to_text(at)))

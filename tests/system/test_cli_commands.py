@@ -24,7 +24,7 @@ COMMANDS: dict[str, list[str]] = {
     "report": [],
     "serve": [],
     "setup-aws": [],
-    "state": ["check"],
+    "state": ["check", "migrate"],
     "stats": [],
     "submission": ["list", "show"],
     "suppression": ["add", "clear", "export", "import", "list", "show", "sync-ses"],

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 from pathlib import Path
 
 from relay.ops.suppression_csv import COLUMNS
 from relay.store import Store
 from relay.suppression import Cause, Level
+from relay.timeutil import utcnow
 from tests.conftest import FIXTURES, cli_json, run_cli
 from tests.support.relaydb import suppress
+from tests.support.sns_sqs import iso
 
 
 def audit(data_dir: Path) -> list[tuple[str, str, str | None, str | None, str]]:
@@ -40,10 +43,14 @@ def listing(data_dir: Path) -> list[dict[str, object]]:
 def test_export_then_import_into_a_fresh_data_dir_gives_the_same_list(tmp_path: Path) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
     # Causes from SES events (bounce with its feedback id, complaint in its class) ...
+    # The bounce (Permanent/General) suppresses for 30 days from when it happened: dated today.
+    bounced = json.loads((FIXTURES / "event_bounce_permanent.json").read_text(encoding="utf-8"))
+    bounced["mail"]["timestamp"] = bounced["bounce"]["timestamp"] = iso(utcnow())
+    (tmp_path / "bounce.json").write_text(json.dumps(bounced))
     replay = run_cli(
         "feedback",
         "replay",
-        str(FIXTURES / "event_bounce_permanent.json"),
+        str(tmp_path / "bounce.json"),
         str(FIXTURES / "event_complaint.json"),
         data_dir=old,
         check=True,

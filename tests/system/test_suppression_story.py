@@ -341,13 +341,17 @@ def test_a_bounce_within_a_week_of_a_clear_comes_back_for_twice_as_long(tmp_path
 
 def test_the_window_after_a_clear_is_reclear_window(tmp_path: Path) -> None:
     data, config = tmp_path / "d", policy(tmp_path, reclear_window="1d")
+    cleared_at = {}
     for addr in ("soon@example.com", "later@example.com"):
         replay(tmp_path, data, bounce(mail(f"m-{addr}", addr), [addr], "Permanent", "General"), config=config)
         run_cli("suppression", "clear", addr, data_dir=data, config=config, check=True)
+        # When the clear happened, as it was recorded (SES times are in whole milliseconds).
+        recorded = show(data, addr, config)["history"][-1]["at"]
+        cleared_at[addr] = from_text(recorded) + timedelta(milliseconds=1)
     soon = bounce(mail("m-soon-2", "soon@example.com"), ["soon@example.com"], "Transient", "General",
-                  at=utcnow() + timedelta(hours=12))  # fmt: skip
+                  at=cleared_at["soon@example.com"] + timedelta(hours=12))  # fmt: skip
     later = bounce(mail("m-later-2", "later@example.com"), ["later@example.com"], "Transient", "General",
-                   at=utcnow() + timedelta(days=2))  # fmt: skip
+                   at=cleared_at["later@example.com"] + timedelta(days=2))  # fmt: skip
     replay(tmp_path, data, soon, later, config=config)
     [doubled] = show(data, "soon@example.com", config)["suppressions"]
     [ordinary] = show(data, "later@example.com", config)["suppressions"]

@@ -105,6 +105,26 @@ def test_mixed_call_sizes_hold_the_ceiling_in_recipients() -> None:
         assert window <= 14.0 * 10 + 14 + 50, f"10 s window ending at {t:.1f}s sent {window}"
 
 
+def test_a_waiter_that_wakes_late_loses_nothing_of_the_rate() -> None:
+    """Calls of 5 at 50/s with a 2.5-token burst, each waiter waking 3 ms after its time (a
+    busy event loop): the rate holds, rather than falling short by the lateness each time."""
+    bucket = TokenBucket(50.0, burst=2.5, now=0.0)
+    now, grants = 0.0, []
+    for _ in range(500):
+        for _ in range(100):  # bounded: each wait makes progress
+            wait = bucket.try_take(5, now)
+            if wait == 0.0:
+                break
+            now += wait + 0.003
+        grants.append(now)
+    assert len(grants) == 500
+    rate = 5 * (len(grants) - 1) / (grants[-1] - grants[0])
+    assert rate == pytest.approx(50.0, rel=0.01)
+    # Idle after that: the bucket holds one burst again, not what a waiter was owed.
+    assert bucket.try_take(5, now + 3600) == 0.0
+    assert bucket.try_take(5, now + 3600) == pytest.approx(5 / 50)  # the debt of one call
+
+
 def test_a_call_bigger_than_the_burst_goes_then_the_debt_is_waited_off() -> None:
     bucket = TokenBucket(1.0, burst=1, now=0.0)
     assert bucket.try_take(5, 0.0) == 0.0  # SES too lets a 5-recipient call through at 1/s...
@@ -128,6 +148,17 @@ def test_lowering_the_rate_takes_effect_immediately() -> None:
     bucket.set_rate(10.0, t)
     end, _ = drive(bucket, [1] * 100, start=t)
     assert (end - t) == pytest.approx(10.0, rel=0.02)
+
+
+def test_a_new_rate_may_bring_its_own_burst() -> None:
+    bucket = TokenBucket(100.0, burst=10, now=0.0)  # full: 10 tokens
+    bucket.set_rate(50.0, 0.0, burst=2)  # a share of the rate: the bucket shrinks with it
+    assert (bucket.rate, bucket.burst) == (50.0, 2)
+    end, grants = drive(bucket, [1] * 102)
+    assert grants[:2] == [0.0, 0.0] and grants[2] > 0  # two at once, the rest at the rate
+    assert end == pytest.approx(2.0)
+    bucket.set_rate(100.0, end)  # no burst given: the one it has stays
+    assert bucket.burst == 2
 
 
 def test_raising_the_rate_does_not_refund_the_past() -> None:

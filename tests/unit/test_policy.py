@@ -55,7 +55,7 @@ def run(
     history: RecipientHistory = NO_HISTORY,
     config: PolicyConfig = CONFIG,
 ) -> Decision:
-    return decide(event, message_class=klass, history=history, now=NOW, config=config)
+    return decide(event, message_class=klass, history=history, config=config)
 
 
 def suppression_of(decision: Decision) -> Suppression:
@@ -212,7 +212,10 @@ def test_window_is_anchored_on_event_times_so_a_late_backlog_still_escalates() -
     history = RecipientHistory(transient_bounces=tuple(bounced_at - timedelta(hours=h) for h in (1, 2, 3, 4)))
     decision = run(bounce("Transient", "General", at=bounced_at), history=history)
     assert decision.suppression is not None and decision.suppression.level is Level.HARD
-    assert decision.suppression.expires_at == NOW + timedelta(days=7)  # expiry runs from when we learn it
+    # Its expiry runs from the bounce, as it would have had the bounce been applied at once:
+    # the same whenever (and by whichever consumer) it is applied.
+    assert decision.suppression.expires_at == bounced_at + timedelta(days=7)
+    assert decision.suppression.created_at == decision.suppression.updated_at == bounced_at
 
 
 def test_undetermined_bounce_can_be_the_one_that_escalates() -> None:
