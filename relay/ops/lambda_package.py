@@ -22,10 +22,11 @@ manylinux platforms the runtime's glibc runs: python3.11 runs on Amazon Linux 2
 only the platform tags it is given, so every manylinux tag up to that glibc is.
 
 When the target Python is the one building, the modules are compiled to
-checked-hash .pyc files (valid whatever times the zip gives the sources), so a
-cold start does not compile pydantic; for another version there would be the
-wrong bytecode, so there is none. The zip itself is reproducible: entries sorted,
-one fixed time, fixed permissions.
+checked-hash .pyc files (valid whatever times the zip gives the sources, and
+naming the files where Lambda unpacks them), so that a cold start does not
+compile pydantic; for another version they would be the wrong bytecode, so there
+is none. The zip is reproducible: entries sorted, one fixed time, fixed
+permissions, bytecode free of the build's temporary paths.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ PINNED = (
 )
 UNPINNED = ("tzdata",)  # data, the newer the better
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+TASK_ROOT = "/var/task"  # where Lambda unpacks the zip: the file names tracebacks show
 PIP_TIMEOUT = 600
 
 
@@ -162,8 +164,9 @@ def build(
         compiled = python == f"{sys.version_info[0]}.{sys.version_info[1]}"
         if compiled:
             compileall.compile_dir(
-                root, quiet=1, workers=1, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
-            )
+                root, quiet=1, workers=1, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+                stripdir=str(root), prependdir=TASK_ROOT,
+            )  # fmt: skip
         files = write_zip(root, out)
     return Built(out, out.stat().st_size, files, runtime.name, arch, distributions, compiled)
 

@@ -12,6 +12,7 @@ this machine's platform (Linux x86_64).
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import socket
 import subprocess
@@ -120,7 +121,8 @@ def test_the_zip_holds_the_handler_and_only_its_dependencies(built: tuple[Path, 
         assert zf.read("ses-relay.toml").decode() == CONFIG_TEXT
         # compiled for the runtime (this interpreter's version), so a cold start does not compile
         assert "pydantic/__pycache__/main.cpython-311.pyc" in names
-        assert "feedback/__pycache__/lambda_handler.cpython-311.pyc" in names
+        pyc = zf.read("feedback/__pycache__/lambda_handler.cpython-311.pyc")
+        assert marshal.loads(pyc[16:]).co_filename == "/var/task/feedback/lambda_handler.py"
         # libpq and the drivers' extensions are manylinux builds for x86_64
         shared = [n for n in names if ".so" in n.rsplit("/", 1)[-1]]
         assert any(n.startswith("psycopg_binary/") for n in shared)
@@ -204,6 +206,9 @@ def test_an_arm64_zip_for_another_python_has_arm_libraries_and_no_bytecode(tmp_p
     out = tmp_path / "arm.zip"
     result = package(out, "--arch", "arm64", "--python", "3.13")
     assert result.returncode == 0, result.stderr
+    first = out.read_bytes()
+    assert package(out, "--arch", "arm64", "--python", "3.13").returncode == 0
+    assert out.read_bytes() == first  # reproducible: the same inputs give the same bytes
     assert "for python3.13 on arm64" in result.stdout and "no bytecode" in result.stdout
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
