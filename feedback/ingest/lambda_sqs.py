@@ -115,16 +115,17 @@ async def apply_records(
 ) -> Outcome:
     """Apply `records` chunk by chunk; stop at the first chunk that cannot be committed.
 
-    Before each chunk, `seconds_left()` (None: no limit) must leave at least `margin`
-    seconds, the longest a chunk may take (a connection timeout, and then some):
-    a function that Lambda stops at its timeout has every record of the batch
-    delivered again, those committed included, so the records that would not have
-    time are handed back instead.
+    Before each chunk after the first, `seconds_left()` (None: no limit) must leave at
+    least `margin` seconds, the longest a chunk may take (a connection timeout, and
+    then some): a function that Lambda stops at its timeout has every record of the
+    batch delivered again, those committed included, so the records that would not
+    have time are handed back instead. The first chunk is always tried: with less
+    time than that from the start, handing everything back would only repeat.
     """
     outcome = Outcome()
     parts = chunks(records, chunk)
     for n, part in enumerate(parts):
-        left = seconds_left()
+        left = seconds_left() if n else None
         if left is not None and left < margin:
             error = f"{left:.1f} s left of the invocation, a chunk may take {margin:.1f} s"
             return _stop(outcome, parts[n:], error)
