@@ -36,6 +36,7 @@ import asyncio
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,9 +201,9 @@ async def _close(env: Environment) -> None:
             log.debug("closing the failed store: %s", exc)
 
 
-def _seconds_left(context: Any) -> Any:
+def _seconds_left(context: Any) -> Callable[[], float | None]:
     """The invocation's remaining time, from the Lambda context (None: no limit, e.g. a local call)."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if not callable(remaining):
         return lambda: None
-    return lambda: remaining() / 1000
+    return lambda: float(remaining()) / 1000
