@@ -11,6 +11,7 @@ it, so importing the package gives the whole command line, whether it is started
 
 from cli import (  # noqa: F401  (imported for the commands they add to main)
     aws,
+    aws_lambda,
     classes,
     dkim,
     feedback,

@@ -75,21 +75,12 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
             config = configuration.load(located)
         except ConfigError as exc:
             fail(f"configuration error: {exc}", 2)
-        password = state_password(config.state.url)
+        password = config.state.password
         if password:
             logredact.install([password])  # masked in any log line, URL or not
         return func(Context(config, data_dir, located, log_level, log_format), **kwargs)
 
     return wrapper
-
-
-def state_password(url: str) -> str | None:
-    """The password a [state] url carries, if any."""
-    if not url:
-        return None
-    from psycopg.conninfo import conninfo_to_dict
-
-    return conninfo_to_dict(url).get("password") or None
 
 
 def _before_subcommand(name: str, value: T) -> T:

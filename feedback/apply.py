@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -21,7 +21,6 @@ from feedback.events import EventKind, FeedbackEvent, ParseError
 from feedback.notices.compose import suppression_note
 from feedback.policy import Decision, decide
 from relay.config import Config
-from relay.ops import metrics
 from relay.store import EventRecord, FeedbackTx, NoticeRecord, RecipientContext, Store, UnmatchedEvent
 from relay.suppression import Suppression
 from relay.vocabulary import STATUS_RANK
@@ -72,16 +71,31 @@ def parse_all(
     return out
 
 
-async def apply_batch(store: Store, batch: Sequence[Incoming], config: Config, now: datetime) -> BatchResult:
+Count = Callable[[dict[str, int]], None]  # the events of each kind a committed batch applied
+
+
+async def apply_batch(
+    store: Store, batch: Sequence[Incoming], config: Config, now: datetime, *, count: Count | None = None
+) -> BatchResult:
     """Apply every message of `batch` in one transaction; raise StoreError to leave it queued.
 
     Parsing happens here; the decisions and writes run as one plain function in the
     store's commit thread (Store.apply_feedback), one hand-off for the whole batch.
+    `count` is told what a committed batch applied (a rolled-back one counts nothing):
+    by default the Prometheus counters of the process.
     """
     parsed = parse_all(batch, now)
     result = await store.apply_feedback(lambda tx: apply_parsed(tx, parsed, config), now)
-    metrics.feedback_events(result.kinds)  # after the commit: a rolled-back batch counts nothing
+    (count or count_in_metrics)(result.kinds)
     return result
+
+
+def count_in_metrics(kinds: dict[str, int]) -> None:
+    """ses_relay_feedback_events_total. prometheus-client is imported here, on first use, so that
+    a process with no metrics to export (the Lambda handler) neither loads nor ships it."""
+    from relay.ops import metrics
+
+    metrics.feedback_events(kinds)
 
 
 def apply_parsed(

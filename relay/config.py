@@ -404,6 +404,16 @@ class StateConfig(_Section):
         """The URL as it may be printed and logged: without its password."""
         return redact_url(self.url)
 
+    @property
+    def password(self) -> str | None:
+        """The password the URL carries, if any: the log filter is given it wherever the URL is used,
+        so that it is masked in any line, URL or not."""
+        if not self.url:
+            return None
+        from psycopg.conninfo import conninfo_to_dict
+
+        return conninfo_to_dict(self.url).get("password") or None
+
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")

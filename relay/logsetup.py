@@ -11,13 +11,15 @@ warnings (unrecognised commands, aborted AUTH) stay warnings.
 `text` is one human line a record; `json` is one JSON object a line (time, level,
 logger, message, and the exception's traceback when there is one) for log
 shippers. Either way every handler carries the secret-redaction filter
-(relay/logredact.py).
+(relay/logredact.py). In AWS Lambda (`configure_lambda`) the lines are JSON on
+standard output, each with the invocation's request id.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import IO, Literal
@@ -60,6 +62,9 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
+        request_id = getattr(record, "aws_request_id", None)
+        if request_id:
+            entry["aws_request_id"] = request_id
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -85,3 +90,44 @@ def configure(level: str = "info", fmt: LogFormat = "text", stream: IO[str] | No
         if not any(isinstance(f, DemoteChatter) for f in chatty.filters):
             chatty.addFilter(DemoteChatter())
     install_redaction()  # no password, AUTH exchange or AWS secret in any log line
+
+
+class LambdaRequest(logging.Filter):
+    """Stamps each record with the request id of the Lambda invocation under way (`current`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = self.current
+        return True
+
+
+LAMBDA_REQUEST = LambdaRequest()
+
+
+def configure_lambda(level: str = "info", stream: IO[str] | None = None) -> None:
+    """In AWS Lambda: each record one JSON line on standard output, where Lambda collects it.
+
+    Lambda's Python runtime puts a handler of its own on the root logger before it
+    loads the function (text lines with the level, time and request id); it is
+    replaced, so that every line, the libraries' included, is JSON with the request
+    id. Outside Lambda (AWS_LAMBDA_FUNCTION_NAME unset: a test runner, a script) the
+    root's handlers are kept and one is added only when there is none, as `configure`
+    does. Secrets are redacted either way.
+    """
+    root = logging.getLogger()
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+    if not root.handlers:
+        handler = logging.StreamHandler(stream or sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+        root.setLevel(level.upper())
+        logging.captureWarnings(True)
+    for handler in root.handlers:
+        if LAMBDA_REQUEST not in handler.filters:
+            handler.addFilter(LAMBDA_REQUEST)
+    install_redaction()

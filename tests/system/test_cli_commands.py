@@ -20,6 +20,7 @@ COMMANDS: dict[str, list[str]] = {
     "dkim": ["keygen"],
     "events": ["list"],
     "feedback": ["consume", "dead-letters", "http", "replay", "review", "verify"],
+    "lambda": ["package"],
     "notices": ["list"],
     "report": [],
     "serve": [],
