@@ -28,7 +28,7 @@ from relay.timeutil import from_text, utcnow
 from tests.conftest import FIXTURES, free_port
 from tests.support.lambda_events import LambdaContext, envelope, failures, message_ids, sqs_event
 from tests.support.sns_sqs import delivery, ses_mail
-from tests.support.stores import Place, new_submission
+from tests.support.stores import Place, new_submission, shipped
 
 SES_FIXTURES = sorted([*FIXTURES.glob("event_*.json"), *FIXTURES.glob("notification_*.json")])
 EVERY_KIND = {
@@ -84,6 +84,7 @@ def seed_sent(place: Place, address: str, ses_message_id: str) -> str:
             sub = new_submission((address,), at=utcnow() - timedelta(minutes=5))
             await store.accept(sub, b"Subject: hi\r\n\r\nhi\r\n", sub.created_at.timestamp())
             await store.record_outcome(sub.id, [address], "sent", now=utcnow(), ses_message_id=ses_message_id)
+            await shipped(store)  # a relay's worker ships its outbox to the shared state
             return sub.id
         finally:
             await store.close()
