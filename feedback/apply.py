@@ -50,6 +50,14 @@ class BatchResult:
     suppressions: int = 0
     notices: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
+    # What the batch has to say (level, message, args), said once it is committed: a
+    # log line written inside the transaction could block (a full pipe, a stalled log
+    # collector) while the batch holds its addresses' locks, stalling every other
+    # consumer waiting on them; and a batch that rolls back said nothing.
+    said: list[tuple[int, str, tuple[object, ...]]] = field(default_factory=list, compare=False, repr=False)
+
+    def say(self, level: int, message: str, *args: object) -> None:
+        self.said.append((level, message, args))
 
     def add(self, other: BatchResult) -> None:
         for name in ("events", "duplicates", "dead_letters", "confirmations", "suppressions", "notices"):
@@ -86,6 +94,9 @@ async def apply_batch(
     """
     parsed = parse_all(batch, now)
     result = await store.apply_feedback(lambda tx: apply_parsed(tx, parsed, config), now)
+    for level, message, args in result.said:
+        log.log(level, message, *args)
+    result.said.clear()
     (count or count_in_metrics)(result.kinds)
     return result
 
@@ -110,17 +121,18 @@ def apply_parsed(
         if isinstance(outcome, ParseError):
             tx.dead_letter(item.source, item.body, str(outcome))
             result.dead_letters += 1
-            log.warning("dead letter from %s: %s", item.source, outcome)
+            result.say(logging.WARNING, "dead letter from %s: %s", item.source, outcome)
             continue
         if outcome.kind is not BodyKind.EVENTS:
             result.confirmations += 1
-            log.warning(
+            result.say(
+                logging.WARNING,
                 "SNS %s for topic %s in %s; confirm it at %s (ses-relay setup-aws does this for you)",
                 outcome.kind, outcome.topic_arn, item.source, outcome.subscribe_url,
             )  # fmt: skip
             continue
         if outcome.note:
-            log.info("SES says: %s", outcome.note)
+            result.say(logging.INFO, "SES says: %s", outcome.note)
         for event in outcome.events:
             apply_event(tx, event, config, result)
     return result
@@ -195,7 +207,9 @@ def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: Ba
     result.kinds[str(event.kind)] = result.kinds.get(str(event.kind), 0) + 1
     if event.recipient is None:
         if event.kind is EventKind.UNKNOWN:
-            log.info("logged SES event of unknown type %r (%s)", event.ses_type, event.ses_message_id)
+            result.say(
+                logging.INFO, "logged SES event of unknown type %r (%s)", event.ses_type, event.ses_message_id
+            )
         return
 
     address = event.recipient
@@ -269,7 +283,10 @@ def _carry_out(
         merged = tx.merge_suppression(decision.suppression, event_id)
         note = suppression_note(merged.expires_at, now=tx.now, message_class=merged.klass)
         result.suppressions += 1
-        log.info("suppressed %s in class %s (%s, %s)", address, merged.klass, merged.level, merged.reason)
+        result.say(
+            logging.INFO, "suppressed %s in class %s (%s, %s)",
+            address, merged.klass, merged.level, merged.reason,
+        )  # fmt: skip
     if decision.review is not None:
         tx.add_review(
             decision.review, recipient=address, klass=klass, ses_message_id=event.ses_message_id,

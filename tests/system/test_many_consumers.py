@@ -11,8 +11,8 @@ meet at their per-address locks. Every column of every suppression row must matc
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,15 @@ def replay(url: str, data_dir: Path, *files: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def finished(*procs: subprocess.Popen[str], timeout: float = 240) -> list[str]:
-    deadline = time.monotonic() + timeout
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+def finished(*procs: subprocess.Popen[str], timeout: float = 100) -> list[str]:
+    """Every process's output once all have exited, their pipes read all at once: a process
+    left writing to a full pipe stops where it is, holding its addresses' locks, and the
+    process being waited for may be waiting on those."""
+    with ThreadPoolExecutor(len(procs)) as pool:
+        results = list(pool.map(lambda proc: proc.communicate(timeout=timeout), procs))
+    for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
-        outputs.append(out)
-    return outputs
+    return [out for out, _ in results]
 
 
 @pytest.fixture
