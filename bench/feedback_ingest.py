@@ -8,18 +8,26 @@ SQS. The mix: 60 % Delivery, 25 % Send, 10 % Bounce (Permanent General/NoEmail a
 Transient General/MailboxFull), 5 % Complaint, over a pool of recipients small enough
 that addresses repeat (transient-bounce history, suppression merges).
 
+With `--postgres` the state is a fresh database on a private PostgreSQL server started
+for the run (tests/support/postgres.py, fsync off), with `--state-url URL` a fresh
+database on the server URL names (dropped afterwards): the shared state of several
+relays, where each statement is a round trip.
+
 Prints one JSON line:
-  {"benchmark": "feedback_ingest", "events": N, "seconds": ..., "events_per_s": ..., "peak_rss_mb": ...}
+  {"benchmark": "feedback_ingest", "state": "sqlite", "events": N, "seconds": ...,
+   "events_per_s": ..., "peak_rss_mb": ...}
 Only the replay is timed, not the generation. `--max-seconds` bounds the run: past it the
 replay is cancelled, the line says "timed_out": true and the figures cover what was applied.
 
     .venv/bin/python bench/feedback_ingest.py --events 20000
+    .venv/bin/python bench/feedback_ingest.py --events 20000 --postgres
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import resource
@@ -27,12 +35,17 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from feedback.ingest.replay import replay
-from relay.config import Config
+from relay.config import Config, StateConfig
 from relay.store import Store
 
 KINDS = (("Delivery", 60), ("Send", 25), ("Bounce", 10), ("Complaint", 5))
@@ -164,8 +177,10 @@ def generate(path: Path, count: int, seed: int) -> None:
             out.write(json.dumps(doc, separators=(",", ":")) + "\n")
 
 
-async def ingest(path: Path, db_path: Path, max_seconds: float) -> tuple[float, bool, Any]:
-    store = await Store.open(db_path)
+async def ingest(
+    path: Path, db_path: Path, max_seconds: float, state: StateConfig | None = None
+) -> tuple[float, bool, Any]:
+    store = await Store.open(db_path, state=state)
     try:
         started = time.perf_counter()
         try:
@@ -178,11 +193,58 @@ async def ingest(path: Path, db_path: Path, max_seconds: float) -> tuple[float, 
         await store.close()
 
 
+@contextlib.contextmanager
+def state_database(server_url: str | None, private: bool) -> Iterator[str | None]:
+    """The URL of a fresh PostgreSQL database for the run (None: the data dir's SQLite)."""
+    if not private and not server_url:
+        yield None
+        return
+    import psycopg
+
+    server = None
+    if private:
+        from tests.support.postgres import PostgresServer
+
+        server = PostgresServer()
+        server.start()
+        server.wait_ready()
+        server_url = server.url()
+    assert server_url is not None
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        if server is not None:
+            server.cleanup()
+        else:
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def counts(db_path: Path, url: str | None) -> tuple[int, int, int]:
+    """Events logged, dead letters and suppressions in the state."""
+    statements = [f"SELECT count(*) FROM {t}" for t in ("events", "dead_letters", "suppressions")]
+    if url is None:
+        db = sqlite3.connect(db_path)
+        try:
+            return tuple(int(db.execute(s).fetchone()[0]) for s in statements)  # type: ignore[return-value]
+        finally:
+            db.close()
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return tuple(int(conn.execute(s).fetchone()[0]) for s in statements)  # type: ignore[return-value, index]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="how many SES events (default 100000)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="give up after this long (300)")
     parser.add_argument("--seed", type=int, default=4, help="random seed for the generated events")
+    parser.add_argument("--postgres", action="store_true", help="into a private PostgreSQL server")
+    parser.add_argument("--state-url", help="into a fresh database on this PostgreSQL server")
     args = parser.parse_args(argv)
     if args.events < 1 or args.max_seconds <= 0:
         parser.error("--events and --max-seconds must be positive")
@@ -191,18 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         events_file = Path(tmp) / "events.jsonl"
         db_path = Path(tmp) / "relay.db"
         generate(events_file, args.events, args.seed)
-        seconds, timed_out, result = asyncio.run(ingest(events_file, db_path, args.max_seconds))
-        db = sqlite3.connect(db_path)
-        try:
-            applied = int(db.execute("SELECT count(*) FROM events").fetchone()[0])
-            dead = int(db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
-            suppressed = int(db.execute("SELECT count(*) FROM suppressions").fetchone()[0])
-        finally:
-            db.close()
+        with state_database(args.state_url, args.postgres) as url:
+            state = None if url is None else StateConfig(url=url)
+            seconds, timed_out, result = asyncio.run(ingest(events_file, db_path, args.max_seconds, state))
+            applied, dead, suppressed = counts(db_path, url)
 
     processed = applied + dead if timed_out else args.events
     figures: dict[str, Any] = {
         "benchmark": "feedback_ingest",
+        "state": "sqlite" if url is None else "postgresql",
         "events": args.events,
         "seconds": round(seconds, 3),
         "events_per_s": round(processed / seconds, 1) if seconds else None,

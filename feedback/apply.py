@@ -66,6 +66,9 @@ class BatchResult:
             self.kinds[kind] = self.kinds.get(kind, 0) + n
 
 
+Parsed = Sequence[tuple[Incoming, ParsedBody | ParseError]]  # each body with what it parsed to
+
+
 def parse_all(
     batch: Sequence[Incoming], received: datetime | None = None
 ) -> list[tuple[Incoming, ParsedBody | ParseError]]:
@@ -92,7 +95,14 @@ async def apply_batch(
     `count` is told what a committed batch applied (a rolled-back one counts nothing):
     by default the Prometheus counters of the process.
     """
-    parsed = parse_all(batch, now)
+    return await apply_parsed_batch(store, parse_all(batch, now), config, now, count=count)
+
+
+async def apply_parsed_batch(
+    store: Store, parsed: Parsed, config: Config, now: datetime, *, count: Count | None = None
+) -> BatchResult:
+    """apply_batch for a batch parsed already (parse_all): a replay parses the next batch
+    while the store applies this one."""
     result = await store.apply_feedback(lambda tx: apply_parsed(tx, parsed, config), now)
     for level, message, args in result.said:
         log.log(level, message, *args)
@@ -117,6 +127,11 @@ def apply_parsed(
     # applied by several hosts at the same time give the result of some serial order.
     tx.lock(recipients_of(parsed))
     tx.forget_unmatched(tx.now - UNMATCHED_KEEP)
+    tx.prefetch(
+        (e.ses_message_id, e.recipient)
+        for _, outcome in parsed if isinstance(outcome, ParsedBody)
+        for e in outcome.events if e.recipient is not None
+    )  # fmt: skip
     for item, outcome in parsed:
         if isinstance(outcome, ParseError):
             tx.dead_letter(item.source, item.body, str(outcome))
@@ -167,7 +182,7 @@ def _record(event: FeedbackEvent, ctx: RecipientContext | None, klass: str | Non
         recipient=event.recipient,
         ses_message_id=event.ses_message_id,
         occurred_at=event.timestamp,
-        raw=json.dumps(event.raw, separators=(",", ":"), default=str),
+        raw=_payload(event),
         submission_id=ctx.submission_id if ctx else event.submission_id,
         **_verdict(event, klass),
         complaint_type=event.complaint_feedback_type,
@@ -177,6 +192,13 @@ def _record(event: FeedbackEvent, ctx: RecipientContext | None, klass: str | Non
         subject=event.subject,
         configuration_set=event.configuration_set,
     )
+
+
+def _payload(event: FeedbackEvent) -> str:
+    """The SES payload as the log keeps it: the text it came as, else encoded again."""
+    if event.raw_json is not None:
+        return event.raw_json
+    return json.dumps(event.raw, separators=(",", ":"), default=str)
 
 
 def _detail(event: FeedbackEvent) -> str | None:

@@ -21,6 +21,7 @@ from feedback.events import (
     FeedbackEvent,
     ParseError,
     json_type,
+    loads,
     opt_str,
     parse_ses,
     parse_time,
@@ -71,22 +72,25 @@ def parse_body(body: str | bytes, *, received: datetime | None = None) -> Parsed
             raise ParseError(f"body is not UTF-8 ({exc})") from None
     if not isinstance(body, str):
         raise ParseError(f"body must be str or bytes, not {type(body).__name__}")
-    return parse_document(_load_json(body, "body"), received=received)
+    return parse_document(_load_json(body, "body"), received=received, text=body)
 
 
-def parse_document(doc: Any, *, received: datetime | None = None, _depth: int = 0) -> ParsedBody:
-    """Like parse_body, for a body already decoded from JSON (replay files, tests)."""
+def parse_document(
+    doc: Any, *, received: datetime | None = None, text: str | None = None, _depth: int = 0
+) -> ParsedBody:
+    """Like parse_body, for a body already decoded from JSON (replay files, tests);
+    `text`, when given, is the JSON text `doc` was decoded from."""
     if not isinstance(doc, dict):
         raise ParseError(f"body is a JSON {json_type(doc)}, expected an object")
     if "Type" in doc and ("Message" in doc or "TopicArn" in doc or "MessageId" in doc):
         return _parse_sns(doc, received)
     if "eventType" in doc or "notificationType" in doc:
-        return _parse_ses_document(doc, received)
+        return _parse_ses_document(doc, received, text)
     inner = doc.get("Body", doc.get("body"))
     if inner is not None and _depth == 0:
         if not isinstance(inner, str):
             raise ParseError(f"SQS record Body is a JSON {json_type(inner)}, expected a string")
-        return parse_document(_load_json(inner, "SQS record Body"), received=received, _depth=1)
+        return parse_document(_load_json(inner, "SQS record Body"), received=received, text=inner, _depth=1)
     keys = ", ".join(sorted(map(str, doc))[:12]) or "none"
     raise ParseError(
         "JSON object is neither an SNS envelope (Type/Message), an SES event "
@@ -114,7 +118,7 @@ def _parse_sns(doc: dict[str, Any], received: datetime | None) -> ParsedBody:
             raise ParseError(f"SNS Message is a JSON {json_type(inner)}, expected an SES event object")
         if "eventType" not in inner and "notificationType" not in inner:
             raise ParseError("SNS Message is JSON but not an SES event (no eventType/notificationType)")
-        parsed = _parse_ses_document(inner, parse_time(doc.get("Timestamp")) or received)
+        parsed = _parse_ses_document(inner, parse_time(doc.get("Timestamp")) or received, text)
         return ParsedBody(kind=parsed.kind, events=parsed.events, note=parsed.note, envelope=doc, **ids)
     if sns_type in ("SubscriptionConfirmation", "UnsubscribeConfirmation"):
         kind = (
@@ -132,17 +136,17 @@ def _parse_sns(doc: dict[str, Any], received: datetime | None) -> ParsedBody:
     raise ParseError(f"unknown SNS message Type {sns_type!r}")
 
 
-def _parse_ses_document(doc: dict[str, Any], fallback_time: datetime | None) -> ParsedBody:
+def _parse_ses_document(doc: dict[str, Any], fallback_time: datetime | None, text: str | None) -> ParsedBody:
     if doc.get("notificationType") == SUBSCRIPTION_SUCCEEDED:
         return ParsedBody(kind=BodyKind.EVENTS, note=opt_str(doc.get("message")) or SUBSCRIPTION_SUCCEEDED)
-    return ParsedBody(kind=BodyKind.EVENTS, events=parse_ses(doc, fallback_time=fallback_time))
+    return ParsedBody(kind=BodyKind.EVENTS, events=parse_ses(doc, fallback_time=fallback_time, text=text))
 
 
 def _load_json(text: str, what: str) -> Any:
     if not text.strip():
         raise ParseError(f"{what} is empty")
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError as exc:
         raise ParseError(f"{what} is not valid JSON ({exc.msg} at char {exc.pos}): {_clip(text)!r}") from None
     except RecursionError:

@@ -19,11 +19,10 @@ events again, with what is known now; feedback/apply.py carries out the result.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from feedback.events import EventKind, FeedbackEvent, ParseError, parse_ses
+from feedback.events import EventKind, FeedbackEvent, ParseError, loads, parse_ses
 from feedback.policy import Decision, RecipientHistory, decide, needs_engagement
 from relay.config import Config
 from relay.store import FeedbackTx, RecipientContext
@@ -122,7 +121,7 @@ def earlier_bounces(tx: FeedbackTx, entry: Suppression, config: Config) -> list[
 def _parsed(key: str, raw: str, at: datetime) -> FeedbackEvent | None:
     """A logged event as the parser made it (from the SES payload kept with it)."""
     try:
-        events = parse_ses(json.loads(raw), fallback_time=at)
+        events = parse_ses(loads(raw), fallback_time=at)
     except (ParseError, ValueError):
         return None
     return next((e for e in events if e.dedupe_key == key), None)

@@ -8,8 +8,8 @@ The zip holds, at its root (the function's /var/task):
   platform, at the versions installed here, so the function runs what the relays
   run: psycopg with psycopg-binary (libpq included) and psycopg-pool; pydantic
   (pydantic-core, annotated-types, typing-extensions, typing-inspection come with
-  it); and tzdata, so that zoneinfo can name the server's TimeZone on a runtime
-  image without a zoneinfo database;
+  it); orjson (the feedback parser's JSON decoder); and tzdata, so that zoneinfo
+  can name the server's TimeZone on a runtime image without a zoneinfo database;
 - with a config file, that file as `ses-relay.toml` (the handler's default config).
 
 Nothing else: not boto3 (the handler calls no AWS API, and the runtime has its
@@ -69,6 +69,7 @@ PINNED = (
     ("psycopg-binary", "psycopg-binary"),
     ("psycopg-pool", "psycopg-pool"),
     ("pydantic", "pydantic"),
+    ("orjson", "orjson"),
 )
 UNPINNED = ("tzdata",)  # data, the newer the better
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)

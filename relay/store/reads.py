@@ -218,6 +218,23 @@ def recipient_context(db: Db, ses_message_id: str, address: str | None) -> Recip
     return None if row is None else decode(RecipientContext, row)
 
 
+def recipient_contexts(db: Db, ses_message_ids: Sequence[str]) -> dict[tuple[str, str], RecipientContext]:
+    """recipient_context of every recipient of these SES message ids at once, by
+    (SES message id, address)."""
+    if not ses_message_ids:
+        return {}
+    sql = (
+        "SELECT r.ses_message_id, r.address, r.status, s.id AS submission_id, s.class, s.mail_from "  # noqa: S608
+        f"FROM recipients r JOIN submissions s ON s.id = r.submission_id WHERE r.ses_message_id IN "
+        f"({marks(len(ses_message_ids))})"
+    )
+    rows = db.fetchall(sql, list(ses_message_ids))
+    found: dict[tuple[str, str], RecipientContext] = {}
+    for row in rows:
+        found.setdefault((row["ses_message_id"], row["address"]), decode(RecipientContext, row))
+    return found
+
+
 def transient_history(db: Db, address: str, since: datetime) -> tuple[datetime, ...]:
     rows = db.fetchall(
         "SELECT at FROM transient_bounces WHERE address = ? AND at >= ? ORDER BY at",

@@ -241,7 +241,7 @@ class Store:
 
     async def apply_feedback(self, fn: Callable[[writes.FeedbackTx], T], now: datetime) -> T:
         """Run `fn` on a FeedbackTx as one write (all of it or none); StoreError on failure."""
-        return await self._state.write(lambda db: fn(writes.FeedbackTx(db, now)))
+        return await self._state.write(partial(_feedback, fn=fn, now=now))
 
     async def dead_letters(self) -> list[DeadLetter]:
         return await self._state.read(reads.dead_letters)
@@ -534,3 +534,11 @@ class NoSpool:
 
     async def close(self) -> None:
         return None
+
+
+def _feedback(db: Db, *, fn: Callable[[writes.FeedbackTx], T], now: datetime) -> T:
+    """`fn` on the batch's FeedbackTx, then what the FeedbackTx held back."""
+    tx = writes.FeedbackTx(db, now)
+    result = fn(tx)
+    tx.finish()
+    return result

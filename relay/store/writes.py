@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 import typing
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from enum import Enum
 
@@ -137,14 +137,16 @@ def match_unmatched(db: Db, submission_id: str, ses_message_id: str, now: dateti
     db.execute(f"DELETE FROM unmatched_events WHERE event_id IN ({marks(len(matched))})", matched)  # noqa: S608
 
 
+_STATUS = (
+    "UPDATE recipients SET status = ?, detail = coalesce(?, detail), updated_at = ? "
+    "WHERE submission_id = ? AND address = ?"
+)
+
+
 def set_status(
     db: Db, submission_id: str, address: str, status: str, detail: str | None, now: datetime
 ) -> None:
-    db.execute(
-        "UPDATE recipients SET status = ?, detail = coalesce(?, detail), updated_at = ? "
-        "WHERE submission_id = ? AND address = ?",
-        (status, detail, to_text(now), submission_id, address),
-    )
+    db.execute(_STATUS, (status, detail, to_text(now), submission_id, address))
 
 
 # -- notices -------------------------------------------------------------------
@@ -337,16 +339,51 @@ class FeedbackTx:
     `Store.apply_feedback(fn, now)` runs `fn(tx)` as one write: plain synchronous
     calls, one hand-off for the whole batch. The orchestration (what to do with an
     event) lives in feedback/apply.py, the SQL here and in reads.py.
+
+    Fewer round trips to the database (each one a wait on PostgreSQL): the recipients
+    of the batch's events are read at once (`prefetch`), and the rows that nothing in
+    the batch reads back before it ends (held events, reviews, dead letters, statuses,
+    transient bounces) are written together, one `executemany` a statement, before a
+    read that could see them and at the end (`finish`).
     """
 
     def __init__(self, db: Db, now: datetime) -> None:
         self._db = db
         self.now = now
         self._stamp = to_text(now)  # once for the batch's rows, not once a row
+        self._locked: set[str] = set()
+        self._contexts: dict[tuple[str, str], RecipientContext | None] = {}
+        self._pending: dict[str, list[Sequence[object]]] = {}  # statement -> rows, written by _flush
 
     def lock(self, addresses: Iterable[str]) -> None:
         """Serialise this batch with every other writer about these addresses (see Db.lock)."""
-        self._db.lock(addresses)
+        wanted = [a for a in addresses if a not in self._locked]
+        self._db.lock(wanted)
+        self._locked.update(wanted)
+
+    def prefetch(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Read the recipients of these (SES message id, address) pairs at once, for `recipient`."""
+        wanted = list(dict.fromkeys(k for k in keys if k not in self._contexts))
+        self._flush(_STATUS)
+        for start in range(0, len(wanted), PREFETCH_CHUNK):
+            chunk = wanted[start : start + PREFETCH_CHUNK]
+            found = reads.recipient_contexts(self._db, sorted({mid for mid, _ in chunk}))
+            for key in chunk:
+                self._contexts[key] = found.get(key)
+
+    def finish(self) -> None:
+        """Write what is still held back; the store calls this before it commits."""
+        self._flush()
+
+    def _later(self, sql: str, values: Sequence[object]) -> None:
+        self._pending.setdefault(sql, []).append(values)
+
+    def _flush(self, *only: str) -> None:
+        """Write the rows held back (of the statements `only`, when given)."""
+        for sql in only or list(self._pending):
+            rows = self._pending.pop(sql, None)
+            if rows:
+                self._db.executemany(sql, rows)
 
     def record_event(self, rec: EventRecord) -> int | None:
         """Log the event; None when its dedupe key is already logged (a redelivery)."""
@@ -355,9 +392,13 @@ class FeedbackTx:
 
     def recipient(self, ses_message_id: str, address: str | None) -> RecipientContext | None:
         """The submission this relay sent `ses_message_id` for (to `address` when given)."""
+        if address is not None and (ses_message_id, address) in self._contexts:
+            return self._contexts[(ses_message_id, address)]
+        self._flush(_STATUS)
         return reads.recipient_context(self._db, ses_message_id, address)
 
     def transient_history(self, address: str, since: datetime) -> tuple[datetime, ...]:
+        self._flush(_TRANSIENT)
         return reads.transient_history(self._db, address, since)
 
     def last_engagement(self, address: str) -> datetime | None:
@@ -373,30 +414,33 @@ class FeedbackTx:
         transient_only: bool = False,
     ) -> list[tuple[int, str, str, datetime]]:
         """Events of `address` logged already, from between the two times (reads.logged_events)."""
+        self._flush(_TRANSIENT)
         return reads.logged_events(self._db, address, kinds, after, before, transient_only=transient_only)
 
     def add_transient(self, address: str, at: datetime) -> None:
-        self._db.execute("INSERT INTO transient_bounces (address, at) VALUES (?, ?)", (address, to_text(at)))
+        self._later(_TRANSIENT, (address, to_text(at)))
 
     def set_status(self, submission_id: str, address: str, status: str, detail: str | None) -> None:
-        set_status(self._db, submission_id, address, status, detail, self.now)
+        self._later(_STATUS, (status, detail, self._stamp, submission_id, address))
+        for key, ctx in self._contexts.items():
+            if ctx is not None and key[1] == address and ctx.submission_id == submission_id:
+                self._contexts[key] = replace(ctx, status=status)
 
     def recent_clears(self, address: str, since: datetime) -> tuple[Cleared, ...]:
         return reads.recent_clears(self._db, address, since)
 
     def merge_suppression(self, new: Suppression, event_id: int) -> Suppression:
         """Merge a suppression the policy decided on; its history names the event (`event_id`)."""
-        return merge_suppression(self._db, new, Origin(Source.EVENT, FEEDBACK, new.reason, event_id))
+        origin = Origin(Source.EVENT, FEEDBACK, new.reason, event_id)
+        if new.address in self._locked:  # the batch holds its lock already
+            return _merge(self._db, new, origin)
+        return merge_suppression(self._db, new, origin)
 
     def add_review(
         self, reason: str, *, recipient: str | None, klass: str | None, ses_message_id: str | None,
         event_id: int | None,
     ) -> None:  # fmt: skip
-        self._db.execute(
-            "INSERT INTO review (created_at, recipient, class, reason, ses_message_id, event_id) "
-            "VALUES (?,?,?,?,?,?)",
-            (self._stamp, recipient, klass, reason, ses_message_id, event_id),
-        )
+        self._later(_REVIEW, (self._stamp, recipient, klass, reason, ses_message_id, event_id))
 
     def add_notice(self, rec: NoticeRecord) -> bool:
         """Queue a notice; False when one with the same dedupe key exists already."""
@@ -404,16 +448,22 @@ class FeedbackTx:
 
     def hold_unmatched(self, held: UnmatchedEvent) -> None:
         """Keep an event's effects until its SES message id is recorded for the recipient."""
-        self._db.execute(_UNMATCHED.sql, _UNMATCHED.values(held, self._stamp))
+        self._later(_UNMATCHED.sql, _UNMATCHED.values(held, self._stamp))
 
     def forget_unmatched(self, received_before: datetime) -> int:
         """Drop held events older than this: events of mail some other sender sent."""
+        self._flush(_UNMATCHED.sql)
         return self._db.execute(
             "DELETE FROM unmatched_events WHERE received_at < ?", (to_text(received_before),)
         )
 
     def dead_letter(self, source: str, body: str, error: str) -> None:
-        self._db.execute(
-            "INSERT INTO dead_letters (received_at, source, body, error) VALUES (?,?,?,?)",
-            (self._stamp, source, body, error),
-        )
+        self._later(_DEAD_LETTER, (self._stamp, source, body, error))
+
+
+PREFETCH_CHUNK = 500  # SES message ids a query of FeedbackTx.prefetch names
+_TRANSIENT = "INSERT INTO transient_bounces (address, at) VALUES (?, ?)"
+_REVIEW = (
+    "INSERT INTO review (created_at, recipient, class, reason, ses_message_id, event_id) VALUES (?,?,?,?,?,?)"
+)
+_DEAD_LETTER = "INSERT INTO dead_letters (received_at, source, body, error) VALUES (?,?,?,?)"

@@ -35,7 +35,7 @@ ELF_MACHINES = {"x86_64": 0x3E, "arm64": 0xB7}
 NOT_SHIPPED = ("boto3", "botocore", "aiosmtpd", "dkim", "openpyxl", "prometheus_client", "click",
                "cryptography", "cli", "tests", "bench")  # fmt: skip
 SHIPPED = ("relay", "feedback", "psycopg", "psycopg_binary", "psycopg_pool", "pydantic", "pydantic_core",
-           "annotated_types", "typing_inspection", "tzdata")  # fmt: skip
+           "annotated_types", "typing_inspection", "orjson", "tzdata")  # fmt: skip
 CONFIG_TEXT = '# policy for the function\n[policy]\nsoft_bounce_expiry = "2h"\n'
 
 CLEAN_RUN = r"""

@@ -34,6 +34,7 @@ def test_dependencies_are_pinned_to_the_versions_installed_here() -> None:
         f"psycopg-binary=={version('psycopg-binary')}",
         f"psycopg-pool=={version('psycopg-pool')}",
         f"pydantic=={version('pydantic')}",
+        f"orjson=={version('orjson')}",
         "tzdata",
     ]
     assert not [w for w in wanted if w.split("[")[0].split("=")[0] in
