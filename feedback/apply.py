@@ -127,11 +127,13 @@ def apply_parsed(
     # applied by several hosts at the same time give the result of some serial order.
     tx.lock(recipients_of(parsed))
     tx.forget_unmatched(tx.now - UNMATCHED_KEEP)
-    tx.prefetch(
-        (e.ses_message_id, e.recipient)
-        for _, outcome in parsed if isinstance(outcome, ParsedBody)
-        for e in outcome.events if e.recipient is not None
-    )  # fmt: skip
+    events = [
+        e for _, outcome in parsed if isinstance(outcome, ParsedBody) and outcome.kind is BodyKind.EVENTS
+        for e in outcome.events
+    ]  # fmt: skip
+    tx.prefetch((e.ses_message_id, e.recipient) for e in events if e.recipient is not None)
+    # Record first (the whole batch in a statement or a few), decide second, in order.
+    ids = iter(tx.record_events([_record(e, *_context(tx, e, config)) for e in events]))
     for item, outcome in parsed:
         if isinstance(outcome, ParseError):
             tx.dead_letter(item.source, item.body, str(outcome))
@@ -149,8 +151,16 @@ def apply_parsed(
         if outcome.note:
             result.say(logging.INFO, "SES says: %s", outcome.note)
         for event in outcome.events:
-            apply_event(tx, event, config, result)
+            apply_event(tx, event, next(ids), config, result)
     return result
+
+
+def _context(
+    tx: FeedbackTx, event: FeedbackEvent, config: Config
+) -> tuple[RecipientContext | None, str | None]:
+    """The submission an event is about (if this relay sent it), and the event's class."""
+    ctx = tx.recipient(event.ses_message_id, event.recipient) if event.recipient else None
+    return ctx, ctx.klass if ctx else reorder.known_class(event.message_class, config)
 
 
 def recipients_of(parsed: Sequence[tuple[Incoming, ParsedBody | ParseError]]) -> list[str]:
@@ -218,13 +228,16 @@ def _detail(event: FeedbackEvent) -> str | None:
     return None
 
 
-def apply_event(tx: FeedbackTx, event: FeedbackEvent, config: Config, result: BatchResult) -> None:
-    ctx = tx.recipient(event.ses_message_id, event.recipient) if event.recipient else None
-    klass = ctx.klass if ctx else reorder.known_class(event.message_class, config)
-    event_id = tx.record_event(_record(event, ctx, klass))
+def apply_event(
+    tx: FeedbackTx, event: FeedbackEvent, event_id: int | None, config: Config, result: BatchResult
+) -> None:
+    """Decide on a logged event (`event_id`: its row in the log, None for a duplicate) and
+    carry the decision out."""
     if event_id is None:
         result.duplicates += 1
         return
+    tx.reached(event_id)
+    ctx, klass = _context(tx, event, config)  # the status as the batch's events so far left it
     result.events += 1
     result.kinds[str(event.kind)] = result.kinds.get(str(event.kind), 0) + 1
     if event.recipient is None:

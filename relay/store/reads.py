@@ -270,12 +270,13 @@ def logged_events(
     return [(int(r["id"]), r["dedupe_key"], r["raw"], from_text(r["occurred_at"])) for r in rows]
 
 
-def last_engagement(db: Db, address: str) -> datetime | None:
-    """The time of the address's latest open or click (events_by_recipient serves it)."""
-    row = db.fetchone(
-        "SELECT max(occurred_at) AS at FROM events WHERE recipient = ? AND kind IN ('open', 'click')",
-        (address,),
-    )
+def last_engagement(db: Db, address: str, excluding: Collection[int] = ()) -> datetime | None:
+    """The time of the address's latest open or click (events_by_recipient serves it), not
+    counting the events of ids `excluding`."""
+    sql = "SELECT max(occurred_at) AS at FROM events WHERE recipient = ? AND kind IN ('open', 'click')"
+    if excluding:
+        sql += f" AND id NOT IN ({marks(len(excluding))})"
+    row = db.fetchone(sql, (address, *excluding))
     return None if row is None else maybe_time(row["at"])
 
 

@@ -61,8 +61,15 @@ class _Table:
         names = tuple(f.name for f in fields(cls))
         hints = typing.get_type_hints(cls)
         self.sql = insert(table, (*names, *extra), tail)
+        self.width = len(names) + len(extra)
+        self._head, self._tail = self.sql[: self.sql.index(" VALUES ") + 8], tail
         self._get = operator.attrgetter(*names)
         self._converted = [i for i, name in enumerate(names) if _needs_converting(hints[name])]
+
+    def rows_sql(self, count: int) -> str:
+        """One INSERT of `count` rows."""
+        row = f"({marks(self.width)})"
+        return self._head + ",".join([row] * count) + self._tail
 
     def values(self, record: object, *extra: object) -> list[object]:
         values = list(self._get(record))
@@ -327,7 +334,9 @@ def audit(
 
 # -- feedback ------------------------------------------------------------------
 
-_EVENTS = _Table("events", EventRecord, ("received_at",), " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
+_EVENTS = _Table(
+    "events", EventRecord, ("received_at",), " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key"
+)
 _UNMATCHED = _Table(
     "unmatched_events", UnmatchedEvent, ("received_at",), " ON CONFLICT (event_id) DO NOTHING"
 )
@@ -354,6 +363,7 @@ class FeedbackTx:
         self._locked: set[str] = set()
         self._contexts: dict[tuple[str, str], RecipientContext | None] = {}
         self._pending: dict[str, list[Sequence[object]]] = {}  # statement -> rows, written by _flush
+        self._ahead: dict[int, str] = {}  # logged events not reached yet: id -> recipient
 
     def lock(self, addresses: Iterable[str]) -> None:
         """Serialise this batch with every other writer about these addresses (see Db.lock)."""
@@ -385,10 +395,35 @@ class FeedbackTx:
             if rows:
                 self._db.executemany(sql, rows)
 
-    def record_event(self, rec: EventRecord) -> int | None:
-        """Log the event; None when its dedupe key is already logged (a redelivery)."""
-        row = self._db.fetchone(_EVENTS.sql, _EVENTS.values(rec, self._stamp))
-        return None if row is None else int(row["id"])
+    def record_events(self, records: Sequence[EventRecord]) -> list[int | None]:
+        """Log the batch's events, in few statements; each one's id, None for one whose dedupe
+        key is logged already (a redelivery, or an event earlier in `records`).
+
+        Record first, decide second: the caller then takes the events one by one, each
+        `reached` before it is decided. Until then an event is hidden from the reads of
+        the events log about its recipient (`logged_events`, `last_engagement`), so that
+        every event is decided on what came before it in the batch, as if logged alone.
+        """
+        ids: list[int | None] = []
+        per_statement = max(1, MAX_PARAMETERS // _EVENTS.width)
+        for start in range(0, len(records), per_statement):
+            chunk = records[start : start + per_statement]
+            values = [v for rec in chunk for v in _EVENTS.values(rec, self._stamp)]
+            rows = self._db.fetchall(_EVENTS.rows_sql(len(chunk)), values)
+            logged = {row["dedupe_key"]: int(row["id"]) for row in rows}
+            for rec in chunk:
+                event_id = logged.pop(rec.dedupe_key, None)  # a second with the same key: a duplicate
+                ids.append(event_id)
+                if event_id is not None and rec.recipient is not None:
+                    self._ahead[event_id] = rec.recipient
+        return ids
+
+    def reached(self, event_id: int) -> None:
+        """The caller is at this event now: the reads about its recipient see it."""
+        self._ahead.pop(event_id, None)
+
+    def _hidden(self, address: str) -> set[int]:
+        return {i for i, recipient in self._ahead.items() if recipient == address} if self._ahead else set()
 
     def recipient(self, ses_message_id: str, address: str | None) -> RecipientContext | None:
         """The submission this relay sent `ses_message_id` for (to `address` when given)."""
@@ -402,7 +437,7 @@ class FeedbackTx:
         return reads.transient_history(self._db, address, since)
 
     def last_engagement(self, address: str) -> datetime | None:
-        return reads.last_engagement(self._db, address)
+        return reads.last_engagement(self._db, address, excluding=self._hidden(address))
 
     def logged_events(
         self,
@@ -415,7 +450,9 @@ class FeedbackTx:
     ) -> list[tuple[int, str, str, datetime]]:
         """Events of `address` logged already, from between the two times (reads.logged_events)."""
         self._flush(_TRANSIENT)
-        return reads.logged_events(self._db, address, kinds, after, before, transient_only=transient_only)
+        logged = reads.logged_events(self._db, address, kinds, after, before, transient_only=transient_only)
+        hidden = self._hidden(address)
+        return [row for row in logged if row[0] not in hidden] if hidden else logged
 
     def add_transient(self, address: str, at: datetime) -> None:
         self._later(_TRANSIENT, (address, to_text(at)))
@@ -462,6 +499,7 @@ class FeedbackTx:
 
 
 PREFETCH_CHUNK = 500  # SES message ids a query of FeedbackTx.prefetch names
+MAX_PARAMETERS = 30_000  # of one statement (SQLite allows 32,766; PostgreSQL 65,535)
 _TRANSIENT = "INSERT INTO transient_bounces (address, at) VALUES (?, ?)"
 _REVIEW = (
     "INSERT INTO review (created_at, recipient, class, reason, ses_message_id, event_id) VALUES (?,?,?,?,?,?)"

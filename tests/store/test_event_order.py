@@ -26,7 +26,7 @@ from relay.suppression import Level
 from relay.timeutil import utcnow
 from tests.store.test_feedback_apply import T0, mail_of, seed
 from tests.support.event_mix import event_mix
-from tests.support.sns_sqs import bounce
+from tests.support.sns_sqs import bounce, iso, per_message
 from tests.support.stores import Place, apply, in_store
 
 CONFIG = Config()
@@ -113,5 +113,37 @@ def test_five_transient_bounces_newest_first_escalate_as_the_fifth_and_owe_its_n
         assert [(n.record.reason, n.record.submission_id) for n in notices] == [
             ("soft_bounce_escalated", docs[4][0])
         ]
+
+    in_store(place, scenario)
+
+
+def test_a_batch_decides_each_event_on_what_came_before_it_in_the_batch(place: Place) -> None:
+    """Its events are logged together, but an event later in the batch is no history of one
+    before it: five transient bounces and then an open, in one batch, end as the six do
+    one batch each (the open had not come when the fifth escalated)."""
+    times = [T0 + timedelta(hours=h) for h in (0, 2, 4, 6, 8)]
+
+    def events(addr: str) -> list[str]:
+        docs = [
+            bounce(mail_of(f"0100batch{i}-{addr}", [addr], sent_at=at), [addr], "Transient", "General", at=at)
+            for i, at in enumerate(times)
+        ]
+        opened = mail_of(f"0100batch-open-{addr}", [addr], sent_at=times[-1])
+        docs.append({**per_message("Open", opened, {"timestamp": iso(times[-1] + timedelta(hours=1))})})
+        return [json.dumps(d) for d in docs]
+
+    async def scenario(store: Store) -> None:
+        now = T0 + timedelta(days=1)
+        await apply_batch(store, [Incoming(d, "test") for d in events("together@example.org")], CONFIG, now)
+        for doc in events("alone@example.org"):
+            await apply_batch(store, [Incoming(doc, "test")], CONFIG, now)
+        together, alone = (
+            await store.suppressions_of("together@example.org"),
+            await store.suppressions_of("alone@example.org"),
+        )
+        assert [(e.level, e.created_at, e.expires_at, e.reason) for e in together] == [
+            (e.level, e.created_at, e.expires_at, e.reason) for e in alone
+        ]
+        assert [e.level for e in alone] == [Level.HARD]
 
     in_store(place, scenario)
