@@ -15,7 +15,8 @@ relays, where each statement is a round trip.
 
 Prints one JSON line:
   {"benchmark": "feedback_ingest", "state": "sqlite", "events": N, "seconds": ...,
-   "events_per_s": ..., "peak_rss_mb": ...}
+   "events_per_s": ..., "cpu_s": ..., "events_per_cpu_s": ..., "peak_rss_mb": ...}
+(`cpu_s`: this process's CPU time during the replay; with PostgreSQL the server's is not in it.)
 Only the replay is timed, not the generation. `--max-seconds` bounds the run: past it the
 replay is cancelled, the line says "timed_out": true and the figures cover what was applied.
 
@@ -179,18 +180,25 @@ def generate(path: Path, count: int, seed: int) -> None:
 
 async def ingest(
     path: Path, db_path: Path, max_seconds: float, state: StateConfig | None = None
-) -> tuple[float, bool, Any]:
+) -> tuple[float, float, bool, Any]:
     store = await Store.open(db_path, state=state)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         try:
             result = await asyncio.wait_for(replay(store, [path], Config()), timeout=max_seconds)
             timed_out = False
         except TimeoutError:
             result, timed_out = None, True
-        return time.perf_counter() - started, timed_out, result
+        return time.perf_counter() - started, cpu_seconds() - cpu, timed_out, result
     finally:
         await store.close()
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far (every thread): on a loaded machine, a figure the
+    other processes do not move as they move the wall clock's."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextlib.contextmanager
@@ -255,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         generate(events_file, args.events, args.seed)
         with state_database(args.state_url, args.postgres) as url:
             state = None if url is None else StateConfig(url=url)
-            seconds, timed_out, result = asyncio.run(ingest(events_file, db_path, args.max_seconds, state))
+            seconds, cpu, timed_out, result = asyncio.run(
+                ingest(events_file, db_path, args.max_seconds, state)
+            )
             applied, dead, suppressed = counts(db_path, url)
 
     processed = applied + dead if timed_out else args.events
@@ -265,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         "events": args.events,
         "seconds": round(seconds, 3),
         "events_per_s": round(processed / seconds, 1) if seconds else None,
+        "cpu_s": round(cpu, 3),
+        "events_per_cpu_s": round(processed / cpu, 1) if cpu else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "applied": applied,
         "dead_letters": dead,
