@@ -499,7 +499,9 @@ class FeedbackTx:
 
 
 PREFETCH_CHUNK = 500  # SES message ids a query of FeedbackTx.prefetch names
-MAX_PARAMETERS = 30_000  # of one statement (SQLite allows 32,766; PostgreSQL 65,535)
+# Of one statement: SQLite allows 32,766 since 3.32 (the store needs 3.35, for RETURNING);
+# PostgreSQL 65,535.
+MAX_PARAMETERS = 30_000
 _TRANSIENT = "INSERT INTO transient_bounces (address, at) VALUES (?, ?)"
 _REVIEW = (
     "INSERT INTO review (created_at, recipient, class, reason, ses_message_id, event_id) VALUES (?,?,?,?,?,?)"
