@@ -7,8 +7,8 @@ its error rather than stopping the replay.
 
 JSON Lines are read a line at a time, so a replay's memory does not grow with its
 files; a single document (a list, or an object over several lines) is read whole.
-Batches are applied one after the other, in file order; the next batch is read and
-parsed while the store applies the last one.
+Batches are applied one after the other, in file order; the next batch is parsed (in
+a thread) while the store applies the last one.
 """
 
 from __future__ import annotations
@@ -121,11 +121,12 @@ async def _applied(store: Store, paths: list[Path], config: Config) -> BatchResu
     try:
         for batch in batches(paths):
             now = utcnow()
-            parsed = parse_all(batch, now)  # while the store applies the batch before
+            # In a thread of its own, so that meanwhile the loop hands the batch before to
+            # the store (its commit thread, or PostgreSQL's) and the two overlap.
+            parsed = await asyncio.to_thread(parse_all, batch, now)
             if applying is not None:
                 total.add(await applying)
             applying = asyncio.ensure_future(apply_parsed_batch(store, parsed, config, now))
-            await asyncio.sleep(0)  # let it hand the batch to the store before the next is read
         if applying is not None:
             total.add(await applying)
             applying = None
