@@ -152,6 +152,7 @@ def test_a_first_copy_then_changes_clears_and_upgrades_reach_the_mirror(tmp_path
     with_hosts(tmp_path, pg_url, scenario)
 
 
+@pytest.mark.solo  # times a latency or a rate: runs alone (see Makefile)
 def test_a_running_mirror_is_woken_by_notifications_and_polls_when_they_stop(
     tmp_path: Path, pg_url: str
 ) -> None:

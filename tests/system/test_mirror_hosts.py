@@ -12,6 +12,8 @@ import smtplib
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Relay, free_port, wait_until
 from tests.support.postgres import PostgresServer
 from tests.support.smtp import message, smtp
@@ -49,6 +51,7 @@ def seconds_until(predicate, timeout: float = 10.0) -> float:  # type: ignore[no
     return time.monotonic() - started
 
 
+@pytest.mark.solo  # times a latency or a rate: runs alone (see Makefile)
 def test_what_host_a_writes_is_enforced_at_host_b_within_a_second(relay_factory, pg_url: str) -> None:
     a = relay_factory(state_config(pg_url), sandbox=True, name="host-a")
     b = relay_factory(state_config(pg_url), sandbox=True, name="host-b")
