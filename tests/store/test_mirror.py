@@ -348,10 +348,8 @@ def test_when_the_change_log_can_bring_a_copy_up_to_date(
 def test_without_postgresql_the_mirror_answers_logs_once_and_catches_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = PostgresServer()  # not under pytest's tmp dir: see tests/support/postgres.py
+    server = PostgresServer.started()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
-        server.start()
-        server.wait_ready()
         url = server.database()
 
         async def scenario(h: Hosts) -> None:

@@ -84,10 +84,8 @@ def test_what_host_a_writes_is_enforced_at_host_b_within_a_second(relay_factory,
 def test_with_postgresql_stopped_the_intake_answers_from_the_mirror_and_catches_up(
     relay_factory, tmp_path: Path
 ) -> None:
-    server = PostgresServer()  # not under pytest's tmp dir: see tests/support/postgres.py
+    server = PostgresServer.started()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
-        server.start()
-        server.wait_ready()
         url = server.database()
         port = free_port()
         config = state_config(url, 'mirror_max_age = "10s"\nconnect_timeout = "2s"\n')
