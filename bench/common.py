@@ -530,6 +530,16 @@ def bulk_suppress_shared(
     return int(row[0]) if row else 0
 
 
+def shared_count(state_url: str, table: str) -> int:
+    """Rows of `table` in the shared state (what the relays' shippers have brought there)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(state_url) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    return int(row[0]) if row else 0
+
+
 def state_toml(state_url: str | None) -> str:
     """The [state] section of a benchmark relay: a shared state in PostgreSQL, or none."""
     return "" if state_url is None else f'\n[state]\nurl = "{state_url}"\n'
