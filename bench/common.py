@@ -558,6 +558,16 @@ def start_postgres(scratch: Path) -> Any:
     return server
 
 
+def postgres_cpu_seconds(server: Any) -> float:
+    """CPU of a PostgresServer: its postmaster and every backend and helper under it (those
+    that exited included, as the postmaster waits for them)."""
+    try:
+        pid = int((server.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return tree_cpu_seconds(pid)
+
+
 def store_counts(data_dir: Path) -> dict[str, int]:
     """What the relay committed, read from its store (read-only; WAL lets us read while it runs).
 

@@ -149,14 +149,16 @@ def _wait_worker(relay: common.Relay, seconds: float = 10.0) -> int | None:
 def measure_relay(
     args: argparse.Namespace, generator: str, connections: int, plan: list[common.Planned], scratch: Path,
     budget: common.Budget, name: str, *, site: str | None = None, profile: Path | None = None,
-    state_url: str | None = None,
+    postgres: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The relay under the load, then (unless --no-drain or --send-rate) until SES has everything.
 
     With `profile`, py-spy samples serve and its worker from just before the load to the
     end of the drain (raw collapsed stacks, `<name>-serve.txt` and `<name>-worker.txt`).
-    With `state_url`, the state is in that (fresh) PostgreSQL database.
+    With `postgres` (a PostgresServer), the state is in a fresh database of that server, and
+    the server's CPU is measured over the same span as the relay's.
     """
+    state_url = postgres.database() if postgres is not None else None
     entries = common.preload_entries(generator, args.messages, args.smtp_source_rcpts, pool=10_000)
     run = common.start_relay_run(
         scratch, name, entries, connections=connections, send_rate=args.send_rate,
@@ -176,6 +178,7 @@ def measure_relay(
         serve_before = run.relay.cpu_seconds()
         worker_before = common.cpu_seconds(worker) if worker else 0.0
         cpu_before = run.relay.tree_cpu_seconds()
+        server_before = common.postgres_cpu_seconds(postgres) if postgres is not None else 0.0
         started = time.monotonic()
         result = asyncio.run(
             common.run_generator(
@@ -212,6 +215,12 @@ def measure_relay(
             # What the shipper had brought to PostgreSQL by then: it keeps pace, or not.
             figures["shared_submissions"] = common.shared_count(state_url, "submissions")
         cpu = run.relay.tree_cpu_seconds() - cpu_before
+        if postgres is not None:
+            server = common.postgres_cpu_seconds(postgres) - server_before
+            figures["postgres_server_cpu_s"] = round(server, 2)
+            figures["cpu_ms_per_msg_with_server"] = (
+                round((cpu + server) * 1000.0 / submissions, 3) if submissions else None
+            )
         for spy in spies:
             spy.stop()
         if spies:
@@ -345,9 +354,7 @@ def measure_one(
     load, once. `postgres`: the relay with its state in a fresh database of that server."""
     if name == "postgres":
         data_dir = f"relay-postgres-c{connections}-r{round_no}"
-        return measure_relay(
-            args, generator, connections, plan, scratch, budget, data_dir, state_url=postgres.database()
-        )
+        return measure_relay(args, generator, connections, plan, scratch, budget, data_dir, postgres=postgres)
     if name.startswith("relay"):
         site = None
         if name == "relay_uvloop":
@@ -418,7 +425,14 @@ def measure_connections(
         # The same relay with its state in PostgreSQL: the spool is local in both, so the
         # intake should barely notice (the shipper and the mirror are what is added).
         shared = median_of(series["postgres"])
-        out["postgres"].update({k: shared.get(k) for k in ("store", "shared_submissions", "ses_duplicates")})
+        kept = (
+            "store",
+            "shared_submissions",
+            "ses_duplicates",
+            "postgres_server_cpu_s",
+            "cpu_ms_per_msg_with_server",
+        )
+        out["postgres"].update({k: shared.get(k) for k in kept})
         out["ratio_postgres_to_sqlite"] = _ratio(out["postgres"]["msgs_per_s"], rate)
         out["e2e_ratio_postgres_to_sqlite"] = _ratio(
             out["postgres"].get("e2e_msgs_per_s"), out.get("e2e_msgs_per_s")
