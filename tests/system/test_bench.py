@@ -112,11 +112,30 @@ def test_intake_line_has_end_to_end_cpu_memory_and_the_comparisons(tmp_path: Pat
     assert set(line["targets"]) == set()  # judged at 10 and 50 connections only
 
 
+def test_intake_state_postgres_runs_the_same_load_on_a_shared_state_beside_sqlite() -> None:
+    args = ["--messages", "60", "--connections", "2", "--state", "postgres", "--repeat", "2"]
+    code, line, err = run_bench("intake.py", *args, "--max-seconds", "100", timeout=150)
+    assert code == 0, err[-2000:]
+    assert line["state"] == "postgres"
+    run = line["runs"][0]
+    shared = run["postgres"]
+    assert shared["e2e_complete"] is True and shared["ses_duplicates"] == 0 and shared["errors"] == 0
+    # Its state really was in PostgreSQL: the shipper had brought the submissions there
+    # (refusals are counted there too, not in the local file).
+    assert 0 < shared["shared_submissions"] <= shared["store"]["submissions"]
+    assert shared["store"]["refusals"] == 0 < run["store"]["refusals"]
+    assert shared["postgres_server_cpu_s"] > 0 and shared["cpu_ms_per_msg_with_server"] > 0
+    assert "shared_submissions" not in run  # and the SQLite run's was not
+    assert run["ratio_postgres_to_sqlite"] == round(shared["msgs_per_s"] / run["msgs_per_s"], 3)
+    assert len(run["ratios_by_round"]["postgres_to_sqlite"]) == 2
+
+
 BAD_OPTIONS = [
     ["--repeat", "0"],
     ["--relay-site", "/nonexistent/site.py"],
     ["--connections", "0"],
     ["--messages", "0"],
+    ["--state", "mysql"],
 ]
 
 
