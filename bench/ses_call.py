@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(common.FAKE_AWS_ENV)
     from relay.sending.ses_api import SendRequest
     from relay.sending.ses_client import BotoSes
+    from relay.sending.ses_lean import LeanSes as RelayLeanSes
 
     request = SendRequest(
         raw=common.message_bytes(0, ["a@example.net", "b@example.net"]),
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         boto = BotoSes(region="us-east-1", endpoint_url=ses.url, api="v1", concurrency=args.threads)
-        clients = {"boto3": boto, "lean": LeanSes(ses.url)}
+        relay_lean = RelayLeanSes(region="us-east-1", endpoint_url=ses.url, concurrency=args.threads)
+        clients = {"boto3": boto, "relay_lean": relay_lean, "lean": LeanSes(ses.url)}
         for name, client in clients.items():
             client.send_raw(request)  # warm: connection, botocore's loaders
             results[name] = [

@@ -451,9 +451,14 @@ def _ses(ctx: Context, sandbox: bool) -> tuple[SesApi, Feed | None]:
 
         feed = Feed(ctx.data_dir / "sandbox" / "feed")
         return SandboxSes(ctx.data_dir / "sandbox", feed), feed
+    ses = ctx.config.ses
+    if ses.api == "v1":  # SendRawEmail signed and posted by hand; GetSendQuota through boto3
+        from relay.sending.ses_lean import LeanSes
+
+        lean = LeanSes(region=ses.region, endpoint_url=ses.endpoint_url or None, concurrency=ses.concurrency)
+        return lean, None
     from relay.sending.ses_client import BotoSes
 
-    ses = ctx.config.ses
     client = BotoSes(
         region=ses.region, endpoint_url=ses.endpoint_url or None, api=ses.api, concurrency=ses.concurrency
     )
