@@ -258,6 +258,11 @@ class DkimKeys:
         return found
 
     @property
+    def has_keys(self) -> bool:
+        """Whether any domain has a key: without one, the sender need not look at From."""
+        return bool(self._paths)
+
+    @property
     def domains(self) -> list[str]:
         return sorted(self._paths)
 
