@@ -28,7 +28,8 @@ from relay.config import Config
 from relay.loop import Loop
 from relay.ops import metrics, services
 from relay.sending.backoff import RateLimiter, backoff_delay
-from relay.sending.dkim import DkimError, DkimKeys, sign
+from relay.sending.dkim import DkimError, DkimKeys
+from relay.sending.dkim_sign import sign
 from relay.sending.ses_api import MAX_DESTINATIONS, Disposition, SendRequest, SesApi, SesError
 from relay.store import NoticeRecord, SpoolItem, Store, StoreError
 from relay.timeutil import utcnow

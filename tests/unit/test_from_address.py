@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from relay.sending import sender
-from relay.sending.dkim import DkimKeys
 from relay.sending.sender import from_address, parsed_from_address
 
 COMMON = [
@@ -59,10 +58,3 @@ def test_non_ascii_as_normalise_takes_it() -> None:
 
 def test_no_header_no_address() -> None:
     assert from_address(None) is None and from_address("") is None
-
-
-def test_keys_or_none(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert not DkimKeys({}, tmp_path).has_keys
-    (tmp_path / "dkim").mkdir()
-    (tmp_path / "dkim" / "example.com.s1.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
-    assert DkimKeys({}, tmp_path).has_keys
