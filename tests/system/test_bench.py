@@ -149,11 +149,12 @@ def test_intake_refuses_bad_options(args: list[str]) -> None:
 def test_ses_call_prototype_makes_requests_the_stand_in_accepts() -> None:
     code, line, err = run_bench("ses_call.py", "--calls", "40", "--threads", "2", "--max-seconds", "60")
     assert code == 0, err[-2000:]
-    for client in ("boto3", "lean"):
+    for client in ("boto3", "relay_lean", "lean"):
         assert [r["calls"] for r in line["results"][client]] == [40, 40]
         assert all(r["cpu_ms_per_call"] > 0 for r in line["results"][client])
     # one warm-up call and two rounds of 40 for each client, all counted as SendRawEmail
-    assert line["standin_calls"] == 2 * (1 + 40 + 40)
+    assert line["standin_calls"] == 3 * (1 + 40 + 40)
+    assert set(line["boto3_cpu_over_relay_lean"]) == {"threads_1", "threads_2"}
 
 
 def test_profile_summary_attributes_samples_to_the_innermost_component(
