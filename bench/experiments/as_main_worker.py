@@ -12,13 +12,17 @@ if "worker" in sys.argv:
     from relay.sending import dkim, sender, ses_lean
     from relay.sending.ses_client import BotoSes
 
-    def send_raw(self, request):  # type: ignore[no-untyped-def]
-        boto = self.__dict__.get("_as_main")
-        if boto is None:
-            made = BotoSes(region=self._region, endpoint_url=self.endpoint_url, api="v1", concurrency=8)
-            boto = self.__dict__.setdefault("_as_main", made)
-        return boto.send_raw(request)
+    _init = ses_lean.LeanSes.__init__
 
+    def __init__(self, **kwargs):  # type: ignore[no-untyped-def]
+        _init(self, **kwargs)
+        url, concurrency = self.endpoint_url, kwargs["concurrency"]
+        self._as_main = BotoSes(region=kwargs["region"], endpoint_url=url, api="v1", concurrency=concurrency)
+
+    def send_raw(self, request):  # type: ignore[no-untyped-def]
+        return self._as_main.send_raw(request)
+
+    ses_lean.LeanSes.__init__ = __init__
     ses_lean.LeanSes.send_raw = send_raw
     sender.from_address = sender.parsed_from_address
     dkim.DkimKeys.has_keys = property(lambda self: True)
