@@ -193,10 +193,14 @@ class Sender(Loop):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _claim(self) -> int:
-        free = self.config.ses.concurrency - len(self._tasks)
-        if free <= 0:
+        # Up to twice `concurrency` messages are claimed, and only `concurrency` of them
+        # call SES at a time (self._slots): claiming again once half of that is free
+        # keeps every slot busy with one spool read for many messages, not one each.
+        concurrency = self.config.ses.concurrency
+        if len(self._tasks) > concurrency:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
             return 1
+        free = 2 * concurrency - len(self._tasks)
         # Claiming is a read: this worker is the only sender of the spool (serve's
         # supervisor and the worker.lock flock see to it), so what is in flight is
         # simply what this process holds in memory, and a crash frees it all at once.
@@ -240,7 +244,6 @@ class Sender(Loop):
             await self._fail(item, item.pending, str(exc))
             return
         for chunk in chunks(item.pending):
-            await self.limiter.acquire(len(chunk))
             request = SendRequest(
                 raw=prepared.raw,
                 source=prepared.source,
@@ -251,9 +254,11 @@ class Sender(Loop):
                 from_arn=prepared.arns.get("from_arn") or None,
                 return_path_arn=prepared.arns.get("return_path_arn") or None,
             )
-            started = time.monotonic()
             try:
-                message_id = await asyncio.to_thread(self.ses.send_raw, request)
+                async with self._slots:
+                    await self.limiter.acquire(len(chunk))
+                    started = time.monotonic()
+                    message_id = await asyncio.to_thread(self.ses.send_raw, request)
             except SesError as exc:
                 outcome = "failed" if exc.disposition is Disposition.PERMANENT else "retry"
                 metrics.ses_call(outcome, time.monotonic() - started)
