@@ -3,12 +3,14 @@
 Run beside the relay as it is, in the same run, to measure what these changes give:
 - SendRawEmail through boto3 (BotoSes) instead of LeanSes;
 - the From header parsed with the email package for every message, DKIM keys or not;
-- serve loading dkimpy and cryptography for its start-time DKIM key check.
+- serve loading dkimpy and cryptography for its start-time DKIM key check;
+- the sender claiming only as many messages as it has free SES slots (claim_per_slot.py).
 """
 
 import sys
 
 if "worker" in sys.argv:
+    import bench.experiments.claim_per_slot  # noqa: F401
     from relay.sending import dkim, sender, ses_lean
     from relay.sending.ses_client import BotoSes
 
