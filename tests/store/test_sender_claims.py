@@ -19,7 +19,7 @@ MESSAGES = 40
 
 
 class SlowSes:
-    """A SesApi that takes 20 ms a call and notes how many calls overlap."""
+    """A SesApi that takes 50 ms a call and notes how many calls overlap."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -29,7 +29,7 @@ class SlowSes:
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
-        time.sleep(0.02)
+        time.sleep(0.05)
         with self.lock:
             self.now -= 1
             self.calls += 1
