@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from relay.sending.ses_api import Disposition, SesError
 from relay.sending.ses_client import BotoSes
 from relay.sending.ses_lean import LeanSes
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.support.fake_ses import FakeSes
 from tests.support.moto_ses import recorded_sends, recording, sent_messages
 from tests.support.samples import RAW, request
@@ -475,3 +475,22 @@ def test_a_proxy_in_the_environment_is_used(fake: FakeSes, monkeypatch: pytest.M
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     with lean(dead_url()) as ses:
         assert failure(ses).code == "EndpointConnectionError"
+
+
+# --- in the worker ----------------------------------------------------------------------
+
+
+def test_the_worker_sends_with_it_and_logs_no_credential_even_at_debug(relay_factory, fake: FakeSes) -> None:
+    from tests.support.smtp import message, send, submission_id
+
+    secret, token = "s3cr3t-Zq9-worker-never-logs", "t0ken-Zq9-worker-never-logs"
+    env = {"AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token, "SES_RELAY_LOG_LEVEL": "debug"}
+    relay = relay_factory(f'[ses]\nendpoint_url = "{fake.url}"\nmax_send_rate = 100.0\n', env=env)
+    code, reply = send(relay, ["someone@example.org"], message("lean"))
+    assert code == 250
+    [call] = fake.wait_for_calls(1, timeout=20)
+    sid = submission_id(reply)
+    wait_until(lambda: f"{sid}: sent to 1 recipient(s) as {call.message_id}" in relay.log(), what="the send")
+    log = relay.log()
+    assert "CanonicalRequest" in log  # botocore's signer did log, at debug
+    assert secret not in log and token not in log
