@@ -8,6 +8,7 @@ disposition, kind, message) as the boto3 path it replaces.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from tests.conftest import free_port, wait_until
 from tests.support.fake_ses import FakeSes
 from tests.support.moto_ses import recorded_sends, recording, sent_messages
 from tests.support.samples import RAW, request
+from tests.support.security import Cert, make_cert
 
 REGION = "eu-west-2"
 CREDS = {
@@ -243,8 +245,9 @@ def test_error_answers_are_classified_as_boto3_classifies_them(
 
 
 @contextmanager
-def answering(status: int, body: bytes) -> Iterator[str]:
-    """A server that answers every POST with `status` and `body` (a proxy's or balancer's page)."""
+def answering(status: int, body: bytes, tls: Cert | None = None) -> Iterator[str]:
+    """A server that answers every POST with `status` and `body` (a proxy's or balancer's
+    page, or an answer of our own), over TLS with `tls`'s certificate."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -261,10 +264,14 @@ def answering(status: int, body: bytes) -> Iterator[str]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert, tls.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -301,6 +308,22 @@ def test_an_answer_that_cannot_be_read_is_retried(aws_env: None) -> None:
     assert (err.code, err.http_status, err.disposition) == ("ResponseParserError", 403, Disposition.RETRY)
     with answering(200, b"<SendRawEmailResponse/>") as url, lean(url) as ses:
         assert failure(ses).code == "ResponseParserError"
+
+
+def test_https_with_the_ca_bundle_botocore_would_use(
+    aws_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert = make_cert(tmp_path / "tls")
+    ok = b"<SendRawEmailResponse><SendRawEmailResult><MessageId>m-tls</MessageId></SendRawEmailResult>"
+    with answering(200, ok, tls=cert) as url:
+        with lean(url) as ses, boto(url) as reference:  # not trusted yet: the same refusal
+            err, expected = failure(ses), failure(reference)
+        assert (err.code, err.disposition, err.extra["kind"]) == ("SSLError", Disposition.RETRY, "network")
+        assert seen(err)[:4] == seen(expected)[:4]
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert.cert))
+        with lean(url) as ses:
+            assert [ses.send_raw(request()) for _ in range(3)] == ["m-tls"] * 3
+            assert len(ses._http._idle) == 1  # type: ignore[union-attr]  # one connection, kept alive
 
 
 def test_throttling_then_the_next_call_goes_through(fake: FakeSes) -> None:
