@@ -351,6 +351,9 @@ class Sender(Loop):
 def spooled_arns(data: bytes) -> dict[str, str]:
     """X-SES-*-ARN headers left in a spooled message: the intake strips them unless the
     authenticated user may set them, so any still here are the user's to use."""
+    block, _ = hdr.split(data)
+    if b"x-ses-" not in block.lower():  # nearly every message: no header parse at all
+        return {}
     msg = hdr.parse_raw(data)
     found = {}
     for header, key in (("X-SES-SOURCE-ARN", "source_arn"), ("X-SES-FROM-ARN", "from_arn"),
