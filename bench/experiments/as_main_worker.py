@@ -3,6 +3,7 @@
 Run beside the relay as it is, in the same run, to measure what these changes give:
 - SendRawEmail through boto3 (BotoSes) instead of LeanSes;
 - the From header parsed with the email package for every message, DKIM keys or not;
+- the header block parsed for X-SES-*-ARN headers in every message;
 - serve loading dkimpy and cryptography for its start-time DKIM key check;
 - the sender claiming only as many messages as it has free SES slots (claim_per_slot.py).
 """
@@ -27,6 +28,17 @@ if "worker" in sys.argv:
     ses_lean.LeanSes.__init__ = __init__
     ses_lean.LeanSes.send_raw = send_raw
     sender.from_address = sender.parsed_from_address
+
+    def spooled_arns(data):  # type: ignore[no-untyped-def]
+        msg, found = sender.hdr.parse_raw(data), {}
+        for header, key in (("X-SES-SOURCE-ARN", "source_arn"), ("X-SES-FROM-ARN", "from_arn"),
+                            ("X-SES-RETURN-PATH-ARN", "return_path_arn")):  # fmt: skip
+            value = sender.hdr.first(msg, header)
+            if value:
+                found[key] = value
+        return found
+
+    sender.spooled_arns = spooled_arns
     dkim.DkimKeys.has_keys = property(lambda self: True)
 
 if "serve" in sys.argv:
