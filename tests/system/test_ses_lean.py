@@ -2,80 +2,38 @@
 
 Every failure is compared with what BotoSes makes of the same answer from the same
 server: the lean client must speak the same vocabulary (code, HTTP status,
-disposition, kind, message) as the boto3 path it replaces.
+disposition, kind, message) as the boto3 path it replaces. Its transport (TLS, the
+pool, endpoints, proxies) and the worker using it: test_ses_lean_transport.py.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from relay.sending.ses_api import Disposition, SesError
-from relay.sending.ses_client import BotoSes
-from relay.sending.ses_lean import LeanSes
-from tests.conftest import free_port, wait_until
+from relay.sending.ses_api import Disposition
+from tests.conftest import free_port
 from tests.support.fake_ses import FakeSes
 from tests.support.moto_ses import recorded_sends, recording, sent_messages
 from tests.support.samples import RAW, request
-from tests.support.security import Cert, make_cert
-
-REGION = "eu-west-2"
-CREDS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-Client = BotoSes | LeanSes
+from tests.support.ses_pair import REGION, answering, boto, clean_aws_env, dead_url, failure, lean, seen
 
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in CREDS.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    clean_aws_env(monkeypatch)
 
 
 @pytest.fixture
 def fake(aws_env: None) -> Iterator[FakeSes]:
     with FakeSes() as server:
         yield server
-
-
-def lean(url: str | None, **kw: object) -> LeanSes:
-    return LeanSes(region=REGION, endpoint_url=url, concurrency=4, **kw)  # type: ignore[arg-type]
-
-
-def boto(url: str | None, **kw: object) -> BotoSes:
-    return BotoSes(region=REGION, endpoint_url=url, api="v1", concurrency=4, **kw)  # type: ignore[arg-type]
-
-
-def failure(client: Client, **overrides: object) -> SesError:
-    with pytest.raises(SesError) as info:
-        client.send_raw(request(**overrides))
-    return info.value
-
-
-def seen(err: SesError) -> tuple[object, ...]:
-    """What the worker and the sender's notice get from an error, request id aside."""
-    return (err.code, err.http_status, err.disposition, err.extra["kind"], err.message)
-
-
-def dead_url() -> str:
-    return f"http://127.0.0.1:{free_port()}"
 
 
 # --- against moto ----------------------------------------------------------------------
@@ -244,39 +202,6 @@ def test_error_answers_are_classified_as_boto3_classifies_them(
     assert fake.attempts == 2  # one each: no retries behind the worker's back
 
 
-@contextmanager
-def answering(status: int, body: bytes, tls: Cert | None = None) -> Iterator[str]:
-    """A server that answers every POST with `status` and `body` (a proxy's or balancer's
-    page, or an answer of our own), over TLS with `tls`'s certificate."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(status)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    if tls is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(tls.cert, tls.key)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.mark.parametrize("body", [b"", b"<html><body>502 Bad Gateway</body></html>"])
 def test_a_5xx_that_is_not_ses_xml_is_named_as_botocore_names_it(aws_env: None, body: bytes) -> None:
     with answering(502, body) as url, lean(url) as ses, boto(url) as reference:
@@ -308,22 +233,6 @@ def test_an_answer_that_cannot_be_read_is_retried(aws_env: None) -> None:
     assert (err.code, err.http_status, err.disposition) == ("ResponseParserError", 403, Disposition.RETRY)
     with answering(200, b"<SendRawEmailResponse/>") as url, lean(url) as ses:
         assert failure(ses).code == "ResponseParserError"
-
-
-def test_https_with_the_ca_bundle_botocore_would_use(
-    aws_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cert = make_cert(tmp_path / "tls")
-    ok = b"<SendRawEmailResponse><SendRawEmailResult><MessageId>m-tls</MessageId></SendRawEmailResult>"
-    with answering(200, ok, tls=cert) as url:
-        with lean(url) as ses, boto(url) as reference:  # not trusted yet: the same refusal
-            err, expected = failure(ses), failure(reference)
-        assert (err.code, err.disposition, err.extra["kind"]) == ("SSLError", Disposition.RETRY, "network")
-        assert seen(err)[:4] == seen(expected)[:4]
-        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert.cert))
-        with lean(url) as ses:
-            assert [ses.send_raw(request()) for _ in range(3)] == ["m-tls"] * 3
-            assert len(ses._http._idle) == 1  # type: ignore[union-attr]  # one connection, kept alive
 
 
 def test_throttling_then_the_next_call_goes_through(fake: FakeSes) -> None:
@@ -423,97 +332,3 @@ def test_credentials_never_reach_the_logs(
     assert caplog.records  # botocore's signer does log at debug: the canonical request, not the key
     assert all(secret not in r.getMessage() for r in caplog.records)
     assert secret not in str(err) and secret not in repr(err)
-
-
-# --- the pool, the endpoint, the proxy -------------------------------------------------
-
-
-def test_one_client_serves_concurrent_threads(fake: FakeSes) -> None:
-    """`concurrency` connections: 16 calls of 0.2 s on 8 threads take ~0.4 s, not 3.2 s."""
-    fake.latency = 0.2
-    errors: list[BaseException] = []
-    with LeanSes(region=REGION, endpoint_url=fake.url, concurrency=8) as ses:
-
-        def work() -> None:
-            try:
-                for _ in range(2):
-                    ses.send_raw(request())
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work) for _ in range(8)]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=10)
-        elapsed = time.monotonic() - started
-        assert len(ses._http._idle) <= 8  # type: ignore[union-attr]
-    assert not errors
-    assert len(fake.calls) == 16
-    assert elapsed < 1.5, f"16 calls took {elapsed:.2f}s"
-
-
-@pytest.mark.parametrize(
-    ("setting", "env", "expected"),
-    [
-        ("fake", {"AWS_ENDPOINT_URL": "dead", "AWS_ENDPOINT_URL_SES": "dead"}, "fake"),
-        (
-            "",
-            {"AWS_ENDPOINT_URL": "dead", "AWS_ENDPOINT_URL_SES": "fake", "AWS_ENDPOINT_URL_SESV2": "dead"},
-            "fake",
-        ),
-        ("", {"AWS_ENDPOINT_URL": "fake", "AWS_ENDPOINT_URL_SESV2": "dead"}, "fake"),
-    ],
-    ids=["setting-beats-environment", "service-variable-beats-global", "global-variable"],
-)
-def test_endpoint_precedence_is_botocores(
-    fake: FakeSes, monkeypatch: pytest.MonkeyPatch, setting: str, env: dict[str, str], expected: str
-) -> None:
-    urls = {"fake": fake.url, "dead": dead_url(), "": ""}
-    for name, value in env.items():
-        monkeypatch.setenv(name, urls[value])
-    with lean(urls[setting]) as ses, boto(urls[setting]) as reference:
-        assert ses.endpoint_url == reference.endpoint_url == urls[expected]
-        ses.send_raw(request())
-        assert ses._boto is None  # a configured endpoint needs no boto3 client
-    assert len(fake.calls) == 1
-
-
-def test_no_configured_endpoint_means_aws_as_boto3_resolves_it(
-    aws_env: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "")
-    monkeypatch.setenv("AWS_USE_FIPS_ENDPOINT", "true")
-    with lean("") as ses:
-        assert ses.endpoint_url == "https://email-fips.eu-west-2.amazonaws.com"
-
-
-def test_a_proxy_in_the_environment_is_used(fake: FakeSes, monkeypatch: pytest.MonkeyPatch) -> None:
-    """HTTP_PROXY as botocore honours it: the fake plays the proxy, the endpoint itself is dead."""
-    monkeypatch.setenv("HTTP_PROXY", fake.url)
-    with lean(dead_url()) as ses:
-        ses.send_raw(request())
-    assert len(fake.calls) == 1
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    with lean(dead_url()) as ses:
-        assert failure(ses).code == "EndpointConnectionError"
-
-
-# --- in the worker ----------------------------------------------------------------------
-
-
-def test_the_worker_sends_with_it_and_logs_no_credential_even_at_debug(relay_factory, fake: FakeSes) -> None:
-    from tests.support.smtp import message, send, submission_id
-
-    secret, token = "s3cr3t-Zq9-worker-never-logs", "t0ken-Zq9-worker-never-logs"
-    env = {"AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token, "SES_RELAY_LOG_LEVEL": "debug"}
-    relay = relay_factory(f'[ses]\nendpoint_url = "{fake.url}"\nmax_send_rate = 100.0\n', env=env)
-    code, reply = send(relay, ["someone@example.org"], message("lean"))
-    assert code == 250
-    [call] = fake.wait_for_calls(1, timeout=20)
-    sid = submission_id(reply)
-    wait_until(lambda: f"{sid}: sent to 1 recipient(s) as {call.message_id}" in relay.log(), what="the send")
-    log = relay.log()
-    assert "CanonicalRequest" in log  # botocore's signer did log, at debug
-    assert secret not in log and token not in log
