@@ -530,6 +530,16 @@ def bulk_suppress_shared(
     return int(row[0]) if row else 0
 
 
+def shared_count(state_url: str, table: str) -> int:
+    """Rows of `table` in the shared state (what the relays' shippers have brought there)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(state_url) as conn:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    return int(row[0]) if row else 0
+
+
 def state_toml(state_url: str | None) -> str:
     """The [state] section of a benchmark relay: a shared state in PostgreSQL, or none."""
     return "" if state_url is None else f'\n[state]\nurl = "{state_url}"\n'
@@ -546,6 +556,16 @@ def start_postgres(scratch: Path) -> Any:
     server.start()
     server.wait_ready()
     return server
+
+
+def postgres_cpu_seconds(server: Any) -> float:
+    """CPU of a PostgresServer: its postmaster and every backend and helper under it (those
+    that exited included, as the postmaster waits for them)."""
+    try:
+        pid = int((server.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return tree_cpu_seconds(pid)
 
 
 def store_counts(data_dir: Path) -> dict[str, int]:

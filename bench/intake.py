@@ -22,22 +22,28 @@ sitecustomize sets the event loop policy; the relay itself does not choose uvloo
 --relay-site FILE (repeatable) adds the relay run with FILE as the sitecustomize
 of serve and its worker, "relay+<file stem>": a patch to try before making it
 (bench/experiments/ has some).
+--state postgres runs each load a second time with the state in PostgreSQL (`[state]
+url`: a private server for the run, tests/support/postgres.py, a fresh database each
+time; the spool local as always): `postgres`, `ratio_postgres_to_sqlite`.
 --repeat K runs every server K times, interleaved, and reports medians.
 
 Prints one JSON line on stdout (logs on stderr):
   {"benchmark": "intake", "generator": "smtp-source"|"asyncio", "runs": [{...}, ...], ...}
 
     .venv/bin/python bench/intake.py --messages 5000 --connections 10,50 --baseline --postfix --repeat 5
+    .venv/bin/python bench/intake.py --messages 3000 --connections 50 --state postgres --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,7 @@ TARGET_RATIO_POSTFIX = 1.5  # intake / Postfix
 TARGET_E2E_RATIO = 0.60  # end to end / bare aiosmtpd
 TARGET_CPU_MS = 1.5  # serve + worker, per message, end to end
 TARGET_RSS_MB = 100.0  # serve + worker, peak
+TARGET_POSTGRES_RATIO = 0.90  # intake with the state in PostgreSQL / SQLite alone, c=50
 # The figures that are medians over --repeat rounds (the rest come from the median round).
 MEDIAN_KEYS = (
     "msgs_per_s", "data_p50_ms", "data_p99_ms", "e2e_msgs_per_s", "cpu_ms_per_msg", "peak_rss_mb",
@@ -82,6 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--relay-site", type=Path, action="append", default=[], metavar="FILE",
         help="also measure the relay with FILE as its sitecustomize (an experiment; repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--state", choices=["sqlite", "postgres"], default="sqlite",
+        help="postgres: also run the relay with the state in PostgreSQL (a private server)",
     )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="rounds per connection count; medians (1)")
     parser.add_argument("--no-drain", action="store_true", help="skip waiting for SES (no end-to-end figure)")
@@ -138,17 +149,22 @@ def _wait_worker(relay: common.Relay, seconds: float = 10.0) -> int | None:
 def measure_relay(
     args: argparse.Namespace, generator: str, connections: int, plan: list[common.Planned], scratch: Path,
     budget: common.Budget, name: str, *, site: str | None = None, profile: Path | None = None,
+    postgres: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The relay under the load, then (unless --no-drain or --send-rate) until SES has everything.
 
     With `profile`, py-spy samples serve and its worker from just before the load to the
     end of the drain (raw collapsed stacks, `<name>-serve.txt` and `<name>-worker.txt`).
+    With `postgres` (a PostgresServer), the state is in a fresh database of that server, and
+    the server's CPU is measured over the same span as the relay's.
     """
+    state_url = postgres.database() if postgres is not None else None
     entries = common.preload_entries(generator, args.messages, args.smtp_source_rcpts, pool=10_000)
     run = common.start_relay_run(
         scratch, name, entries, connections=connections, send_rate=args.send_rate,
         ses_latency=args.ses_latency, log_level=args.log_level, max_seconds=budget.left(),
         env=common.site_env(scratch / f"{name}-site", site) if site is not None else None,
+        state_url=state_url,
     )  # fmt: skip
     spies: list[common.Spy] = []
     try:
@@ -162,6 +178,7 @@ def measure_relay(
         serve_before = run.relay.cpu_seconds()
         worker_before = common.cpu_seconds(worker) if worker else 0.0
         cpu_before = run.relay.tree_cpu_seconds()
+        server_before = common.postgres_cpu_seconds(postgres) if postgres is not None else 0.0
         started = time.monotonic()
         result = asyncio.run(
             common.run_generator(
@@ -194,7 +211,16 @@ def measure_relay(
                     "ses_duplicates": full["duplicates"],
                 }
             )
+        if state_url is not None:
+            # What the shipper had brought to PostgreSQL by then: it keeps pace, or not.
+            figures["shared_submissions"] = common.shared_count(state_url, "submissions")
         cpu = run.relay.tree_cpu_seconds() - cpu_before
+        if postgres is not None:
+            server = common.postgres_cpu_seconds(postgres) - server_before
+            figures["postgres_server_cpu_s"] = round(server, 2)
+            figures["cpu_ms_per_msg_with_server"] = (
+                round((cpu + server) * 1000.0 / submissions, 3) if submissions else None
+            )
         for spy in spies:
             spy.stop()
         if spies:
@@ -322,9 +348,13 @@ COMPARED = (
 
 def measure_one(
     name: str, args: argparse.Namespace, generator: str, connections: int, plan: list[common.Planned],
-    scratch: Path, budget: common.Budget, round_no: int,
+    scratch: Path, budget: common.Budget, round_no: int, postgres: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """One server (relay, relay_uvloop, relay+<site>, bare, bare_uvloop, postfix) under the load, once."""
+    """One server (relay, postgres, relay_uvloop, relay+<site>, bare, bare_uvloop, postfix) under the
+    load, once. `postgres`: the relay with its state in a fresh database of that server."""
+    if name == "postgres":
+        data_dir = f"relay-postgres-c{connections}-r{round_no}"
+        return measure_relay(args, generator, connections, plan, scratch, budget, data_dir, postgres=postgres)
     if name.startswith("relay"):
         site = None
         if name == "relay_uvloop":
@@ -345,7 +375,7 @@ def measure_one(
 
 def measure_connections(
     args: argparse.Namespace, generator: str, connections: int, plan: list[common.Planned], scratch: Path,
-    budget: common.Budget,
+    budget: common.Budget, postgres: Any = None,
 ) -> tuple[dict[str, Any], bool]:  # fmt: skip
     """Every server under the same load, --repeat times interleaved; (figures, failed)."""
     series: dict[str, list[dict[str, Any]]] = {}
@@ -353,8 +383,8 @@ def measure_connections(
     names = ["relay"] + [
         name
         for name, wanted in (
-            ("bare", args.baseline), ("bare_uvloop", args.uvloop), ("relay_uvloop", args.relay_uvloop),
-            ("postfix", args.postfix),
+            ("postgres", postgres is not None), ("bare", args.baseline), ("bare_uvloop", args.uvloop),
+            ("relay_uvloop", args.relay_uvloop), ("postfix", args.postfix),
         )
         if wanted
     ]  # fmt: skip
@@ -365,7 +395,7 @@ def measure_connections(
                 failed = True
                 continue
             started = time.monotonic()
-            figures = measure_one(name, args, generator, connections, plan, scratch, budget, k)
+            figures = measure_one(name, args, generator, connections, plan, scratch, budget, k, postgres)
             series.setdefault(name, []).append(figures)
             failed |= bool(figures["errors"] or figures.get("timed_out") or "relay_exited" in figures)
             failed |= figures.get("e2e_complete") is False or bool(figures.get("ses_duplicates"))
@@ -391,6 +421,22 @@ def measure_connections(
     if "bare" in out:
         out["ratio_to_bare"] = _ratio(rate, out["bare"]["msgs_per_s"])
         out["e2e_ratio_to_bare"] = _ratio(out.get("e2e_msgs_per_s"), out["bare"]["msgs_per_s"])
+    if "postgres" in out:
+        # The same relay with its state in PostgreSQL: the spool is local in both, so the
+        # intake should barely notice (the shipper and the mirror are what is added).
+        shared = median_of(series["postgres"])
+        kept = (
+            "store",
+            "shared_submissions",
+            "ses_duplicates",
+            "postgres_server_cpu_s",
+            "cpu_ms_per_msg_with_server",
+        )
+        out["postgres"].update({k: shared.get(k) for k in kept})
+        out["ratio_postgres_to_sqlite"] = _ratio(out["postgres"]["msgs_per_s"], rate)
+        out["e2e_ratio_postgres_to_sqlite"] = _ratio(
+            out["postgres"].get("e2e_msgs_per_s"), out.get("e2e_msgs_per_s")
+        )
     if "postfix" in out:
         out["ratio_to_postfix"] = _ratio(rate, out["postfix"]["msgs_per_s"])
         out["e2e_ratio_to_postfix"] = _ratio(out.get("e2e_msgs_per_s"), out["postfix"]["e2e_msgs_per_s"])
@@ -412,9 +458,16 @@ def measure_connections(
 
 def ratios_by_round(series: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """The relay against bare aiosmtpd and Postfix within each round (minutes apart, not the
-    whole run): steadier than the ratio of medians when other work comes and goes."""
+    whole run): steadier than the ratio of medians when other work comes and goes. And the
+    relay on PostgreSQL against the relay alone, the same way."""
     relay = series.get("relay", [])
     out: dict[str, Any] = {}
+    pairs = zip(series.get("postgres", []), relay, strict=False)
+    shared = [_ratio(a.get("msgs_per_s"), b.get("msgs_per_s")) for a, b in pairs]
+    if shared:
+        out["postgres_to_sqlite"] = shared
+        known = [v for v in shared if v is not None]
+        out["postgres_to_sqlite_median"] = round(statistics.median(known), 3) if known else None
     for other, key, label in (
         ("bare", "msgs_per_s", "to_bare"), ("postfix", "msgs_per_s", "to_postfix"),
         ("bare", "e2e_msgs_per_s", "e2e_to_bare"), ("postfix", "e2e_msgs_per_s", "e2e_to_postfix"),
@@ -455,7 +508,24 @@ def targets(runs: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"c{c}_cpu_ms_per_msg_le_{TARGET_CPU_MS:g}"] = run["cpu_ms_per_msg"] <= TARGET_CPU_MS
         if run.get("peak_rss_mb_both"):
             out[f"c{c}_peak_rss_both_lt_{TARGET_RSS_MB:g}mb"] = run["peak_rss_mb_both"] < TARGET_RSS_MB
+        if run.get("ratio_postgres_to_sqlite") is not None:
+            out[f"c{c}_postgres_ratio_ge_{TARGET_POSTGRES_RATIO:g}"] = (
+                run["ratio_postgres_to_sqlite"] >= TARGET_POSTGRES_RATIO
+            )
     return out
+
+
+@contextlib.contextmanager
+def _postgres(state: str, scratch: Path) -> Iterator[Any]:
+    """A private PostgreSQL server for the run with `--state postgres`, else None."""
+    if state != "postgres":
+        yield None
+        return
+    server = common.start_postgres(scratch)
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,9 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     runs: list[dict[str, Any]] = []
     failed = False
-    with common.scratch_dir(args.keep) as scratch:
+    with common.scratch_dir(args.keep) as scratch, _postgres(args.state, scratch) as postgres:
         for connections in args.connections:
-            figures, bad = measure_connections(args, generator, connections, plan, scratch, budget)
+            figures, bad = measure_connections(args, generator, connections, plan, scratch, budget, postgres)
             runs.append(figures)
             failed |= bad
     line: dict[str, Any] = {
@@ -489,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         "suppressed_share": args.suppressed_share,
         "send_rate": args.send_rate,
         "repeat": args.repeat,
+        "state": args.state,
         "runs": runs,
         "targets": targets(runs),
         "machine": common.machine(),

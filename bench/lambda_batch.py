@@ -81,10 +81,8 @@ def postgres(url: str | None) -> Iterator[Any]:
         return
     from tests.support.postgres import PostgresServer
 
-    server = PostgresServer()
+    server = PostgresServer.started()
     try:
-        server.start()
-        server.wait_ready()
         yield server
     finally:
         server.cleanup()

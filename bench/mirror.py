@@ -228,10 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     from tests.support.postgres import PostgresServer
 
-    server = PostgresServer()
+    server = PostgresServer.started()
     try:
-        server.start()
-        server.wait_ready()
         figures["postgresql"] = server_version(server.url())
         with common.scratch_dir(args.keep) as scratch:
             url = server.database("bench_mirror")

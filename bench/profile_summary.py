@@ -34,7 +34,7 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("botocore/boto3", r"\(botocore/|\(boto3/|\(s3transfer/"),
     ("urllib3/http.client", r"\(urllib3/|\(http/client\.py"),
     ("prometheus_client", r"\(prometheus_client/"),
-    ("DKIM", r"\(dkim/|\(relay/sending/dkim\.py"),
+    ("DKIM", r"\(dkim/|\(relay/sending/dkim(_sign)?\.py"),
     ("aiosmtpd protocol", r"\(aiosmtpd/"),
     ("relay intake (handler, DATA)", r"\(relay/intake/"),
     ("relay sending (sender, SES client)", r"\(relay/sending/"),
@@ -60,7 +60,8 @@ PROBES: tuple[tuple[str, str], ...] = (
     ("botocore response parsing", r"\(botocore/parsers\.py"),
     ("botocore hooks/events", r"\(botocore/hooks\.py"),
     ("urllib3 + http.client", r"\(urllib3/|\(http/client\.py"),
-    ("MIME build / DKIM for SES", r"\(relay/sending/dkim\.py|\(dkim/"),
+    ("MIME build / DKIM for SES", r"\(relay/sending/dkim(_sign)?\.py|\(dkim/"),
+    ("the lean SES call (relay/sending/ses_lean.py)", r"send_raw \(relay/sending/ses_lean\.py"),
     ("store (any relay/store frame)", r"\(relay/store/"),
 )
 

@@ -43,10 +43,20 @@ def lambda_group() -> None:
     help="Put the config file (--config) in the zip as ses-relay.toml: the function then decides "
     "with your [policy] and [classes]. Refused if its [state] url has a password.",
 )
+@click.option(
+    "--wheels",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Take the dependencies from the wheels in this folder only (pip --no-index --find-links): "
+    "for a build machine without a package index.",
+)
 @common_options
-def lambda_package(ctx: Context, out: Path, arch: str, python_version: str, include_config: bool) -> None:
+def lambda_package(
+    ctx: Context, out: Path, arch: str, python_version: str, include_config: bool, wheels: Path | None
+) -> None:
     """Build the deployment zip: ses-relay's relay/ and feedback/ packages and the handler's
-    dependencies as manylinux wheels for the runtime (pip downloads them from your package index).
+    dependencies as manylinux wheels for the runtime (pip downloads them from your package
+    index, or takes them from --wheels).
 
     Handler: feedback.lambda_handler.handler. The function reads SES_RELAY_STATE_URL and,
     optionally, SES_RELAY_CONFIG (see README, "Feedback in AWS Lambda").
@@ -58,7 +68,7 @@ def lambda_package(ctx: Context, out: Path, arch: str, python_version: str, incl
     config = ctx.config_file if include_config else None
     click.echo(f"installing the dependencies for python{python_version} on {arch} with pip...", err=True)
     try:
-        built = lambda_package.build(out, arch=arch, python=python_version, config=config)
+        built = lambda_package.build(out, arch=arch, python=python_version, config=config, wheels=wheels)
     except lambda_package.PackageError as exc:
         fail(str(exc))
     click.echo(

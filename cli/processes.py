@@ -65,14 +65,20 @@ def check_notice_routes(config: Config) -> None:
             fail(f"configuration error: {key}: {exc}", 2)
 
 
-def _check_dkim(ctx: Context) -> Any:
-    """Configured DKIM keys must be readable: found at start (exit 2), not at the first message."""
+def _check_dkim(ctx: Context, *, load: bool = False) -> Any:
+    """DKIM keys must be readable PEM keys: found at start (exit 2), not at the first message.
+    serve checks their shape only; the worker (`load`) loads them as it will sign with them."""
     from relay.sending.dkim import DkimError, DkimKeys
 
     try:
-        return DkimKeys({d: (c.selector, c.key_file) for d, c in ctx.config.dkim.items()}, ctx.data_dir)
+        keys = DkimKeys({d: (c.selector, c.key_file) for d, c in ctx.config.dkim.items()}, ctx.data_dir)
+        if load:
+            from relay.sending.dkim_sign import load_keys
+
+            load_keys(keys)
     except DkimError as exc:
         fail(f"configuration error: {exc}", 2)
+    return keys
 
 
 def _warn_unalerted_guard(config: Config) -> None:
@@ -330,7 +336,7 @@ def worker(ctx: Context, sandbox: bool, wake_fd: int | None, parent_pid: int | N
     the same data dir that cannot start its own; a lock makes sure only one runs.
     """
     check_notice_routes(ctx.config)
-    dkim = _check_dkim(ctx)
+    dkim = _check_dkim(ctx, load=True)
     if parent_pid is None:  # serve has warned already about the worker it starts
         _warn_unalerted_guard(ctx.config)
     try:
@@ -451,9 +457,14 @@ def _ses(ctx: Context, sandbox: bool) -> tuple[SesApi, Feed | None]:
 
         feed = Feed(ctx.data_dir / "sandbox" / "feed")
         return SandboxSes(ctx.data_dir / "sandbox", feed), feed
+    ses = ctx.config.ses
+    if ses.api == "v1":  # SendRawEmail signed and posted by hand; GetSendQuota through boto3
+        from relay.sending.ses_lean import LeanSes
+
+        lean = LeanSes(region=ses.region, endpoint_url=ses.endpoint_url or None, concurrency=ses.concurrency)
+        return lean, None
     from relay.sending.ses_client import BotoSes
 
-    ses = ctx.config.ses
     client = BotoSes(
         region=ses.region, endpoint_url=ses.endpoint_url or None, api=ses.api, concurrency=ses.concurrency
     )

@@ -216,10 +216,8 @@ def pg_server() -> Iterator[Any]:
     """A private PostgreSQL server on 127.0.0.1 (tests/support/postgres.py), for the whole session."""
     from tests.support.postgres import PostgresServer
 
-    server = PostgresServer()
+    server = PostgresServer.started()
     try:
-        server.start()
-        server.wait_ready()
         _migrated_template(server)
         yield server
     finally:

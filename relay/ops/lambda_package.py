@@ -110,10 +110,15 @@ def requirements(version: Callable[[str], str] = importlib.metadata.version) -> 
     return [*pinned, *UNPINNED]
 
 
-def pip_command(target: Path, arch: str, python: str, wanted: Sequence[str]) -> list[str]:
+def pip_command(
+    target: Path, arch: str, python: str, wanted: Sequence[str], wheels: Path | None = None
+) -> list[str]:
+    """pip's command line; `wheels`: a folder of wheels to take them from, and no index."""
     command = [sys.executable, "-m", "pip", "install", "--target", str(target), "--only-binary=:all:",
                "--implementation", "cp", "--python-version", python, "--no-compile",
                "--disable-pip-version-check", "--no-warn-script-location", "--quiet"]  # fmt: skip
+    if wheels is not None:
+        command += ["--no-index", "--find-links", str(wheels)]
     for platform in platforms(arch, python):
         command += ["--platform", platform]
     return [*command, *wanted]
@@ -147,15 +152,22 @@ def build(
     arch: str = "x86_64",
     python: str = "3.12",
     config: Path | None = None,
+    wheels: Path | None = None,
 ) -> Built:
-    """Install, copy, compile and zip into `out` (replaced only once the new zip is complete)."""
+    """Install, copy, compile and zip into `out` (replaced only once the new zip is complete).
+
+    `wheels`: install from the wheels in that folder only, not from a package index (a
+    build machine without one, or a wheelhouse that was checked).
+    """
     if arch not in ARCHES or python not in RUNTIMES:
         raise PackageError(f"no Lambda runtime for Python {python} on {arch}")
+    if wheels is not None and not wheels.is_dir():
+        raise PackageError(f"no folder of wheels at {wheels}")
     bundled = config_to_bundle(config) if config is not None else None
     runtime = RUNTIMES[python]
     with tempfile.TemporaryDirectory(prefix="ses-relay-lambda-") as tmp:
         root = Path(tmp) / "package"
-        _install(root, arch, python)
+        _install(root, arch, python, wheels)
         distributions = installed(root)
         shutil.rmtree(root / "bin", ignore_errors=True)  # console scripts: nothing runs them
         for package in PACKAGES:
@@ -172,8 +184,8 @@ def build(
     return Built(out, out.stat().st_size, files, runtime.name, arch, distributions, compiled)
 
 
-def _install(root: Path, arch: str, python: str) -> None:
-    command = pip_command(root, arch, python, requirements())
+def _install(root: Path, arch: str, python: str, wheels: Path | None) -> None:
+    command = pip_command(root, arch, python, requirements(), wheels)
     try:
         done = subprocess.run(  # noqa: S603 - pip with our own arguments
             command, capture_output=True, text=True, timeout=PIP_TIMEOUT, check=False
@@ -187,8 +199,8 @@ def _install(root: Path, arch: str, python: str) -> None:
         raise PackageError(
             f"pip could not install the dependencies for {runtime.name} on {arch}: {why}. "
             f"{runtime.name} runs on {runtime.os} (glibc 2.{runtime.glibc}): a dependency at the version "
-            "installed here may have no wheel for it (try another --python), or the package index is "
-            "unreachable"
+            "installed here may have no wheel for it (try another --python), or "
+            + (f"{wheels} lacks it" if wheels is not None else "the package index is unreachable")
         )
 
 

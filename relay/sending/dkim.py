@@ -11,12 +11,17 @@ because SES rewrites them (it replaces Message-ID and Date with its own, see
 https://docs.aws.amazon.com/ses/latest/dg/header-fields.html) and a signature
 over them would break in transit. The same page asks for keys of at least 1024
 bits; we make 2048.
+
+This module is about keys: names, files, which key signs which domain, and a check
+that each key file holds a PEM private key, made without dkimpy or cryptography (serve
+checks the keys at start and never signs: those two cost it ~10 MB). Making a key
+loads cryptography; signing is relay.sending.dkim_sign's.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
+import binascii
 import os
 import re
 import threading
@@ -24,38 +29,44 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import dkim as dkimpy
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-
-#: Signed when present, in this order. Never Message-ID, Date, Return-Path or
-#: Bounces-To (SES rewrites them); never internal X- headers (stripped before us).
-SIGNED_HEADERS: tuple[str, ...] = (
-    "From",
-    "To",
-    "Cc",
-    "Subject",
-    "Reply-To",
-    "MIME-Version",
-    "Content-Type",
-    "Content-Transfer-Encoding",
-    "List-Id",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-    "In-Reply-To",
-    "References",
-    "Feedback-ID",
-)
-NEVER_SIGNED: frozenset[str] = frozenset({"message-id", "date", "return-path", "bounces-to"})
-
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
 MIN_BITS = 1024
 
 
+_PEM_KEY = re.compile(
+    rb"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----\s*"
+    rb"([A-Za-z0-9+/=\s]+?)\s*-----END \1?PRIVATE KEY-----"
+)
+_RSA_OID = bytes.fromhex("06092a864886f70d010101")  # rsaEncryption, near the start of a PKCS#8 RSA key
+
+
 class DkimError(Exception):
     """A key that cannot be made, found, read or used; the message names domain and path."""
+
+
+def pem_problem(data: bytes) -> str | None:
+    """What is wrong with `data` as an unencrypted PEM RSA private key, or None.
+
+    The shape only (a PEM block of valid base64; PKCS#1, or PKCS#8 naming RSA), read
+    without cryptography: enough to stop at start on a wrong or truncated file; the
+    worker loads each key properly before it signs with it.
+    """
+    match = _PEM_KEY.search(data)
+    if match is None:
+        return "does not hold a PEM private key"
+    kind = match.group(1)
+    if kind == b"ENCRYPTED ":
+        return "holds an encrypted private key (DKIM keys are read without a password)"
+    if kind == b"EC ":
+        return "holds an EC key; only RSA keys are supported"
+    try:
+        der = base64.b64decode(b"".join(match.group(2).split()), validate=True)
+    except binascii.Error:
+        return "holds a PEM block that is not valid base64"
+    if kind is None and _RSA_OID not in der[:32]:
+        return "holds a private key that is not RSA; only RSA keys are supported"
+    return None
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,9 @@ def key_path(data_dir: Path, domain: str, selector: str) -> Path:
 
 def public_record(private_pem: bytes) -> str:
     """The DKIM TXT value for a PEM private key: p= is the DER SubjectPublicKeyInfo, base64."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = serialization.load_pem_private_key(private_pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("only RSA keys are supported")
@@ -129,6 +143,9 @@ def keygen(data_dir: Path, domain: str, selector: str, *, bits: int = 2048, forc
     DNS is changed. The key is written in PKCS#1 PEM ("BEGIN RSA PRIVATE KEY"),
     which dkimpy, OpenDKIM and rspamd all read.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     domain = normalise_domain(domain)
     selector = check_selector(selector)
     if bits < MIN_BITS:
@@ -193,9 +210,10 @@ class DkimKeys:
 
     Built from the config's {domain: (selector, key_file)} plus the keys found
     as <data_dir>/dkim/<domain>.<selector>.pem; an explicit config entry wins
-    over the files for its domain. Configured files are checked for readability
-    here, so a typo stops the relay at start rather than at the first message;
-    contents are read on first use and cached (thread-safe: workers share this).
+    over the files for its domain. Each chosen file is checked here (readable, a
+    PEM RSA private key: `pem_problem`), so a typo or a wrong file stops the relay at
+    start rather than at the first message; contents are read again on first use and
+    cached (thread-safe: workers share this).
     Two files for one unconfigured domain (a key rotation in progress) are an
     error, since picking either could sign with a key DNS does not have yet;
     configure the selector to choose.
@@ -232,6 +250,13 @@ class DkimKeys:
                     f"dkim.{raw_domain}: key file {path} is not readable: {exc.strerror or exc}"
                 ) from None
             self._paths[domain] = (selector, path)
+        for domain, (_selector, path) in sorted(self._paths.items()):
+            try:
+                problem = pem_problem(path.read_bytes())
+            except OSError as exc:
+                problem = f"is not readable: {exc.strerror or exc}"
+            if problem:
+                raise DkimError(f"DKIM key for {domain}: {path} {problem}")
         ambiguous = {d: c for d, c in found.items() if len(c) > 1 and d not in self._paths}
         if ambiguous:
             domain, candidates = sorted(ambiguous.items())[0]
@@ -256,6 +281,11 @@ class DkimKeys:
                 continue  # not one of ours (or misnamed); ignore rather than refuse to start
             found.setdefault(domain, []).append((selector, path))
         return found
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether any domain has a key: without one, the sender need not look at From."""
+        return bool(self._paths)
 
     @property
     def domains(self) -> list[str]:
@@ -284,98 +314,3 @@ class DkimKeys:
                     raise DkimError(f"DKIM key for {domain} at {path}: {exc.strerror or exc}") from None
                 self._cache[domain] = key
         return selector, key
-
-
-def _line_ending(raw: bytes) -> bytes:
-    head_end = raw.find(b"\n")
-    return b"\r\n" if head_end > 0 and raw[head_end - 1 : head_end] == b"\r" else b"\n"
-
-
-def headers_to_sign(raw: bytes) -> list[bytes]:
-    """The h= list for `raw`: each SIGNED_HEADERS field once per occurrence, plus From once more.
-
-    The extra From (oversigning) covers a From that is *not* there, so a From
-    added in transit breaks the signature instead of hiding behind ours.
-    """
-    headers, _ = dkimpy.rfc822_parse(raw)
-    present: dict[bytes, int] = {}
-    for name, _value in headers:
-        key = name.strip().lower()
-        present[key] = present.get(key, 0) + 1
-    chosen: list[bytes] = []
-    for name in SIGNED_HEADERS:
-        key = name.lower().encode("ascii")
-        chosen.extend([key] * present.get(key, 0))
-    chosen.append(b"from")
-    return chosen
-
-
-@functools.lru_cache(maxsize=64)
-def _load_rsa_key(pem: bytes) -> rsa.RSAPrivateKey:
-    """Parse once per key: loading checks the key, which costs more than signing with it."""
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("only RSA keys are supported")
-    return key
-
-
-class _Signer(dkimpy.DKIM):
-    """dkimpy's signer with only the RSA step done by OpenSSL (via cryptography).
-
-    dkimpy computes RSA in pure Python: two big pow() calls holding the GIL,
-    about 6 ms of the 7-8 ms a signature costs on the development machine, next
-    to 2.5-3 ms for the whole boto3 call. OpenSSL makes the same signature
-    (RSASSA-PKCS1-v1_5 is deterministic, so the bytes are identical; the tests
-    compare them) in about 0.3 ms. Header selection, canonicalisation, hashing
-    and folding stay dkimpy's; this mirrors DKIM.gen_header of dkimpy 1.1 for the
-    non-ARC case.
-    """
-
-    def __init__(self, message: bytes, key: rsa.RSAPrivateKey, linesep: bytes) -> None:
-        super().__init__(message, linesep=linesep)
-        self._rsa_key = key
-
-    def gen_header(  # type: ignore[no-untyped-def]
-        self, fields, include_headers, canon_policy, header_name, pk, standardize=False
-    ):
-        if standardize or self.signature_algorithm != b"rsa-sha256":
-            return super().gen_header(fields, include_headers, canon_policy, header_name, pk, standardize)
-        # Hash the signature header with an empty b= exactly as a verifier will see it.
-        value = dkimpy.fold(b"; ".join(b"=".join(x) for x in fields), namelen=len(header_name))
-        value = dkimpy.RE_BTAG.sub(b"\\1", value)
-        hasher = self.hasher()
-        headers = canon_policy.canonicalize_headers(self.headers)
-        self.signed_headers = dkimpy.hash_headers(
-            hasher, canon_policy, headers, include_headers, (header_name, b" " + value), dict(fields)
-        )
-        signature = self._rsa_key.sign(hasher.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
-        fields = [(b"b", base64.b64encode(signature)) if k == b"b" else (k, v) for k, v in fields]
-        value = b"; ".join(b"=".join(x) for x in fields) + self.linesep
-        return dkimpy.fold(value, namelen=len(header_name), linesep=self.linesep)
-
-
-def sign(raw: bytes, domain: str, selector: str, key: bytes) -> bytes:
-    """Return `raw` with a DKIM-Signature (relaxed/relaxed, rsa-sha256) prepended.
-
-    The signature header uses the message's own line ending so the result is
-    not a mix of CRLF and LF. Raises DkimError when the message has no From
-    (DKIM requires signing it) or the key cannot be used.
-    """
-    try:
-        include = headers_to_sign(raw)
-    except dkimpy.MessageFormatError as exc:
-        raise DkimError(f"cannot DKIM-sign for {domain}: malformed message: {exc}") from None
-    if include.count(b"from") < 2:
-        raise DkimError(f"cannot DKIM-sign for {domain}: the message has no From header")
-    try:
-        signer = _Signer(raw, _load_rsa_key(key), _line_ending(raw))
-        header = signer.sign(
-            selector.encode("ascii"),
-            normalise_domain(domain).encode("ascii"),
-            key,
-            canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=include,
-        )
-    except (dkimpy.DKIMException, ValueError, TypeError, UnicodeError) as exc:
-        raise DkimError(f"cannot DKIM-sign for {domain} (selector {selector}): {exc}") from None
-    return header + raw

@@ -10,9 +10,8 @@ max age in the spool rather than hidden inside one blocking call).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,6 +24,9 @@ from botocore.exceptions import (
 )
 
 from relay.sending.ses_api import Disposition, SendRequest, SesError
+
+if TYPE_CHECKING:
+    import boto3  # imported when a client is built: the worker's sends need only botocore
 
 # --- classification (pure) -------------------------------------------------
 
@@ -225,7 +227,10 @@ class BotoSes:
             read_timeout=read_timeout,
             tcp_keepalive=True,
         )
-        session = session or boto3.session.Session()
+        if session is None:
+            import boto3
+
+            session = boto3.session.Session()
         self._client: Any = session.client(
             "ses" if api == "v1" else "sesv2",
             region_name=region,

@@ -152,6 +152,7 @@ def test_a_first_copy_then_changes_clears_and_upgrades_reach_the_mirror(tmp_path
     with_hosts(tmp_path, pg_url, scenario)
 
 
+@pytest.mark.solo  # times a latency or a rate: runs alone (see Makefile)
 def test_a_running_mirror_is_woken_by_notifications_and_polls_when_they_stop(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -347,10 +348,8 @@ def test_when_the_change_log_can_bring_a_copy_up_to_date(
 def test_without_postgresql_the_mirror_answers_logs_once_and_catches_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = PostgresServer()  # not under pytest's tmp dir: see tests/support/postgres.py
+    server = PostgresServer.started()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
-        server.start()
-        server.wait_ready()
         url = server.database()
 
         async def scenario(h: Hosts) -> None:

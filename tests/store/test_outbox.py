@@ -271,11 +271,8 @@ def test_an_event_that_came_before_the_ses_id_is_matched_when_the_outcome_ships(
 def test_with_postgresql_down_the_intake_and_sender_go_on_and_the_backlog_ships_when_it_is_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "pg").mkdir()
-    server = PostgresServer(tmp_path / "pg")
+    server = PostgresServer.started()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
-        server.start()
-        server.wait_ready()
         place = Place(tmp_path, server.database())
         subs = [new_submission((f"r{i}@example.org",), at=NOW) for i in range(20)]
 

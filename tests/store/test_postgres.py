@@ -94,10 +94,8 @@ def test_an_unreachable_server_is_a_store_error_that_names_it_without_the_passwo
 
 
 def test_losing_the_server_fails_operations_and_they_work_again_once_it_is_back(tmp_path: Path) -> None:
-    server = PostgresServer()  # not under pytest's tmp dir: see tests/support/postgres.py
+    server = PostgresServer.started()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
-        server.start()
-        server.wait_ready()
         url = server.database().replace("postgres@", "postgres:hunter2-secret@")  # trust auth ignores it
 
         async def scenario() -> None:

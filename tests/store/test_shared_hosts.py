@@ -176,11 +176,8 @@ def test_each_sender_takes_its_share_and_keeps_it_while_the_shared_state_is_away
 ) -> None:
     """Heartbeat loops of two hosts set each sender's share of a 100/s account: 50 while both
     send, 100 once the other stops; with PostgreSQL gone a host keeps the share it had."""
-    (tmp_path / "pg").mkdir()
-    server = PostgresServer(tmp_path / "pg")
+    server = PostgresServer.started()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
-        server.start()
-        server.wait_ready()
         url = server.database()
 
         async def scenario() -> None:

@@ -128,6 +128,18 @@ class PostgresServer:
             log = (self.root / "server.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"PostgreSQL did not start on port {self.port}: {exc.stderr}\n{log}") from exc
 
+    @classmethod
+    def started(cls) -> PostgresServer:
+        """A server of the caller's own, ready for connections; the caller cleans it up."""
+        server = cls()
+        try:
+            server.start()
+            server.wait_ready()
+        except BaseException:
+            server.cleanup()
+            raise
+        return server
+
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; "immediate" is the closest to pulling the plug."""
         if self.running:

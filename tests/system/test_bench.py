@@ -112,11 +112,32 @@ def test_intake_line_has_end_to_end_cpu_memory_and_the_comparisons(tmp_path: Pat
     assert set(line["targets"]) == set()  # judged at 10 and 50 connections only
 
 
+def test_intake_state_postgres_runs_the_same_load_on_a_shared_state_beside_sqlite() -> None:
+    args = ["--messages", "60", "--connections", "2", "--state", "postgres", "--repeat", "2"]
+    code, line, err = run_bench("intake.py", *args, "--max-seconds", "100", timeout=150)
+    assert code == 0, err[-2000:]
+    assert line["state"] == "postgres"
+    run = line["runs"][0]
+    shared = run["postgres"]
+    assert shared["e2e_complete"] is True and shared["ses_duplicates"] == 0 and shared["errors"] == 0
+    # Its state really was in PostgreSQL: the shipper had brought the submissions there
+    # (refusals are counted there too, not in the local file).
+    assert 0 < shared["shared_submissions"] <= shared["store"]["submissions"]
+    assert shared["store"]["refusals"] == 0 < run["store"]["refusals"]
+    # The server's CPU is counted (60 messages may cost it under 5 ms, which rounds to 0.0).
+    assert shared["postgres_server_cpu_s"] >= 0
+    assert shared["cpu_ms_per_msg_with_server"] > 0
+    assert "shared_submissions" not in run  # and the SQLite run's was not
+    assert run["ratio_postgres_to_sqlite"] == round(shared["msgs_per_s"] / run["msgs_per_s"], 3)
+    assert len(run["ratios_by_round"]["postgres_to_sqlite"]) == 2
+
+
 BAD_OPTIONS = [
     ["--repeat", "0"],
     ["--relay-site", "/nonexistent/site.py"],
     ["--connections", "0"],
     ["--messages", "0"],
+    ["--state", "mysql"],
 ]
 
 
@@ -130,11 +151,12 @@ def test_intake_refuses_bad_options(args: list[str]) -> None:
 def test_ses_call_prototype_makes_requests_the_stand_in_accepts() -> None:
     code, line, err = run_bench("ses_call.py", "--calls", "40", "--threads", "2", "--max-seconds", "60")
     assert code == 0, err[-2000:]
-    for client in ("boto3", "lean"):
+    for client in ("boto3", "relay_lean", "lean"):
         assert [r["calls"] for r in line["results"][client]] == [40, 40]
         assert all(r["cpu_ms_per_call"] > 0 for r in line["results"][client])
     # one warm-up call and two rounds of 40 for each client, all counted as SendRawEmail
-    assert line["standin_calls"] == 2 * (1 + 40 + 40)
+    assert line["standin_calls"] == 3 * (1 + 40 + 40)
+    assert set(line["boto3_cpu_over_relay_lean"]) == {"threads_1", "threads_2"}
 
 
 def test_profile_summary_attributes_samples_to_the_innermost_component(

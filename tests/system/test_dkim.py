@@ -13,17 +13,8 @@ import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from relay.sending.dkim import (
-    NEVER_SIGNED,
-    DkimError,
-    DkimKeys,
-    KeyInfo,
-    headers_to_sign,
-    key_info,
-    keygen,
-    sign,
-    split_txt,
-)
+from relay.sending.dkim import DkimError, DkimKeys, KeyInfo, key_info, keygen, split_txt
+from relay.sending.dkim_sign import NEVER_SIGNED, headers_to_sign, sign
 from tests.support.samples import DKIM_MESSAGE
 
 
@@ -324,3 +315,87 @@ def test_a_discovered_key_removed_before_first_use_is_a_dkim_error(tmp_path: Pat
     info.path.unlink()
     with pytest.raises(DkimError, match=r"example\.com"):
         keys.for_domain("example.com")
+
+
+# --- the start-time check: the shape of each key file, without cryptography ------------------
+
+
+def _ec_key(fmt: serialization.PrivateFormat) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, fmt, serialization.NoEncryption()
+    )
+
+
+def _encrypted_key() -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (lambda: b"", "does not hold a PEM private key"),
+        (lambda: b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "does not hold a PEM"),
+        (lambda: b"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n", "does not hold a PEM"),  # cut short
+        (
+            lambda: b"-----BEGIN RSA PRIVATE KEY-----\nMII\n-----END RSA PRIVATE KEY-----\n",
+            "not valid base64",
+        ),
+        (lambda: _ec_key(serialization.PrivateFormat.TraditionalOpenSSL), "EC key"),
+        (lambda: _ec_key(serialization.PrivateFormat.PKCS8), "not RSA"),
+        (_encrypted_key, "encrypted"),
+    ],
+    ids=["empty", "certificate", "truncated", "bad-base64", "ec", "ec-pkcs8", "encrypted"],
+)
+def test_a_key_file_that_is_no_rsa_key_stops_the_start(
+    tmp_path: Path, content: Callable[[], bytes], problem: str
+) -> None:
+    path = tmp_path / "example.com.pem"
+    path.write_bytes(content())
+    with pytest.raises(DkimError) as info:
+        DkimKeys({"example.com": ("s1", path)}, tmp_path)
+    assert problem in str(info.value)
+    assert "example.com" in str(info.value) and str(path) in str(info.value)
+
+
+def test_found_keys_are_checked_too(tmp_path: Path) -> None:
+    keygen(tmp_path, "example.com", "s1", bits=1024)
+    assert DkimKeys({}, tmp_path).has_keys
+    (tmp_path / "dkim" / "example.org.s1.pem").write_bytes(b"oops")
+    with pytest.raises(DkimError, match=r"example\.org.*does not hold a PEM private key"):
+        DkimKeys({}, tmp_path)
+    assert not DkimKeys({}, tmp_path / "elsewhere").has_keys
+
+
+def test_pkcs8_and_pkcs1_rsa_keys_pass_and_load(tmp_path: Path) -> None:
+    from relay.sending.dkim_sign import load_keys
+
+    info = keygen(tmp_path, "example.com", "s1", bits=1024)  # PKCS#1
+    key = serialization.load_pem_private_key(info.path.read_bytes(), password=None)
+    pkcs8 = tmp_path / "pkcs8.pem"
+    pkcs8.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    keys = DkimKeys({"example.net": ("s1", pkcs8)}, tmp_path)
+    load_keys(keys)
+    assert keys.domains == ["example.com", "example.net"]
+
+
+def test_a_key_of_the_right_shape_that_openssl_refuses_stops_the_worker(tmp_path: Path) -> None:
+    from relay.sending.dkim_sign import load_keys
+
+    body = base64.encodebytes(bytes.fromhex("3082000a020100") + b"\x00" * 40)
+    path = tmp_path / "k.pem"
+    path.write_bytes(b"-----BEGIN RSA PRIVATE KEY-----\n" + body + b"-----END RSA PRIVATE KEY-----\n")
+    keys = DkimKeys({"example.com": ("s1", path)}, tmp_path)  # the shape is right
+    with pytest.raises(DkimError, match=r"example\.com.*cannot be loaded"):
+        load_keys(keys)

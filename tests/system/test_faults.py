@@ -270,6 +270,7 @@ def max_in_window(stamps: list[float], width: float) -> int:
     return best
 
 
+@pytest.mark.solo  # times a latency or a rate: runs alone (see Makefile)
 def test_throttling_half_the_calls_sends_everything_within_the_rate_ceiling(
     relay_factory, fake_ses: FakeSes
 ) -> None:

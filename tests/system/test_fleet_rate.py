@@ -12,9 +12,13 @@ below their share.)
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import Relay, wait_until
 from tests.support.fake_ses import FakeSes
 from tests.support.smtp import message, smtp
+
+pytestmark = pytest.mark.solo  # times a rate: runs alone (see Makefile)
 
 RATE = 100.0  # recipients a second, for the account
 MESSAGES = 200  # per host

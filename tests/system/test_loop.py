@@ -18,6 +18,8 @@ from relay.loop import Loop
 from relay.ops import supervisor
 from relay.ops.supervisor import ParentWatch, WorkerSupervisor
 
+pytestmark = pytest.mark.solo  # times a rate: runs alone (see Makefile)
+
 
 class Script(Loop):
     """Returns the given rests in turn (then None), noting when each round began."""

@@ -39,15 +39,17 @@ def replay(url: str, data_dir: Path, *files: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def finished(*procs: subprocess.Popen[str], timeout: float = 100) -> list[str]:
-    """Every process's output once all have exited, their pipes read all at once: a process
-    left writing to a full pipe stops where it is, holding its addresses' locks, and the
-    process being waited for may be waiting on those."""
+def finished(*procs: subprocess.Popen[str], timeout: float = 240) -> list[str]:
+    """Their standard output, once each has exited 0. Their pipes are read all at once: a
+    process whose pipe nobody reads (while the other is waited for) blocks on a log line
+    inside its transaction, holding the address locks the other one is waiting for."""
     with ThreadPoolExecutor(len(procs)) as pool:
         results = list(pool.map(lambda proc: proc.communicate(timeout=timeout), procs))
-    for proc, (_, err) in zip(procs, results, strict=True):
+    outputs = []
+    for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
-    return [out for out, _ in results]
+        outputs.append(out)
+    return outputs
 
 
 @pytest.fixture

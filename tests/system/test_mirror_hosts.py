@@ -12,6 +12,8 @@ import smtplib
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Relay, free_port, wait_until
 from tests.support.postgres import PostgresServer
 from tests.support.smtp import message, smtp
@@ -49,6 +51,7 @@ def seconds_until(predicate, timeout: float = 10.0) -> float:  # type: ignore[no
     return time.monotonic() - started
 
 
+@pytest.mark.solo  # times a latency or a rate: runs alone (see Makefile)
 def test_what_host_a_writes_is_enforced_at_host_b_within_a_second(relay_factory, pg_url: str) -> None:
     a = relay_factory(state_config(pg_url), sandbox=True, name="host-a")
     b = relay_factory(state_config(pg_url), sandbox=True, name="host-b")
@@ -81,10 +84,8 @@ def test_what_host_a_writes_is_enforced_at_host_b_within_a_second(relay_factory,
 def test_with_postgresql_stopped_the_intake_answers_from_the_mirror_and_catches_up(
     relay_factory, tmp_path: Path
 ) -> None:
-    server = PostgresServer()  # not under pytest's tmp dir: see tests/support/postgres.py
+    server = PostgresServer.started()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
-        server.start()
-        server.wait_ready()
         url = server.database()
         port = free_port()
         config = state_config(url, 'mirror_max_age = "10s"\nconnect_timeout = "2s"\n')

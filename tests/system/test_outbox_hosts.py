@@ -210,11 +210,8 @@ def _mirrored() -> bool:
 @pytest.fixture
 def own_pg(tmp_path: Path) -> Iterator[PostgresServer]:
     """A PostgreSQL server of the test's own, to stop and start under the relays."""
-    (tmp_path / "pg").mkdir()
-    server = PostgresServer(tmp_path / "pg")
+    server = PostgresServer.started()  # not under pytest's tmp dir: see tests/support/postgres.py
     try:
-        server.start()
-        server.wait_ready()
         yield server
     finally:
         server.cleanup()

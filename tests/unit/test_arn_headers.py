@@ -12,3 +12,7 @@ def test_spooled_arns_reads_only_the_arn_headers() -> None:
         "from_arn": "arn:aws:ses:us-east-1:111111111111:identity/example.com",
     }
     assert spooled_arns(arn_message("")) == {}
+    assert spooled_arns(arn_message("x-ses-return-path-arn: arn:aws:ses:us-east-1:1:identity/rp\r\n")) == {
+        "return_path_arn": "arn:aws:ses:us-east-1:1:identity/rp"
+    }
+    assert spooled_arns(b"Subject: hi\r\n\r\nX-SES-SOURCE-ARN: in the body, not a header\r\n") == {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.sending.dkim import DkimError, sign
+from relay.sending.dkim import DkimError
+from relay.sending.dkim_sign import sign
 from tests.support.samples import DKIM_MESSAGE
 
 
