@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 # The Lambda function's dependencies and theirs (relay/ops/lambda_package.py PINNED, UNPINNED).
 LAMBDA_DISTRIBUTIONS = (
     "psycopg", "psycopg-binary", "psycopg-pool", "pydantic", "pydantic-core", "annotated-types",
-    "typing-extensions", "typing-inspection", "tzdata",
+    "typing-extensions", "typing-inspection", "orjson", "tzdata",
 )  # fmt: skip
 _NOT_IN_A_WHEEL = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 
