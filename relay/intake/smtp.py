@@ -106,7 +106,7 @@ class RelaySMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and not self._hello_reply:
             enhanced = replies.enhance(status, self.data_size_limit, self.line_length)
-            if enhanced != status:
+            if enhanced != status and log.isEnabledFor(logging.DEBUG):
                 log.debug("%s: replied %s", client_of(self.session), enhanced)
             await super().push(enhanced)
         else:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from relay.logredact import RedactSecrets, redact
-from relay.logsetup import DemoteChatter, JsonFormatter
+from relay.logsetup import CHATTY_LOGGERS, DemoteChatter, JsonFormatter, configure
 
 # -- the pure parts --------------------------------------------------------------------------------
 
@@ -32,6 +32,43 @@ def test_demote_chatter_keeps_warnings_and_drops_info_unless_debug() -> None:
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue().splitlines() == ["WARNING unrecognised command", "DEBUG now shown"]
+
+
+class Built(logging.Handler):
+    """Every record that reaches the logger's handlers, i.e. every record that was built."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize(
+    ("level", "kept"),
+    [
+        ("info", ["WARNING"]),
+        ("warning", ["WARNING"]),
+        ("debug", ["DEBUG", "WARNING"]),
+        ("DEBUG", ["DEBUG", "WARNING"]),
+    ],
+)
+def test_aiosmtpd_protocol_records_are_only_built_at_debug(level: str, kept: list[str]) -> None:
+    root, chatty = logging.getLogger(), logging.getLogger(CHATTY_LOGGERS[0])
+    root_level = root.level
+    built = Built()
+    chatty.addHandler(built)
+    try:
+        root.setLevel(level.upper())  # as configure's basicConfig sets it when it adds the handler
+        configure(level)
+        chatty.info("%r recip: %s", ("127.0.0.1", 1), "a@example.com")
+        chatty.warning("%r unrecognised: %s", ("127.0.0.1", 1), "FROB")
+    finally:
+        chatty.removeHandler(built)
+        chatty.setLevel(logging.NOTSET)
+        root.setLevel(root_level)
+    assert [r.levelname for r in built.records] == kept
 
 
 def test_json_formatter_carries_the_exception() -> None:
