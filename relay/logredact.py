@@ -102,10 +102,22 @@ class RedactSecrets(logging.Filter):
             record.args = (*args[:-1], MASK)
 
 
+# Every match of _AUTH_ARG, _URL_PASSWORD or _KEYED contains one of these (lower-cased);
+# ASCII text without any of them cannot match, and skips the three searches (~10 µs a line).
+_PATTERN_WORDS = ("auth", "://", "token", "secret", "password")
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    if text.isascii():
+        lowered = text.lower()
+        for word in _PATTERN_WORDS:
+            if word in lowered:
+                break
+        else:
+            return text
     text = _AUTH_ARG.sub(lambda m: m.group(1) + MASK, text)
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", text)
     return _KEYED.sub(lambda m: m.group(1) + MASK, text)

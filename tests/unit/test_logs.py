@@ -116,6 +116,11 @@ def test_redaction_leaves_ordinary_words_alone(text: str) -> None:
         ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG", "aws_secret_access_key = ********"),
         ("X-Amz-Security-Token: IQoJb3JpZ2luX2VjE", "X-Amz-Security-Token: ********"),
         ("lmtp via smtp://u:pw123456@mx.example:25", "lmtp via smtp://u:********@mx.example:25"),
+        # Any case, and non-ASCII text that the regular expressions' case folding still matches
+        ("SessionToken=abcdefgh", "SessionToken=********"),
+        ("SECRETACCESSKEY: abcdefgh", "SECRETACCESSKEY: ********"),
+        ("HTTPS://u:pw123456@h.example", "HTTPS://u:********@h.example"),
+        ("pa\u017f\u017fword: hunter2", "pa\u017f\u017fword: ********"),
     ],
 )
 def test_redaction_masks_secrets(text: str, expected: str) -> None:
