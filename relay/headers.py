@@ -11,6 +11,7 @@ import email.header
 import email.parser
 import email.policy
 import re
+from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
 # Headers that steer ses-relay and must never reach SES or the recipient.
@@ -145,3 +146,120 @@ def first(msg: Message, name: str) -> str | None:
         raw = msg.get_all(name, failobj=[None])[0]
         return None if raw is None else str(raw)
     return None if value is None else str(value).strip()
+
+
+# The email package's test for a header line (email.feedparser.headerRE): the first line
+# that fails it ends the header section, as for the parser.
+_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+_COMPAT32 = email.policy.compat32
+
+
+@dataclass(frozen=True)
+class Headers:
+    """A message's header block, read once for everything the intake asks of it.
+
+    `Headers.of` splits the block into lines and fields in one pass; the lookups then
+    answer exactly as `first(parse_raw(data), name)`, `parse_raw(data).get_all(name)`
+    and `.get(name)` do (the email package's feed parser with the compat32 policy:
+    unix-from and misplaced "From " lines skipped, a line that is no header ending the
+    section, raw values with their folding), without building a Message: that parse
+    and its lookups were most of the intake's header cost. `structured` parses only
+    the fields it is asked for with the default policy (addresses, encoded words).
+    """
+
+    block: bytes
+    loose: tuple[bytes, ...]  # every field as `fields(block)` cuts it (the ARN check's view)
+    parsed: tuple[tuple[str, str], ...]  # (lower-case name, raw value) as the parser stores them
+    sources: tuple[tuple[str, bytes], ...]  # (lower-case name, the field's bytes) of the same fields
+
+    @classmethod
+    def of(cls, data: bytes) -> Headers:
+        block, _ = split(data)
+        lines = block.splitlines(keepends=True)
+        loose: list[bytes] = []
+        for line in lines:
+            if line[:1] in (b" ", b"\t") and loose:
+                loose[-1] += line
+            else:
+                loose.append(line)
+        return cls(block, tuple(loose), *_parser_fields(lines))
+
+    def first(self, name: str) -> str | None:
+        """`first(parse_raw(data), name)`: the first such field's value, stripped; 8-bit
+        octets read as UTF-8 (Latin-1 where not UTF-8) and unfolded."""
+        wanted = name.lower()
+        for key, value in self.parsed:
+            if key == wanted:
+                if value.isascii():
+                    return value.strip()
+                raw = value.encode("utf-8", "surrogateescape")
+                return re.sub(r"\r?\n(?=[ \t])", "", text_of(raw)).strip()
+        return None
+
+    def all(self, name: str) -> list[str]:
+        """`[str(v) for v in parse_raw(data).get_all(name) or []]`."""
+        wanted = name.lower()
+        return [str(_COMPAT32.header_fetch_parse(name, v)) for key, v in self.parsed if key == wanted]
+
+    def has(self, name: str) -> bool:
+        """`parse_raw(data).get(name) is not None`."""
+        wanted = name.lower()
+        return any(key == wanted for key, _ in self.parsed)
+
+    def loose_names(self) -> set[str]:
+        """The names of `loose`'s fields, as `field_name` reads them."""
+        return {field_name(f) for f in self.loose}
+
+    def structured(self, names: set[str]) -> EmailMessage:
+        """The fields named in `names` (lower case), parsed with the default policy: what
+        `parse(data)` holds for those names."""
+        chosen = b"".join(source for key, source in self.sources if key in names)
+        msg = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(chosen)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+    @property
+    def text(self) -> str:
+        """`header_text(data)`."""
+        return text_of(self.block)
+
+
+def _parser_fields(lines: list[bytes]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, bytes], ...]]:
+    """The header fields the email package's feed parser finds in `lines` (its
+    `_parsegen` and `_parse_headers`, in one loop): (name, value) as compat32 stores
+    them, and each field's bytes."""
+    parsed: list[tuple[str, str]] = []
+    sources: list[tuple[str, bytes]] = []
+    name: str | None = None
+    source: list[bytes] = []
+
+    def close() -> None:
+        if name is not None:
+            first_line = source[0].decode("ascii", "surrogateescape")
+            rest = b"".join(source[1:]).decode("ascii", "surrogateescape")
+            value = first_line.split(":", 1)[1].lstrip(" \t") + rest
+            parsed.append((name.lower(), value.rstrip("\r\n")))
+            sources.append((name.lower(), b"".join(source)))
+
+    count = 0
+    for line in lines:
+        if not _HEADER_LINE.match(line):
+            break  # the end of the header section (a blank line, or a line that is no header)
+        count += 1
+    for number, line in enumerate(lines[:count]):
+        if line[:1] in (b" ", b"\t"):
+            if name is not None:
+                source.append(line)
+            continue  # a continuation with no field before it is ignored, as the parser does
+        close()
+        name, source = None, []
+        if line.startswith(b"From "):
+            if number == count - 1:
+                break  # the parser reads a "From " line at the end as the body's first line
+            continue  # unix-from (first line) or misplaced: not a field
+        colon = line.find(b":")
+        if colon == 0:
+            continue  # no name: not a field
+        name, source = line[:colon].decode("ascii"), [line]
+    close()
+    return tuple(parsed), tuple(sources)

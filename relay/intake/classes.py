@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.message import Message
 
 from relay.config import Config
-from relay.headers import first
+from relay.headers import Headers
 from relay.vocabulary import Tag
 
 _TAG_PART = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -33,16 +32,16 @@ class Resolution:
 
 
 def resolve(
-    msg: Message, config: Config, *, user_class: str | None = None, listener_class: str | None = None
+    headers: Headers, config: Config, *, user_class: str | None = None, listener_class: str | None = None
 ) -> Resolution:
     names = ", ".join(sorted(config.classes))
-    explicit = first(msg, "X-Message-Class")
+    explicit = headers.first("X-Message-Class")
     if explicit is not None:
         klass = explicit.strip().lower()
         if klass not in config.classes:
             raise ClassError(f"unknown X-Message-Class {explicit!r}; configured classes: {names}")
         return Resolution(klass, "header")
-    config_set = first(msg, "X-SES-CONFIGURATION-SET")
+    config_set = headers.first("X-SES-CONFIGURATION-SET")
     if config_set is not None:
         klass = config.class_for_configuration_set(config_set.strip())
         if klass is None:
@@ -54,25 +53,24 @@ def resolve(
         return Resolution(user_class, "user")
     if listener_class is not None:
         return Resolution(listener_class, "listener")
-    is_list = msg.get("List-Id") is not None or msg.get("List-Unsubscribe") is not None
+    is_list = headers.has("List-Id") or headers.has("List-Unsubscribe")
     if "list" in config.classes and is_list:
         return Resolution("list", "list-headers")
-    precedence = (first(msg, "Precedence") or "").strip().lower()
+    precedence = (headers.first("Precedence") or "").strip().lower()
     if "bulk" in config.classes and precedence == "bulk":
         return Resolution("bulk", "list-headers")
     return Resolution(config.default_class, "default")
 
 
-def message_tags(msg: Message) -> tuple[tuple[str, str], ...]:
+def message_tags(headers: Headers) -> tuple[tuple[str, str], ...]:
     """X-SES-MESSAGE-TAGS ("name=value, name2=value2") as SES's SMTP interface reads it.
 
     Names and values are limited to what SES accepts, so a bad tag fails here with a
     clear reply instead of later as an SES rejection.
     """
-    values = msg.get_all("X-SES-MESSAGE-TAGS") or []
     tags: dict[str, str] = {}
-    for value in values:
-        for part in str(value).split(","):
+    for value in headers.all("X-SES-MESSAGE-TAGS"):
+        for part in value.split(","):
             part = part.strip()
             if not part:
                 continue

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -154,28 +153,35 @@ class IntakeHandler:
             envelope.rcpt_options.extend(rcpt_options)
         return replies.RECIPIENT_OK
 
-    def _screen(self, data: bytes, user: User | None, client: str) -> tuple[bytes, str | None]:
-        """Bad-input rules (relay/intake/inputcheck.py): the bytes to keep, or a refusal."""
-        problem = inputcheck.header_problem(data)
+    def _screen(
+        self, data: bytes, user: User | None, client: str
+    ) -> tuple[bytes, hdr.Headers, str | None]:
+        """Bad-input rules (relay/intake/inputcheck.py): the bytes to keep and their header
+        block, or a refusal. The block is read once; only the rare rewrites read it again."""
+        headers = hdr.Headers.of(data)
+        problem = inputcheck.header_problem(headers)
         if problem is not None:
             log.warning("refused DATA from %s: %s", client, problem)
-            return data, replies.BAD_CONTENT.format(detail=f"Message refused: {problem}")
+            return data, headers, replies.BAD_CONTENT.format(detail=f"Message refused: {problem}")
         if inputcheck.has_bare_line_endings(data):
             if self.config.limits.bare_line_endings == "reject":
                 log.warning("refused DATA from %s: bare CR or LF in the message", client)
-                return data, replies.BARE_LINE_ENDINGS
+                return data, headers, replies.BARE_LINE_ENDINGS
             data = inputcheck.normalise_line_endings(data)
-        if (user is None or not user.may_set_arns) and inputcheck.arn_headers_present(data):
+            headers = hdr.Headers.of(data)
+        if (user is None or not user.may_set_arns) and inputcheck.arn_headers_present(headers):
             who = "unauthenticated clients" if user is None else f"user {user.name}"
             log.info("removed X-SES-*-ARN headers from %s: %s may not set them", client, who)
             data = inputcheck.strip_arn_headers(data)
-        return data, None
+            headers = hdr.Headers.of(data)
+        return data, headers, None
 
     @staticmethod
-    def _from_refusal(user: User, msg: Any) -> str | None:
+    def _from_refusal(user: User, headers: hdr.Headers) -> str | None:
         """The From header's addresses must all be the user's permitted senders."""
         if ANY_SENDER in user.senders:
             return None
+        msg = headers.structured({"from"})
         specs: list[str] = []
         try:
             for value in msg.get_all("From", []):
@@ -200,23 +206,22 @@ class IntakeHandler:
         user = self.user_of(session)
         # Bare LFs were normalised while reading (relay/intake/dataread.py); a bare CR is left for _screen.
         normalised = getattr(envelope, "bare_line_ends", 0) > 0 or inputcheck.has_bare_line_endings(data)
-        data, refused_why = self._screen(data, user, client)
+        data, headers, refused_why = self._screen(data, user, client)
         if refused_why is not None:
             return refused_why
-        msg = hdr.parse_raw(data)
         if user is not None:
-            from_refusal = self._from_refusal(user, hdr.parse(data))
+            from_refusal = self._from_refusal(user, headers)
             if from_refusal is not None:
                 log.warning("refused DATA from %s: %s", client, from_refusal)
                 return from_refusal
         try:
             resolution = resolve(
-                msg,
+                headers,
                 self.config,
                 user_class=user.default_class if user is not None else None,
                 listener_class=self.listener.default_class,
             )
-            tags = message_tags(msg)
+            tags = message_tags(headers)
         except ClassError as exc:
             return replies.BAD_CONTENT.format(detail=exc)
         klass = resolution.klass
@@ -256,10 +261,10 @@ class IntakeHandler:
             class_source=resolution.source,
             configuration_set=self.config.classes[klass].configuration_set,
             tags=tags,
-            header_from=hdr.first(msg, "From"),
-            subject=hdr.decoded(hdr.first(msg, "Subject")),
-            message_id=hdr.first(msg, "Message-ID"),
-            headers=hdr.header_text(data),
+            header_from=headers.first("From"),
+            subject=hdr.decoded(headers.first("Subject")),
+            message_id=headers.first("Message-ID"),
+            headers=headers.text,
             size=len(data),
             client_ip=client_ip,
             auth_user=user.name if user is not None else None,

@@ -27,9 +27,9 @@ ARN_HEADERS = frozenset({"x-ses-source-arn", "x-ses-from-arn", "x-ses-return-pat
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
-def header_problem(data: bytes) -> str | None:
+def header_problem(headers: hdr.Headers) -> str | None:
     """Why the header section cannot be accepted, or None."""
-    block, _ = hdr.split(data)
+    block = headers.block
     if b"\0" in block:
         return "the header section contains a NUL byte"
     inner = block.replace(b"\r\n", b"")
@@ -37,7 +37,7 @@ def header_problem(data: bytes) -> str | None:
         return "the header section contains a bare CR or LF (header lines must end with CRLF)"
     if b"=?" not in block:
         return None  # no encoded words, so decoding cannot produce anything the bytes lack
-    msg = hdr.parse(data)
+    msg = headers.structured({name for name, _ in headers.sources})
     for name in dict.fromkeys(msg.keys()):
         try:
             values = [str(v) for v in msg.get_all(name, [])]
@@ -58,9 +58,8 @@ def normalise_line_endings(data: bytes) -> bytes:
     return _LINE_END.sub(b"\r\n", data)
 
 
-def arn_headers_present(data: bytes) -> bool:
-    block, _ = hdr.split(data)
-    return any(hdr.field_name(f) in ARN_HEADERS for f in hdr.fields(block))
+def arn_headers_present(headers: hdr.Headers) -> bool:
+    return not ARN_HEADERS.isdisjoint(headers.loose_names())
 
 
 def strip_arn_headers(data: bytes) -> bytes:

@@ -32,7 +32,7 @@ def message(*headers: str) -> bytes:
 def resolved(
     data: bytes, config: Config = DEFAULT, *, user: str | None = None, listener: str | None = None
 ) -> Resolution:
-    return resolve(hdr.parse_raw(data), config, user_class=user, listener_class=listener)
+    return resolve(hdr.Headers.of(data), config, user_class=user, listener_class=listener)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_explicit_headers_naming_nothing_configured_are_refused(headers: tuple[s
     ],
 )
 def test_message_tags(headers: tuple[str, ...], tags: tuple[tuple[str, str], ...]) -> None:
-    assert message_tags(hdr.parse_raw(message(*headers))) == tags
+    assert message_tags(hdr.Headers.of(message(*headers))) == tags
 
 
 NOT_NAME_VALUE = "is not name=value with letters, digits, '_' or '-'"
@@ -143,5 +143,5 @@ NOT_NAME_VALUE = "is not name=value with letters, digits, '_' or '-'"
 )
 def test_bad_message_tags_are_refused_with_the_reason(value: str, why: str) -> None:
     with pytest.raises(ClassError) as refused:
-        message_tags(hdr.parse_raw(message(f"X-SES-MESSAGE-TAGS: {value}")))
+        message_tags(hdr.Headers.of(message(f"X-SES-MESSAGE-TAGS: {value}")))
     assert str(refused.value) == why

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from relay import headers as hdr
 from relay.config import ConfigError, from_dict
 from relay.intake import inputcheck
 from relay.intake.auth import FailureTracker
@@ -183,8 +184,8 @@ def test_sender_rules(rules: tuple[str, ...], address: str, allowed: bool) -> No
 
 def test_header_checks_and_line_ending_normalisation() -> None:
     good = b"From: a@example.com\r\nSubject: x\r\n folded\r\n\r\nbody\nbare\r\n"
-    assert inputcheck.header_problem(good) is None
-    assert inputcheck.header_problem(b"From: a@example.com\nSubject: x\r\n\r\n")
+    assert inputcheck.header_problem(hdr.Headers.of(good)) is None
+    assert inputcheck.header_problem(hdr.Headers.of(b"From: a@example.com\nSubject: x\r\n\r\n"))
     assert inputcheck.normalise_line_endings(b"a\nb\rc\r\nd") == b"a\r\nb\r\nc\r\nd"
     assert not inputcheck.has_bare_line_endings(b"a\r\nb\r\n")
     data = b"From: a@example.com\r\nX-SES-FROM-ARN: x\r\nSubject: s\r\n\r\nX-SES-FROM-ARN: in body\r\n"
