@@ -81,6 +81,7 @@ class RelaySMTP(SMTP):
         self.line_length = line_length
         self._slot: str | None = None  # the connection-counter key while this connection is counted
         self._admitted = True
+        self._session_started = False  # whether _handle_client has begun (see eof_received)
         self._in_data = False
         if implicit_tls:
             self._auth_require_tls = False  # the whole connection is already encrypted
@@ -147,7 +148,19 @@ class RelaySMTP(SMTP):
             self._slot = None
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        keep_open = super().eof_received()
+        # aiosmtpd cancels the session's task here and leaves closing the connection to
+        # it. A task cancelled before its first step never does: uvloop can report a
+        # client's EOF in the same loop pass as its connection (a probe that connects and
+        # closes at once), which then stayed open, and counted against its address, until
+        # the command timeout.
+        if not self._session_started and self.transport is not None:
+            self.transport.close()
+        return keep_open
+
     async def _handle_client(self) -> None:
+        self._session_started = True
         if not self._admitted:
             limit = self.event_handler.client_limits.connections.per_key
             log.warning(

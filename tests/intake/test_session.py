@@ -7,6 +7,8 @@ RelaySMTP gives enhanced status codes).
 from __future__ import annotations
 
 import asyncio
+import socket
+from typing import Any
 
 import pytest
 
@@ -121,6 +123,36 @@ def test_clients_outside_allow_networks_are_counted_and_need_auth(tmp_path) -> N
             assert connections.count("127.0.0.1") == 0  # every slot released
 
     run_intake(tmp_path, scenario, config, limits=ClientLimits.from_limits(1, 0))
+
+
+def event_loops() -> list[Any]:
+    """asyncio's event loop, and uvloop's when it is installed (serve runs on it then)."""
+    loops = [pytest.param(None, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:
+        return loops
+    return [*loops, pytest.param(uvloop.new_event_loop, id="uvloop")]
+
+
+@pytest.mark.parametrize("loop_factory", event_loops())
+def test_a_client_that_connects_and_closes_at_once_is_not_counted_after(tmp_path, loop_factory: Any) -> None:
+    config = {"listeners": [listener_on_any_port(allow_networks=["192.0.2.0/24"])]}
+
+    async def scenario(intake: Intake) -> None:
+        async with serving(intake) as port:
+            # Connected and closed before the server's loop runs again: it sees both at once.
+            await asyncio.to_thread(lambda: socket.create_connection(("127.0.0.1", port)).close())
+            connections = intake.handler.client_limits.connections
+            for _ in range(100):
+                if connections.count("127.0.0.1") == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert connections.count("127.0.0.1") == 0
+            async with Client.connected(port) as client:  # and the one slot is free again
+                assert (await client.reply()).startswith("220 ")
+
+    run_intake(tmp_path, scenario, config, limits=ClientLimits.from_limits(1, 0), loop_factory=loop_factory)
 
 
 def test_an_idle_client_is_told_and_disconnected(tmp_path) -> None:

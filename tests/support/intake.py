@@ -110,11 +110,13 @@ def run_intake(
     listener: int = 0,
     users: bool = False,
     limits: ClientLimits | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> None:
     """Run `scenario` against the handler of `config`'s listener number `listener`.
 
     With `users`, AUTH checks <tmp_path>/data/users.json (write it first with
-    tests.support.security.add_user). The store is closed whatever happens.
+    tests.support.security.add_user). The store is closed whatever happens. `loop_factory`:
+    the event loop to run on (asyncio's by default; serve uses uvloop's when installed).
     """
     data_dir = tmp_path / "data"
     data_dir.mkdir(exist_ok=True)
@@ -140,7 +142,8 @@ def run_intake(
         finally:
             await store.close()
 
-    asyncio.run(asyncio.wait_for(go(), timeout=60))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(asyncio.wait_for(go(), timeout=60))
 
 
 class Client:
