@@ -6,10 +6,12 @@ orders them correctly (expiry checks, "since" filters).
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_STORED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z", re.ASCII)  # what to_text writes
 
 
 def utcnow() -> datetime:
@@ -32,6 +34,8 @@ def from_text(value: str | datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("naive datetime: every time in ses-relay is UTC-aware")
         return value.astimezone(UTC)
+    if _STORED.match(value):  # fromisoformat reads exactly this form ~20x faster than strptime
+        return datetime.fromisoformat(value)
     return datetime.strptime(value, _FORMAT).replace(tzinfo=UTC)
 
 
