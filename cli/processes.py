@@ -49,7 +49,7 @@ WORKER_NICENESS = 10
 Loops = list[Loop]
 
 
-# -- checks made at start, before anything binds or sends ------------------------------------
+# -- the event loop both processes run on ----------------------------------------------------
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -66,6 +66,9 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
             factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main)
+
+
+# -- checks made at start, before anything binds or sends ------------------------------------
 
 
 def check_notice_routes(config: Config) -> None:
