@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import boto3
 import pytest
 
 from relay.sending.ses_api import SesError
@@ -94,3 +96,32 @@ def answering(status: int, body: bytes, tls: Cert | None = None) -> Iterator[str
     finally:
         server.shutdown()
         server.server_close()
+
+
+def verified_moto(moto_server: str) -> str:
+    """moto's SES with example.com verified and configuration set "tx" in REGION: its URL."""
+    admin = boto3.client("ses", region_name=REGION, endpoint_url=moto_server)
+    admin.verify_domain_identity(Domain="example.com")
+    if "tx" not in [c["Name"] for c in admin.list_configuration_sets()["ConfigurationSets"]]:
+        admin.create_configuration_set(ConfigurationSet={"Name": "tx"})
+    return moto_server
+
+
+def send_concurrently(ses: Client, threads: int = 8, each: int = 2) -> tuple[list[BaseException], float]:
+    """`threads` threads sending `each` calls at once through one client: their errors, and the seconds."""
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(each):
+                ses.send_raw(request())
+        except BaseException as exc:  # pragma: no cover - reported by the caller
+            errors.append(exc)
+
+    running = [threading.Thread(target=work) for _ in range(threads)]
+    started = time.monotonic()
+    for t in running:
+        t.start()
+    for t in running:
+        t.join(timeout=10)
+    return errors, time.monotonic() - started

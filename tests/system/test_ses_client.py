@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
@@ -17,6 +15,7 @@ from tests.conftest import free_port
 from tests.support.fake_ses import Drop, Failure, FakeRequest, FakeSes
 from tests.support.moto_ses import recorded_sends, recording, sent_messages
 from tests.support.samples import RAW, request
+from tests.support.ses_pair import send_concurrently, verified_moto
 
 REGION = "eu-west-2"  # moto's backends are per process; a region of our own keeps its lists ours
 CREDS = {
@@ -58,11 +57,7 @@ def ses(fake: FakeSes) -> Iterator[BotoSes]:
 @pytest.fixture(scope="module")
 def moto_ses(moto_server: str) -> str:
     """moto with example.com verified and configuration set "tx" in REGION."""
-    admin = boto3.client("ses", region_name=REGION, endpoint_url=moto_server)
-    admin.verify_domain_identity(Domain="example.com")
-    if "tx" not in [c["Name"] for c in admin.list_configuration_sets()["ConfigurationSets"]]:
-        admin.create_configuration_set(ConfigurationSet={"Name": "tx"})
-    return moto_server
+    return verified_moto(moto_server)
 
 
 def test_v1_send_reaches_moto_with_configuration_set_and_tags(moto_ses: str, tmp_path: Path) -> None:
@@ -323,26 +318,12 @@ def test_hook_sees_requests_and_can_answer_them(fake: FakeSes, ses: BotoSes) -> 
     assert [c.destinations for c in fake.calls] == [("bob@example.org",)]
 
 
+@pytest.mark.solo  # times 16 calls: runs alone (see Makefile)
 def test_one_client_serves_concurrent_threads(fake: FakeSes) -> None:
     """max_pool_connections = concurrency: 16 calls of 0.2 s on 8 threads take ~0.4 s, not 3.2 s."""
     fake.latency = 0.2
-    errors: list[BaseException] = []
     with BotoSes(region=REGION, endpoint_url=fake.url, api="v1", concurrency=8) as ses:
-
-        def work() -> None:
-            try:
-                for _ in range(2):
-                    ses.send_raw(request())
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work) for _ in range(8)]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=10)
-        elapsed = time.monotonic() - started
+        errors, elapsed = send_concurrently(ses)
     assert not errors
     assert len(fake.calls) == 16
     assert elapsed < 1.5, f"16 calls took {elapsed:.2f}s: the connection pool is not being shared"

@@ -22,7 +22,17 @@ from tests.conftest import free_port
 from tests.support.fake_ses import FakeSes
 from tests.support.moto_ses import recorded_sends, recording, sent_messages
 from tests.support.samples import RAW, request
-from tests.support.ses_pair import REGION, answering, boto, clean_aws_env, dead_url, failure, lean, seen
+from tests.support.ses_pair import (
+    REGION,
+    answering,
+    boto,
+    clean_aws_env,
+    dead_url,
+    failure,
+    lean,
+    seen,
+    verified_moto,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -41,11 +51,7 @@ def fake(aws_env: None) -> Iterator[FakeSes]:
 
 @pytest.fixture(scope="module")
 def moto_ses(moto_server: str) -> str:
-    admin = boto3.client("ses", region_name=REGION, endpoint_url=moto_server)
-    admin.verify_domain_identity(Domain="example.com")
-    if "tx" not in [c["Name"] for c in admin.list_configuration_sets()["ConfigurationSets"]]:
-        admin.create_configuration_set(ConfigurationSet={"Name": "tx"})
-    return moto_server
+    return verified_moto(moto_server)
 
 
 def test_send_reaches_moto_with_configuration_set_and_tags(

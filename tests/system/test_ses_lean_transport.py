@@ -4,8 +4,6 @@ with it, logging no credential."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,17 @@ from tests.conftest import wait_until
 from tests.support.fake_ses import FakeSes
 from tests.support.samples import request
 from tests.support.security import make_cert
-from tests.support.ses_pair import REGION, answering, boto, clean_aws_env, dead_url, failure, lean, seen
+from tests.support.ses_pair import (
+    REGION,
+    answering,
+    boto,
+    clean_aws_env,
+    dead_url,
+    failure,
+    lean,
+    seen,
+    send_concurrently,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -50,26 +58,12 @@ def test_https_with_the_ca_bundle_botocore_would_use(
 # --- the pool, the endpoint, the proxy -------------------------------------------------
 
 
+@pytest.mark.solo  # times 16 calls: runs alone (see Makefile)
 def test_one_client_serves_concurrent_threads(fake: FakeSes) -> None:
     """`concurrency` connections: 16 calls of 0.2 s on 8 threads take ~0.4 s, not 3.2 s."""
     fake.latency = 0.2
-    errors: list[BaseException] = []
     with LeanSes(region=REGION, endpoint_url=fake.url, concurrency=8) as ses:
-
-        def work() -> None:
-            try:
-                for _ in range(2):
-                    ses.send_raw(request())
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work) for _ in range(8)]
-        started = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=10)
-        elapsed = time.monotonic() - started
+        errors, elapsed = send_concurrently(ses)
         assert len(ses._http._idle) <= 8  # type: ignore[union-attr]
     assert not errors
     assert len(fake.calls) == 16
