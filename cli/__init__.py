@@ -16,12 +16,13 @@ from cli import (  # noqa: F401  (imported for the commands they add to main)
     dkim,
     feedback,
     notices,
-    processes,
     reports,
+    serve,
     state,
     submission,
     suppression,
     users,
+    worker,
 )
 from cli.app import main
 

@@ -16,7 +16,7 @@ import click
 
 from cli.app import Context, emit_rows, fail, main, stop_on_signals, with_store
 from cli.options import address_argument, common_options, json_option, since_window
-from cli.processes import sqs_sources
+from cli.worker import sqs_sources
 from relay import config as configuration
 from relay.store import Store
 from relay.timeutil import to_text, utcnow

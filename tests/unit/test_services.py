@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from cli import processes
+from cli import serve, worker
 from feedback.ingest import consumer
 from feedback.notices import notifier
 from feedback.reports import daily
@@ -41,8 +41,8 @@ def test_the_intake_process_needs_no_aws() -> None:
 
 
 def test_each_process_wires_exactly_its_services() -> None:
-    assert set(processes.SERVE_SERVICES) == {s.name for s in services.of("serve")}
-    assert set(processes.WORKER_SERVICES) == {s.name for s in services.of("worker")}
+    assert set(serve.SERVE_SERVICES) == {s.name for s in services.of("serve")}
+    assert set(worker.WORKER_SERVICES) == {s.name for s in services.of("worker")}
 
 
 def test_loops_take_their_interval_from_the_table() -> None:
