@@ -104,7 +104,7 @@ def state_migrate(ctx: Context, url: str, as_json: bool) -> None:
     this ses-relay is refused, with nothing copied.
     """
     from relay.store.pg_copy import copy_state
-    from relay.store.store import host_id
+    from relay.store.places import host_id
 
     try:
         target = check_state_url(url)

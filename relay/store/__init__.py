@@ -13,10 +13,13 @@
 - shared.py: the writes only a shared state has (notice leases);
 - mirror.py: each host's local copy of a shared state's suppressions and class
   pauses (what its intake checks): reads of PostgreSQL, writes of the local file.
+- places.py: where a Store keeps things, seen from outside one (state check's probe,
+  this host's id in a shared state, the missing spool of a state-only Store);
 - outbox.py: with a shared state, what this host committed locally and PostgreSQL has
   yet to hear, and how a batch of it is applied there.
 """
 
+from relay.store.places import probe_state
 from relay.store.records import (
     AuditRow,
     ClassState,
@@ -37,7 +40,7 @@ from relay.store.records import (
     SubmissionRow,
     UnmatchedEvent,
 )
-from relay.store.store import Store, probe_state
+from relay.store.store import Store
 from relay.store.writes import FeedbackTx
 from relay.suppression import ALL
 

@@ -44,11 +44,12 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from relay.clearing import ClearRequest, ClearVerdict
 from relay.store import outbox, reads, shared, spool_writes, writes
 from relay.store.backend import Backend, Db
+from relay.store.places import NoSpool, host_id
 from relay.store.records import (
     AuditRow,
     ClassState,
@@ -59,7 +60,6 @@ from relay.store.records import (
     NoticeRow,
     ReviewItem,
     SpoolItem,
-    StateProbe,
     StoreError,
     SubmissionRow,
 )
@@ -72,7 +72,6 @@ if TYPE_CHECKING:
     from relay.config import StateConfig
 
 T = TypeVar("T")
-HOST_ID_FILE = "host-id"
 
 
 class Store:
@@ -469,71 +468,6 @@ class Store:
         if not self.shared:
             return 0  # the local file is the record
         return await self._local.write(partial(outbox.prune_shipped, before=before, limit=limit))
-
-
-def probe_state(path: Path, state: StateConfig) -> StateProbe:
-    """Where the state is kept and whether this ses-relay can use it, changing nothing (blocking)."""
-    if state.shared:
-        import dataclasses
-        import time
-
-        from relay.store import mirror, postgres, sqlite
-
-        found = postgres.probe(state.url, state.connect_timeout.total_seconds())
-        found = dataclasses.replace(found, mirror=mirror.probe(path, state, reachable=found.reachable))
-        return outbox.with_backlog(found, sqlite.outbox_backlog(path), time.time())
-    from relay.store import sqlite
-
-    return sqlite.probe(path)
-
-
-def host_id(data_dir: Path) -> str:
-    """The id this data dir's relay goes by in the shared state: `<hostname>-<8 hex digits>`.
-
-    Kept in `<data-dir>/host-id`, so that it outlives restarts and follows the data dir
-    (with its spool) to another machine, and two relays on one machine differ.
-    """
-    import secrets
-    import socket
-
-    path = data_dir / HOST_ID_FILE
-    try:
-        known = path.read_text().strip()
-    except FileNotFoundError:
-        known = ""
-    if known:
-        return known
-    made = f"{socket.gethostname() or 'relay'}-{secrets.token_hex(4)}"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(made + "\n")
-    tmp.replace(path)
-    return made
-
-
-class NoSpool:
-    """The local half of a Store opened for the shared state alone: every use is an error."""
-
-    def _refuse(self) -> StoreError:
-        return StoreError("this command opened the shared state only, not a local spool")
-
-    async def write(self, fn: Callable[..., Any]) -> Any:
-        raise self._refuse()
-
-    async def write_batched(self, fn: Callable[..., None], item: Any) -> None:
-        raise self._refuse()
-
-    def write_soon(self, fn: Callable[..., None], items: Iterable[Any]) -> None:
-        raise self._refuse()
-
-    async def read(self, fn: Callable[..., Any]) -> Any:
-        raise self._refuse()
-
-    def lookup(self, fn: Callable[..., Any]) -> Any:
-        raise self._refuse()
-
-    async def close(self) -> None:
-        return None
 
 
 def _feedback(db: Db, *, fn: Callable[[writes.FeedbackTx], T], now: datetime) -> T:
