@@ -13,12 +13,15 @@
 - shared.py: the writes only a shared state has (notice leases);
 - mirror.py: each host's local copy of a shared state's suppressions and class
   pauses (what its intake checks): reads of PostgreSQL, writes of the local file.
+- feedback_tx.py: one feedback batch's unit of work (writes.py's writes, held back
+  so that a batch costs few round trips);
 - places.py: where a Store keeps things, seen from outside one (state check's probe,
   this host's id in a shared state, the missing spool of a state-only Store);
 - outbox.py: with a shared state, what this host committed locally and PostgreSQL has
   yet to hear, and how a batch of it is applied there.
 """
 
+from relay.store.feedback_tx import FeedbackTx
 from relay.store.places import probe_state
 from relay.store.records import (
     AuditRow,
@@ -41,7 +44,6 @@ from relay.store.records import (
     UnmatchedEvent,
 )
 from relay.store.store import Store
-from relay.store.writes import FeedbackTx
 from relay.suppression import ALL
 
 __all__ = [

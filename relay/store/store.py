@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, TypeVar
 from relay.clearing import ClearRequest, ClearVerdict
 from relay.store import outbox, reads, shared, spool_writes, writes
 from relay.store.backend import Backend, Db
+from relay.store.feedback_tx import FeedbackTx
 from relay.store.places import NoSpool, host_id
 from relay.store.records import (
     AuditRow,
@@ -238,7 +239,7 @@ class Store:
 
     # -- feedback ------------------------------------------------------------
 
-    async def apply_feedback(self, fn: Callable[[writes.FeedbackTx], T], now: datetime) -> T:
+    async def apply_feedback(self, fn: Callable[[FeedbackTx], T], now: datetime) -> T:
         """Run `fn` on a FeedbackTx as one write (all of it or none); StoreError on failure."""
         return await self._state.write(partial(_feedback, fn=fn, now=now))
 
@@ -470,9 +471,9 @@ class Store:
         return await self._local.write(partial(outbox.prune_shipped, before=before, limit=limit))
 
 
-def _feedback(db: Db, *, fn: Callable[[writes.FeedbackTx], T], now: datetime) -> T:
+def _feedback(db: Db, *, fn: Callable[[FeedbackTx], T], now: datetime) -> T:
     """`fn` on the batch's FeedbackTx, then what the FeedbackTx held back."""
-    tx = writes.FeedbackTx(db, now)
+    tx = FeedbackTx(db, now)
     result = fn(tx)
     tx.finish()
     return result
