@@ -1,4 +1,4 @@
-"""README's configuration reference against relay/config.py: every key, every default.
+"""README's configuration reference against relay/config/: every key, every default.
 
 A key added to the configuration without a row in README's tables, a row for a key
 that no longer exists, or a documented default that is not the real one fails here.
@@ -74,7 +74,7 @@ def test_each_key_is_documented_with_its_default(heading: str) -> None:
     else:
         model = SECTIONS[heading][1]
         keys = set(model.model_fields)
-        assert set(rows) == keys, f"{heading}: README rows differ from relay/config.py"
+        assert set(rows) == keys, f"{heading}: README rows differ from relay/config/"
     for key in sorted(keys):
         field = model.model_fields[key]
         cell = rows[key]

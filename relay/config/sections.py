@@ -1,17 +1,12 @@
-"""Configuration: one TOML file, validated whole at start.
-
-Every section is a pydantic model with `extra="forbid"`, so a misspelt key is an
-error rather than a silently ignored setting; `ConfigError` carries the dotted
-key path so the operator sees exactly which line to fix. Keys are never renamed:
-a new setting is a new key beside the others, so existing files keep working.
+"""The configuration's sections, each a pydantic model of one TOML table, and the
+value types they share (durations, address lists). `[state]` is in state.py, the
+whole file (`Config`) and its loading in model.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,13 +17,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
 )
 
 from relay.addresses import AddressError, normalise
-from relay.logredact import redact_url
-from relay.networks import is_loopback_host, wide_network
 
 DEFAULT_CONFIG_FILE = Path("ses-relay.toml")
 DEFAULT_DATA_DIR = Path("ses-relay-data")
@@ -105,17 +97,17 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ClassConfig(_Section):
+class ClassConfig(Section):
     configuration_set: str | None = Field(
         default=None, description="SES configuration set for this class; none sends without one"
     )
 
 
-class SesConfig(_Section):
+class SesConfig(Section):
     region: str = "us-east-1"
     endpoint_url: str = ""  # SES (v1 and v2) only; empty: AWS_ENDPOINT_URL_SES[V2], AWS_ENDPOINT_URL
     api: Literal["v1", "v2"] = "v1"
@@ -140,12 +132,12 @@ class SesConfig(_Section):
         return 40 * 1024 * 1024 if self.api == "v2" else 10 * 1024 * 1024
 
 
-class DkimDomainConfig(_Section):
+class DkimDomainConfig(Section):
     selector: str
     key_file: Path
 
 
-class ListenerConfig(_Section):
+class ListenerConfig(Section):
     listen: str = DEFAULT_LISTEN
     tls: Literal["none", "starttls", "implicit"] = "none"
     require_auth: bool = False
@@ -177,7 +169,7 @@ class ListenerConfig(_Section):
         return parse_hostport(self.listen)[1]
 
 
-class LimitsConfig(_Section):
+class LimitsConfig(Section):
     message_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # bytes; advertised with SIZE
     recipients: int = Field(default=500, ge=1, le=10_000)  # per message
     connections_per_ip: int = Field(default=20, ge=1)  # open SMTP connections per client address
@@ -195,13 +187,13 @@ class LimitsConfig(_Section):
         return value
 
 
-class TlsConfig(_Section):
+class TlsConfig(Section):
     cert_file: str = ""  # PEM certificate chain; needed by any listener with tls != "none"
     key_file: str = ""  # PEM private key
     min_version: Literal["1.2", "1.3"] = "1.2"
 
 
-class AuthConfig(_Section):
+class AuthConfig(Section):
     users_file: str = ""  # JSON users file; default <data-dir>/users.json (`ses-relay user add`)
     allow_plaintext_loopback: bool = False  # offer AUTH without TLS to loopback clients
     max_failures: int = Field(default=5, ge=1)  # failed AUTHs from one client address...
@@ -211,13 +203,13 @@ class AuthConfig(_Section):
     failure_delay: Duration = timedelta(seconds=1)  # 535 delay, doubling per failure (at most 8x)
 
 
-class FeedbackConfig(_Section):
+class FeedbackConfig(Section):
     queue_urls: StrList = ()
     sns_topic_arns: StrList = ()
     sns_cert_dir: str = ""
 
 
-class MetricsConfig(_Section):
+class MetricsConfig(Section):
     listen: str = ""  # HOST:PORT for /metrics, /healthz, /readyz; empty = off
     stuck_after: Duration = timedelta(hours=1)  # /healthz fails: oldest spooled this old, SES not sending
 
@@ -245,7 +237,7 @@ def parse_s3_uri(value: str) -> tuple[str, str]:
     return bucket, f"{prefix}/" if prefix else ""
 
 
-class ReportConfig(_Section):
+class ReportConfig(Section):
     """The daily dashboard: bounces and complaints of the last 24 hours, mailed or published to S3."""
 
     daily_to: AddressList = ()  # empty = no daily mail
@@ -283,7 +275,7 @@ class ReportConfig(_Section):
         return parse_s3_uri(self.s3_uri)[1] if self.s3_uri else ""
 
 
-class PolicyConfig(_Section):
+class PolicyConfig(Section):
     """The numbers of the suppression policy (feedback/policy.py; README "Suppression policy")."""
 
     permanent_general_expiry: Duration = timedelta(days=30)  # Permanent/General ("recoverable")
@@ -297,7 +289,7 @@ class PolicyConfig(_Section):
     max_clears_per_day: int = Field(default=100, ge=0)  # clears by all admins in 24 h, unless --force
 
 
-class NoticesConfig(_Section):
+class NoticesConfig(Section):
     """Where notices to senders go: `default` unless the sender's domain has a route.
 
     Routes: "maildir" (<data-dir>/mailboxes/{address}), "maildir:TEMPLATE",
@@ -310,7 +302,7 @@ class NoticesConfig(_Section):
     routes: dict[str, str] = Field(default_factory=dict)  # sender domain -> route
 
 
-class GuardConfig(_Section):
+class GuardConfig(Section):
     """The reputation guard: pause a class before SES reviews the account.
 
     SES reviews at a 5 % bounce or 0.1 % complaint rate and may pause sending at
@@ -330,268 +322,3 @@ class GuardConfig(_Section):
     check_every: Duration = timedelta(minutes=1)
     action: Literal["refuse", "hold"] = "refuse"  # new mail: 451 4.7.1, or accept and hold
     alert_to: AddressList = ()  # who is mailed when a class is paused
-
-
-def check_state_url(value: str) -> str:
-    """A PostgreSQL URL libpq accepts (or "" for the local SQLite store).
-
-    Errors never repeat the value: it may hold a password.
-    """
-    url = value.strip()
-    if not url:
-        return ""
-    if not url.lower().startswith(STATE_URL_SCHEMES):
-        raise ValueError(
-            "not a PostgreSQL URL: use postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
-            'or "" for the local SQLite store'
-        )
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        params = conninfo_to_dict(url)
-    except ProgrammingError as exc:
-        raise ValueError(f"not a valid PostgreSQL URL ({redact_url(str(exc))})") from None
-    for port in str(params.get("port", "")).split(","):
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
-    return url
-
-
-class StateConfig(_Section):
-    """Where the shared state lives: "" keeps it in the local SQLite store (one host)."""
-
-    url: str = Field(default="", repr=False)  # postgresql://...; env SES_RELAY_STATE_URL overrides
-    pool_size: int = Field(default=4, ge=1, le=64)  # PostgreSQL connections per process
-    connect_timeout: Duration = timedelta(seconds=5)  # to connect, and to wait for a free connection
-    # /healthz fails, and `state check` exits 1, once the local mirror is this far behind
-    mirror_max_age: Duration = timedelta(minutes=5)
-    change_retention: Duration = timedelta(days=1)  # the change log kept for mirrors to catch up from
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_state_url(value)
-
-    @field_validator("connect_timeout")
-    @classmethod
-    def _timeout(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 1:
-            raise ValueError("must be at least one second")
-        return value
-
-    @field_validator("mirror_max_age")
-    @classmethod
-    def _max_age(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 10:
-            raise ValueError("must be at least 10 seconds (the mirror polls every second)")
-        return value
-
-    @field_validator("change_retention")
-    @classmethod
-    def _retention(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 3600:
-            raise ValueError("must be at least one hour")
-        return value
-
-    @property
-    def shared(self) -> bool:
-        """True when the state is in PostgreSQL (shared by every relay that names it)."""
-        return bool(self.url)
-
-    @property
-    def where(self) -> str:
-        """The URL as it may be printed and logged: without its password."""
-        return redact_url(self.url)
-
-    @property
-    def password(self) -> str | None:
-        """The password the URL carries, if any: the log filter is given it wherever the URL is used,
-        so that it is masked in any line, URL or not."""
-        if not self.url:
-            return None
-        from psycopg.conninfo import conninfo_to_dict
-
-        return conninfo_to_dict(self.url).get("password") or None
-
-
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
-
-
-class Config(_Section):
-    default_class: str = "transactional"
-    hostname: str = ""  # this relay's name (banner, notices, DSNs); "" = the machine's FQDN
-    classes: dict[str, ClassConfig] = Field(
-        default_factory=lambda: {
-            "transactional": ClassConfig(configuration_set="tx"),
-            "list": ClassConfig(configuration_set="list"),
-            "bulk": ClassConfig(configuration_set="bulk"),
-        }
-    )
-    ses: SesConfig = SesConfig()
-    dkim: dict[str, DkimDomainConfig] = Field(default_factory=dict)
-    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
-    limits: LimitsConfig = LimitsConfig()
-    tls: TlsConfig = TlsConfig()
-    auth: AuthConfig = AuthConfig()
-    feedback: FeedbackConfig = FeedbackConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    report: ReportConfig = ReportConfig()
-    policy: PolicyConfig = PolicyConfig()
-    notices: NoticesConfig = NoticesConfig()
-    guard: GuardConfig = GuardConfig()
-    state: StateConfig = StateConfig()
-
-    @field_validator("hostname")
-    @classmethod
-    def _hostname(cls, value: str) -> str:
-        value = value.strip().rstrip(".")
-        if value and not _HOSTNAME.match(value):
-            raise ValueError(f"{value!r} is not a host name (letters, digits, '-', dots between labels)")
-        return value.lower()
-
-    @field_validator("classes")
-    @classmethod
-    def _class_names(cls, value: dict[str, ClassConfig]) -> dict[str, ClassConfig]:
-        if not value:
-            raise ValueError("at least one class must be configured")
-        for name in value:
-            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
-                raise ValueError(f"class name {name!r} must be lower-case letters, digits, '-' or '_'")
-        return value
-
-    def class_for_configuration_set(self, name: str) -> str | None:
-        for klass, conf in self.classes.items():
-            if conf.configuration_set == name:
-                return klass
-        return None
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _cross_check(config: Config) -> Config:
-    """Checks that span sections, each naming the key an operator must change."""
-    names = ", ".join(sorted(config.classes))
-    if config.default_class not in config.classes:
-        raise ConfigError("default_class", f"{config.default_class!r} is not a configured class ({names})")
-    for i, listener in enumerate(config.listeners):
-        if listener.default_class is not None and listener.default_class not in config.classes:
-            raise ConfigError(
-                f"listeners[{i}].default_class",
-                f"{listener.default_class!r} is not a configured class ({names})",
-            )
-    if config.limits.message_size > config.ses.max_message_size:
-        raise ConfigError(
-            "limits.message_size",
-            f"{config.limits.message_size} exceeds what SES api {config.ses.api!r} accepts "
-            f"({config.ses.max_message_size})",
-        )
-    check_listeners(config)
-    return config
-
-
-def check_listeners(config: Config) -> None:
-    """TLS material, AUTH reachability and the open-relay rule, per listener.
-
-    Run again by `serve` after `--listen` replaced the address, because whether a
-    listener is exposed depends on where it is bound.
-    """
-    for i, listener in enumerate(config.listeners):
-        key = f"listeners[{i}]"
-        if listener.tls != "none":
-            for name in ("cert_file", "key_file"):
-                if not getattr(config.tls, name):
-                    raise ConfigError(
-                        f"tls.{name}",
-                        f"{key} ({listener.listen}) has tls = {listener.tls!r} but tls.{name} is not set",
-                    )
-        loopback = is_loopback_host(listener.host)
-        if listener.require_auth and listener.tls == "none" and not (
-            loopback and config.auth.allow_plaintext_loopback
-        ):
-            raise ConfigError(
-                f"{key}.tls",
-                "require_auth = true needs tls = 'starttls' or 'implicit': AUTH is only offered over TLS "
-                "(or on a loopback listener with [auth] allow_plaintext_loopback = true)",
-            )
-        if loopback or listener.require_auth:
-            continue
-        if "allow_networks" not in listener.model_fields_set:
-            raise ConfigError(
-                f"{key}.allow_networks",
-                f"refusing to start: listener {listener.listen} is bound beyond loopback with neither "
-                "require_auth = true nor an explicit allow_networks list; it would be an open relay "
-                "(or useless). Set require_auth = true, or list the networks that may relay",
-            )
-        for net in listener.allow_networks:
-            why = wide_network(net)
-            if why:
-                raise ConfigError(
-                    f"{key}.allow_networks",
-                    f"refusing to start: listener {listener.listen} would be an open relay: it is bound "
-                    f"beyond loopback, does not require AUTH, and {why}. Set require_auth = true, or allow "
-                    "only private networks or public ones no wider than /16 (IPv4) or /48 (IPv6)",
-                )
-
-
-def from_dict(data: dict[str, Any]) -> Config:
-    """Validate a parsed TOML document; raise ConfigError naming the first bad key."""
-    try:
-        return _cross_check(Config.model_validate(data))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
-        key = _key_path(loc)
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif err["type"] == "value_error":
-            message = message.removeprefix("Value error, ")
-        extra = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
-        raise ConfigError(key or "(top level)", message + extra) from None
-
-
-def load(path: Path | None) -> Config:
-    """Load and validate `path` (None: the defaults), with $SES_RELAY_STATE_URL over [state] url."""
-    env_url = os.environ.get(STATE_URL_ENV, "").strip()
-    if path is None and not env_url:
-        return Config()
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError("", f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError("", f"cannot read config file {path}: {exc.strerror}") from None
-    if env_url and isinstance(data.get("state", {}), dict):
-        data["state"] = {**data.get("state", {}), "url": env_url}
-        try:
-            return from_dict(data)
-        except ConfigError as exc:
-            if exc.key == "state.url":
-                raise ConfigError(exc.key, f"{exc.message} (from ${STATE_URL_ENV})") from None
-            raise
-    return from_dict(data)
-
-
-def locate(explicit: str | None) -> Path | None:
-    """--config, else $SES_RELAY_CONFIG, else ./ses-relay.toml when it exists."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("SES_RELAY_CONFIG")
-    if env:
-        return Path(env)
-    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None

@@ -1,0 +1,96 @@
+"""`[state]`: where the shared state lives (PostgreSQL), or "" for the local SQLite store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import (
+    Field,
+    field_validator,
+)
+
+from relay.config.sections import STATE_URL_SCHEMES, Duration, Section
+from relay.logredact import redact_url
+
+
+def check_state_url(value: str) -> str:
+    """A PostgreSQL URL libpq accepts (or "" for the local SQLite store).
+
+    Errors never repeat the value: it may hold a password.
+    """
+    url = value.strip()
+    if not url:
+        return ""
+    if not url.lower().startswith(STATE_URL_SCHEMES):
+        raise ValueError(
+            "not a PostgreSQL URL: use postgresql://USER[:PASSWORD]@HOST[:PORT]/DB, "
+            'or "" for the local SQLite store'
+        )
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except ProgrammingError as exc:
+        raise ValueError(f"not a valid PostgreSQL URL ({redact_url(str(exc))})") from None
+    for port in str(params.get("port", "")).split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    return url
+
+
+class StateConfig(Section):
+    """Where the shared state lives: "" keeps it in the local SQLite store (one host)."""
+
+    url: str = Field(default="", repr=False)  # postgresql://...; env SES_RELAY_STATE_URL overrides
+    pool_size: int = Field(default=4, ge=1, le=64)  # PostgreSQL connections per process
+    connect_timeout: Duration = timedelta(seconds=5)  # to connect, and to wait for a free connection
+    # /healthz fails, and `state check` exits 1, once the local mirror is this far behind
+    mirror_max_age: Duration = timedelta(minutes=5)
+    change_retention: Duration = timedelta(days=1)  # the change log kept for mirrors to catch up from
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_state_url(value)
+
+    @field_validator("connect_timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("must be at least one second")
+        return value
+
+    @field_validator("mirror_max_age")
+    @classmethod
+    def _max_age(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 10:
+            raise ValueError("must be at least 10 seconds (the mirror polls every second)")
+        return value
+
+    @field_validator("change_retention")
+    @classmethod
+    def _retention(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 3600:
+            raise ValueError("must be at least one hour")
+        return value
+
+    @property
+    def shared(self) -> bool:
+        """True when the state is in PostgreSQL (shared by every relay that names it)."""
+        return bool(self.url)
+
+    @property
+    def where(self) -> str:
+        """The URL as it may be printed and logged: without its password."""
+        return redact_url(self.url)
+
+    @property
+    def password(self) -> str | None:
+        """The password the URL carries, if any: the log filter is given it wherever the URL is used,
+        so that it is masked in any line, URL or not."""
+        if not self.url:
+            return None
+        from psycopg.conninfo import conninfo_to_dict
+
+        return conninfo_to_dict(self.url).get("password") or None
