@@ -36,6 +36,13 @@ def entry(address: str, at: datetime = T0, **kw: object) -> Suppression:
     values.update(kw)
     return Suppression(**values)  # type: ignore[arg-type]
 
+async def bounced(store: Store, addr: str, kind: str, at: datetime, *, now: datetime | None = None) -> None:
+    """Mail to `addr` sent an hour before `at` bounces (`kind`: Permanent or Transient) at `at`,
+    applied at `now` (default: as it happens)."""
+    sid, ses_id = await seed(store, [addr], at=at - HOUR)
+    await apply(store, bounce(mail_of(ses_id, [addr], sid), [addr], kind, "General", at=at), now=now or at)
+
+
 
 def test_every_change_a_merge_makes_is_recorded_with_what_made_it(place: Place) -> None:
     addr = "story@example.org"
@@ -189,11 +196,8 @@ def test_a_cleared_entry_keeps_the_window_it_was_set_for(place: Place) -> None:
     addr = "moved@example.org"
 
     async def scenario(store: Store) -> None:
-        sid, ses_id = await seed(store, [addr])
         now = T0 + timedelta(minutes=1)
-        await apply(
-            store, bounce(mail_of(ses_id, [addr], sid), [addr], "Permanent", "General", at=now), now=now
-        )
+        await bounced(store, addr, "Permanent", now)
         # a later, shorter entry only restates it: the 30 days still run from the bounce
         await store.merge_suppression(entry(addr, now + DAY, cause=Cause.BOUNCE, expires_at=now + 2 * DAY))
         await store.clear_suppressions(ClearRequest(addr, None, "cli:alice"), now + 2 * DAY)
@@ -253,23 +257,15 @@ def test_a_bounce_after_a_clear_is_suppressed_for_twice_the_cleared_window(place
     addr = "back@example.org"
 
     async def scenario(store: Store) -> None:
-        sid, ses_id = await seed(store, [addr])
         first = T0 + timedelta(minutes=1)
-        await apply(
-            store, bounce(mail_of(ses_id, [addr], sid), [addr], "Permanent", "General", at=first), now=first
-        )
+        await bounced(store, addr, "Permanent", first)
         await store.clear_suppressions(ClearRequest(addr, None, "cli:alice", "fixed"), first + DAY)
         late = first + DAY - HOUR  # bounced before the clear, arrives after it: not "again"
-        sid2, ses2 = await seed(store, [addr], at=late - HOUR)
-        await apply(store, bounce(mail_of(ses2, [addr], sid2), [addr], "Transient", "General", at=late),
-                    now=first + DAY + timedelta(minutes=5))  # fmt: skip
+        await bounced(store, addr, "Transient", late, now=first + DAY + timedelta(minutes=5))
         [ordinary] = await store.suppressions_of(addr)
         assert ordinary.level is Level.SOFT and "after a clear" not in ordinary.reason
         again = first + 3 * DAY
-        sid3, ses3 = await seed(store, [addr], at=again - HOUR)
-        await apply(
-            store, bounce(mail_of(ses3, [addr], sid3), [addr], "Transient", "General", at=again), now=again
-        )
+        await bounced(store, addr, "Transient", again)
         [doubled] = await store.suppressions_of(addr)
         assert (doubled.level, doubled.expires_at) == (Level.HARD, again + 60 * DAY)
         assert doubled.reason.startswith("bounced again 2d after a clear: twice the cleared entry's 30d; ")
