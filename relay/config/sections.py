@@ -63,6 +63,20 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def at_least(minimum: timedelta, words: str) -> AfterValidator:
+    """For a Duration that may not be shorter than `minimum`: "must be at least <words>"."""
+
+    def check(value: timedelta) -> timedelta:
+        if value < minimum:
+            raise ValueError(f"must be at least {words}")
+        return value
+
+    return AfterValidator(check)
+
+
+Timeout = Annotated[Duration, at_least(timedelta(seconds=1), "one second")]  # a Duration of a second or more
+
+
 def _one_or_many(value: Any) -> Any:
     """A list-valued key also takes one string, `"a"` or `"a, b"` (split at commas)."""
     if isinstance(value, str):
@@ -174,17 +188,10 @@ class LimitsConfig(Section):
     recipients: int = Field(default=500, ge=1, le=10_000)  # per message
     connections_per_ip: int = Field(default=20, ge=1)  # open SMTP connections per client address
     messages_per_minute_per_ip: int = Field(default=0, ge=0)  # MAIL commands a minute; 0 = no limit
-    command_timeout: Duration = timedelta(minutes=5)  # idle time allowed between commands
-    data_timeout: Duration = timedelta(minutes=10)  # for the whole DATA transfer
+    command_timeout: Timeout = timedelta(minutes=5)  # idle time allowed between commands
+    data_timeout: Timeout = timedelta(minutes=10)  # for the whole DATA transfer
     line_length: int = Field(default=1000, ge=1000, le=65536)  # octets a line incl. CRLF (RFC 5321: 1000)
     bare_line_endings: Literal["normalize", "reject"] = "normalize"  # bare CR/LF in a message body
-
-    @field_validator("command_timeout", "data_timeout")
-    @classmethod
-    def _positive_timeout(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 1:
-            raise ValueError("must be at least one second")
-        return value
 
 
 class TlsConfig(Section):

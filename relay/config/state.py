@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 from pydantic import (
     Field,
     field_validator,
 )
 
-from relay.config.sections import STATE_URL_SCHEMES, Duration, Section
+from relay.config.sections import STATE_URL_SCHEMES, Duration, Section, Timeout, at_least
 from relay.logredact import redact_url
+
+MirrorAge = Annotated[Duration, at_least(timedelta(seconds=10), "10 seconds (the mirror polls every second)")]
+Retention = Annotated[Duration, at_least(timedelta(hours=1), "one hour")]
 
 
 def check_state_url(value: str) -> str:
@@ -44,36 +48,15 @@ class StateConfig(Section):
 
     url: str = Field(default="", repr=False)  # postgresql://...; env SES_RELAY_STATE_URL overrides
     pool_size: int = Field(default=4, ge=1, le=64)  # PostgreSQL connections per process
-    connect_timeout: Duration = timedelta(seconds=5)  # to connect, and to wait for a free connection
+    connect_timeout: Timeout = timedelta(seconds=5)  # to connect, and to wait for a free connection
     # /healthz fails, and `state check` exits 1, once the local mirror is this far behind
-    mirror_max_age: Duration = timedelta(minutes=5)
-    change_retention: Duration = timedelta(days=1)  # the change log kept for mirrors to catch up from
+    mirror_max_age: MirrorAge = timedelta(minutes=5)
+    change_retention: Retention = timedelta(days=1)  # the change log kept for mirrors to catch up from
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return check_state_url(value)
-
-    @field_validator("connect_timeout")
-    @classmethod
-    def _timeout(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 1:
-            raise ValueError("must be at least one second")
-        return value
-
-    @field_validator("mirror_max_age")
-    @classmethod
-    def _max_age(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 10:
-            raise ValueError("must be at least 10 seconds (the mirror polls every second)")
-        return value
-
-    @field_validator("change_retention")
-    @classmethod
-    def _retention(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 3600:
-            raise ValueError("must be at least one hour")
-        return value
 
     @property
     def shared(self) -> bool:
